@@ -1,0 +1,267 @@
+//! The guard: proof of a holding, and the holder's side of leases.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::clock::duration_ns;
+use crate::error::LockError;
+use crate::manager::{DefaultHasher, LockManager};
+use crate::mode::{Mode, Owner};
+use crate::request::MAX_TTL;
+use crate::slot::{Holding, Slot};
+use crate::sync::Ordering;
+use crate::token::FenceToken;
+
+/// A held lock on one key. Dropping it releases the lock; it can be moved to another thread.
+///
+/// With a lease, the holding is lost at its deadline unless [`renew`](LockGuard::renew)ed: then
+/// [`is_held`](LockGuard::is_held) is false, `renew` and `release` return
+/// [`LockError::Expired`], and dropping it does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{LockManager, Mode};
+/// use std::time::Duration;
+///
+/// let locks: LockManager<String> = LockManager::new();
+/// let g = locks.exclusive("orders/17").lease(Duration::from_secs(30)).acquire()?;
+/// assert_eq!(g.key(), "orders/17");
+/// assert_eq!(g.mode(), Mode::Exclusive);
+/// g.renew(Duration::from_secs(30))?;
+/// assert!(g.is_held());
+/// g.release()?;
+/// # Ok::<(), leasehold::LockError>(())
+/// ```
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct LockGuard<'m, K, S = DefaultHasher> {
+    locks: &'m LockManager<K, S>,
+    slot: &'m Slot<K>,
+    holding: Holding,
+    /// Whether the holding ends through its lease word (a plain holding becomes managed when it
+    /// is first renewed).
+    managed: AtomicBool,
+    mode: Mode,
+    owner: Option<Owner>,
+    done: bool,
+}
+
+impl<'m, K, S> LockGuard<'m, K, S> {
+    pub(crate) fn new(
+        locks: &'m LockManager<K, S>,
+        slot: &'m Slot<K>,
+        holding: Holding,
+        mode: Mode,
+        owner: Option<Owner>,
+    ) -> Self {
+        LockGuard {
+            locks,
+            slot,
+            managed: AtomicBool::new(holding.managed),
+            holding,
+            mode,
+            owner,
+            done: false,
+        }
+    }
+
+    fn current(&self) -> Holding {
+        Holding {
+            managed: self.managed.load(std::sync::atomic::Ordering::Relaxed),
+            ..self.holding
+        }
+    }
+
+    /// The key this guard holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert_eq!(*locks.exclusive(&5).try_acquire()?.key(), 5);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn key(&self) -> &K {
+        // SAFETY: the slot is pinned for as long as this guard lives: by its units while held, and
+        // by the zombie count once an expirer or revoker has ended it (slot.rs).
+        unsafe { self.slot.key() }
+    }
+
+    /// The mode of this holding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, Mode};
+    /// let locks: LockManager<u64> = LockManager::new();
+    /// assert_eq!(locks.shared(&5).try_acquire()?.mode(), Mode::Shared);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The fencing token: strictly greater than every token handed out before for this key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let a = locks.shared(&5).try_acquire()?;
+    /// let b = locks.shared(&5).try_acquire()?;
+    /// assert!(b.token() > a.token());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn token(&self) -> FenceToken {
+        FenceToken::from_u64(self.holding.token)
+    }
+
+    /// The owner label this holding was acquired with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.shared(&5).try_acquire()?.owner().is_none());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
+    /// Whether the lock is still held: not released, expired or revoked, and (with a lease) its
+    /// deadline has not passed by the manager's clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.exclusive(&5).try_acquire()?.is_held());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn is_held(&self) -> bool {
+        !self.done
+            && self
+                .slot
+                .is_held(&self.current(), || self.locks.inner.core.clock.now_ns())
+    }
+
+    /// The lease deadline, as a reading of the manager's clock (compare with
+    /// [`LockManager::now`]); `None` without a lease or once the holding is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&5).lease(Duration::from_secs(60)).try_acquire()?;
+    /// assert!(g.expires_at().unwrap() > locks.now());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn expires_at(&self) -> Option<Duration> {
+        self.slot
+            .deadline_of(&self.current())
+            .map(Duration::from_nanos)
+    }
+
+    /// Extends the lease to `ttl` from now: one atomic step on the holding's lease word. A holding
+    /// acquired without a lease gains one.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Expired`] if the lease was already lost (its deadline passed, or it was
+    /// revoked); [`LockError::InvalidTtl`] for a zero or too long `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&5).lease(Duration::from_secs(1)).try_acquire()?;
+    /// g.renew(Duration::from_secs(60))?;
+    /// assert!(g.expires_at().unwrap() > locks.now() + Duration::from_secs(30));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn renew(&self, ttl: Duration) -> Result<(), LockError> {
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return Err(LockError::InvalidTtl { ttl });
+        }
+        if self.done {
+            return Err(LockError::Expired);
+        }
+        let core = &self.locks.inner.core;
+        let h = self.current();
+        if h.managed {
+            return self
+                .slot
+                .renew(core, &h, duration_ns(ttl))
+                .map(drop)
+                .map_err(|()| LockError::Expired);
+        }
+        self.slot
+            .promote(core, &h, duration_ns(ttl))
+            .map_err(|()| LockError::Expired)?;
+        self.managed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Releases the lock now.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Expired`] if the lease ran out (and was expired) or the holding was revoked
+    /// first: the lock was not held any more, and the unit was given back already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// locks.exclusive(&5).try_acquire()?.release()?;
+    /// assert!(locks.exclusive(&5).try_acquire().is_ok());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn release(mut self) -> Result<(), LockError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), LockError> {
+        self.done = true;
+        let h = self.current();
+        match self.slot.release(&self.locks.inner.core, &h) {
+            Ok(()) => Ok(()),
+            Err(()) => {
+                // An expirer or revoker ended the holding and counted this guard as a zombie;
+                // this is the guard's last touch of the slot. Release: pairs with the
+                // reclaimer's Acquire load of the count.
+                self.slot.zombies.fetch_sub(1, Ordering::Release);
+                Err(LockError::Expired)
+            }
+        }
+    }
+}
+
+impl<K, S> Drop for LockGuard<'_, K, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.finish();
+        }
+    }
+}
+
+impl<K: fmt::Debug, S> fmt::Debug for LockGuard<'_, K, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", self.key())
+            .field("mode", &self.mode)
+            .field("token", &self.token())
+            .field("owner", &self.owner)
+            .finish()
+    }
+}

@@ -1,0 +1,882 @@
+//! The lock manager: configuration, the two lookup paths, expiry driving and idle sweeping.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::clock::{duration_ns, Clock, ClockSource, MonotonicClock, TimeListener};
+use crate::error::{ConfigError, LockError};
+use crate::expiry::Wheelhouse;
+use crate::mode::Mode;
+use crate::request::Request;
+use crate::slot::{Ask, Blocked, Core, Holding, Slot, SlotInner};
+use crate::sync::{Arc as SyncArc, AtomicU64, Ordering};
+use crate::table::{key_matches, Shard};
+use crate::wait::{self, Waiter};
+use crate::word::{self, COUNTER_MAX};
+
+/// The hasher a manager uses unless told otherwise: foldhash's, seeded per process (fast, and
+/// resistant enough to chosen keys for a lock table).
+pub type DefaultHasher = foldhash::fast::RandomState;
+
+/// Index entries examined by the idle sweep on every slot creation (amortised reclamation).
+const SWEEP_ON_INSERT: usize = 4;
+/// How often the reaper (or `expire_due`) sweeps every shard for idle slots. With the second
+/// chance, an idle slot outlives its last use by at most two intervals.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A table of locks keyed by resource id.
+///
+/// Keys are `K: Hash + Eq`, looked up by borrowed key (`&Q` where `K: Borrow<Q>`), so a
+/// `LockManager<String>` takes `&str` and allocates only when a new slot must be created. A key
+/// has a slot while it is held or waited on; idle slots are reclaimed (a few are cached per shard
+/// for reuse), so memory follows the locks held, not the keys ever seen.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{LockError, LockManager};
+/// use std::time::Duration;
+///
+/// let locks: LockManager<String> = LockManager::new();
+/// let g = locks.exclusive("orders/17").lease(Duration::from_secs(30)).acquire()?;
+/// assert_eq!(locks.shared("orders/17").try_acquire().unwrap_err(), LockError::WouldBlock);
+/// let token = g.token();
+/// drop(g);
+/// let r = locks.shared("orders/17").try_acquire()?;
+/// assert!(r.token() > token);
+/// # Ok::<(), LockError>(())
+/// ```
+pub struct LockManager<K, S = DefaultHasher> {
+    pub(crate) inner: Arc<Inner<K, S>>,
+}
+
+pub(crate) struct Inner<K, S> {
+    pub(crate) core: Core,
+    shards: Box<[Shard<K>]>,
+    /// `hash >> shard_shift` is the shard (the index uses the low bits).
+    shard_shift: u32,
+    hasher: S,
+    max_slots: usize,
+    /// Slots in the index, over all shards (held, waited on, or idle and cached).
+    slots: AtomicUsize,
+    /// Clock time of the next periodic sweep.
+    next_sweep_ns: AtomicU64,
+    reaper: ReaperMode,
+    shutdown: AtomicBool,
+    reaper_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReaperMode {
+    /// A background thread drives the wheel.
+    Thread,
+    /// The manual clock drives it (inside `ManualClock::advance`).
+    ManualClock,
+    /// The embedder calls `expire_due`.
+    Embedder,
+}
+
+/// Builds a [`LockManager`]; every setting is checked by [`build`](Builder::build).
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::LockManager;
+/// use std::time::Duration;
+///
+/// let locks = LockManager::<u64>::builder()
+///     .shards(64)
+///     .tick(Duration::from_millis(1))
+///     .max_slots(1_000_000)
+///     .build()?;
+/// # Ok::<(), leasehold::ConfigError>(())
+/// ```
+pub struct Builder<K, S = DefaultHasher> {
+    shards: Option<usize>,
+    max_slots: usize,
+    tick: Duration,
+    reaper: bool,
+    clock: Option<ClockSource>,
+    hasher: S,
+    counter_limit: u64,
+    _key: PhantomData<fn(K)>,
+}
+
+impl<K, S: fmt::Debug> fmt::Debug for Builder<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("shards", &self.shards)
+            .field("max_slots", &self.max_slots)
+            .field("tick", &self.tick)
+            .field("reaper", &self.reaper)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> Default for Builder<K, DefaultHasher> {
+    fn default() -> Self {
+        Builder {
+            shards: None,
+            max_slots: usize::MAX,
+            tick: Duration::from_millis(1),
+            reaper: true,
+            clock: None,
+            hasher: DefaultHasher::default(),
+            counter_limit: COUNTER_MAX,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K, S> Builder<K, S> {
+    /// Number of shards: a power of two. The default scales with the available cores (four per
+    /// core, between 4 and 1,024), so threads working on different keys rarely share a lock.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Bound on slots in the table (held, waited on, or cached idle). An acquire that needs a new
+    /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`].
+    /// Default: unbounded.
+    pub fn max_slots(mut self, max_slots: usize) -> Self {
+        self.max_slots = max_slots;
+        self
+    }
+
+    /// Timer-wheel resolution: leases expire within one tick after their deadline. Default 1 ms.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// Whether a background reaper thread drives lease expiry (default `true`). With `false`, the
+    /// embedder calls [`LockManager::expire_due`] from its own threads. Either way a contender
+    /// never waits on a holder whose deadline has passed.
+    pub fn reaper(mut self, reaper: bool) -> Self {
+        self.reaper = reaper;
+        self
+    }
+
+    /// The clock leases are measured by (default [`MonotonicClock`]). With a
+    /// [`ManualClock`](crate::ManualClock) and the reaper on, expiry runs inside
+    /// `ManualClock::advance` instead of on a thread.
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = Some(ClockSource::from_clock(clock));
+        self
+    }
+
+    /// The hasher for keys.
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<K, S2> {
+        Builder {
+            shards: self.shards,
+            max_slots: self.max_slots,
+            tick: self.tick,
+            reaper: self.reaper,
+            clock: self.clock,
+            hasher,
+            counter_limit: self.counter_limit,
+            _key: PhantomData,
+        }
+    }
+
+    /// Acquisitions per slot incarnation before its counter is rebased (tests shrink it).
+    #[doc(hidden)]
+    pub fn counter_limit(mut self, limit: u64) -> Self {
+        self.counter_limit = limit.clamp(1, COUNTER_MAX);
+        self
+    }
+}
+
+impl<K, S> Builder<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Checks the settings and builds the manager (starting its reaper thread, if any).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a shard count that is not a power of two in 1..=65,536, a zero
+    /// `max_slots`, a tick outside 1 µs..=1 s, or a reaper thread that could not start.
+    pub fn build(self) -> Result<LockManager<K, S>, ConfigError> {
+        let shards = match self.shards {
+            Some(n) if n == 0 || !n.is_power_of_two() || n > 65_536 => {
+                return Err(ConfigError::Shards { shards: n })
+            }
+            Some(n) => n,
+            None => default_shards(),
+        };
+        if self.max_slots == 0 {
+            return Err(ConfigError::MaxSlots { max_slots: 0 });
+        }
+        if self.tick < Duration::from_micros(1) || self.tick > Duration::from_secs(1) {
+            return Err(ConfigError::Tick { tick: self.tick });
+        }
+        let clock = self
+            .clock
+            .unwrap_or_else(|| ClockSource::Monotonic(MonotonicClock::new()));
+        let reaper = match (&clock, self.reaper) {
+            (_, false) => ReaperMode::Embedder,
+            (ClockSource::Manual(_), true) => ReaperMode::ManualClock,
+            (_, true) => ReaperMode::Thread,
+        };
+        let manual = match &clock {
+            ClockSource::Manual(m) => Some(m.clone()),
+            _ => None,
+        };
+        let now = clock.now_ns();
+        let inner = Arc::new(Inner {
+            core: Core {
+                clock,
+                counter_limit: self.counter_limit,
+                wheel: Wheelhouse::new(duration_ns(self.tick)),
+            },
+            shards: (0..shards).map(|_| Shard::new()).collect(),
+            shard_shift: 64 - shards.trailing_zeros(),
+            hasher: self.hasher,
+            max_slots: self.max_slots,
+            slots: AtomicUsize::new(0),
+            next_sweep_ns: AtomicU64::new(now.saturating_add(duration_ns(SWEEP_INTERVAL))),
+            reaper,
+            shutdown: AtomicBool::new(false),
+            reaper_thread: std::sync::Mutex::new(None),
+        });
+        match reaper {
+            ReaperMode::Thread => start_reaper(&inner)?,
+            ReaperMode::ManualClock => {
+                if let Some(m) = manual {
+                    let weak: Weak<Inner<K, S>> = Arc::downgrade(&inner);
+                    m.subscribe(weak);
+                }
+            }
+            ReaperMode::Embedder => {}
+        }
+        Ok(LockManager { inner })
+    }
+}
+
+fn default_shards() -> usize {
+    let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+    (cores * 4).next_power_of_two().clamp(4, 1024)
+}
+
+#[cfg(not(leasehold_loom))]
+fn start_reaper<K, S>(inner: &Arc<Inner<K, S>>) -> Result<(), ConfigError>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let for_thread = Arc::clone(inner);
+    let handle = std::thread::Builder::new()
+        .name("leasehold-reaper".into())
+        .spawn(move || for_thread.reaper_loop())
+        .map_err(|e| ConfigError::Reaper {
+            reason: e.to_string(),
+        })?;
+    inner.core.wheel.set_driver_thread(handle.thread().clone());
+    *inner
+        .reaper_thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    Ok(())
+}
+
+/// Under loom there are no background threads: models drive expiry with `expire_due`.
+#[cfg(leasehold_loom)]
+fn start_reaper<K, S>(_inner: &Arc<Inner<K, S>>) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+impl<K> LockManager<K, DefaultHasher>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+{
+    /// A manager with the default settings.
+    ///
+    /// # Panics
+    ///
+    /// If the reaper thread cannot be spawned (the operating system is out of threads); use
+    /// [`builder`](LockManager::builder) to get that as an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.exclusive(&7).try_acquire().is_ok());
+    /// ```
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .expect("the default configuration is valid and a reaper thread can start")
+    }
+
+    /// A builder, to choose shards, tick, bounds, clock and reaper.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<String>::builder().shards(16).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn builder() -> Builder<K, DefaultHasher> {
+        Builder::default()
+    }
+}
+
+impl<K> Default for LockManager<K, DefaultHasher>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, S> fmt::Debug for LockManager<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockManager")
+            .field("shards", &self.inner.shards.len())
+            .field(
+                "slots",
+                &self.inner.slots.load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, S> LockManager<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// A request for `key` alone: no other holder of any mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("orders/17").try_acquire()?;
+    /// assert!(locks.shared("orders/17").try_acquire().is_err());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn exclusive<'m, 'q, Q>(&'m self, key: &'q Q) -> Request<'m, 'q, K, Q, S>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        K: From<Q::Owned>,
+    {
+        Request::new(self, key, Mode::Exclusive)
+    }
+
+    /// A request for `key` shared with other shared holders (readers). Writers are not starved:
+    /// once an exclusive request is queued, new readers queue behind it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let a = locks.shared("cfg").try_acquire()?;
+    /// let b = locks.shared("cfg").try_acquire()?;
+    /// assert_ne!(a.token(), b.token());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn shared<'m, 'q, Q>(&'m self, key: &'q Q) -> Request<'m, 'q, K, Q, S>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        K: From<Q::Owned>,
+    {
+        Request::new(self, key, Mode::Shared)
+    }
+
+    /// A request for one of `permits` permits of `key`: at most `permits` holders at once.
+    ///
+    /// A live key with another permit count gives [`LockError::PermitMismatch`]; zero permits (or
+    /// more than [`MAX_PERMITS`](crate::MAX_PERMITS)) give [`LockError::InvalidPermits`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockError, LockManager};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let a = locks.semaphore("pool", 2).try_acquire()?;
+    /// let b = locks.semaphore("pool", 2).try_acquire()?;
+    /// assert_eq!(locks.semaphore("pool", 2).try_acquire().unwrap_err(), LockError::WouldBlock);
+    /// assert!(matches!(locks.semaphore("pool", 3).try_acquire(), Err(LockError::PermitMismatch { .. })));
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn semaphore<'m, 'q, Q>(&'m self, key: &'q Q, permits: u32) -> Request<'m, 'q, K, Q, S>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        K: From<Q::Owned>,
+    {
+        Request::new(self, key, Mode::Semaphore(permits))
+    }
+
+    /// Expires every lease whose deadline has passed and wakes its waiters; also sweeps idle
+    /// slots when a sweep is due. Returns how many holdings it expired.
+    ///
+    /// Call it from your own thread when the manager was built with `.reaper(false)`; with the
+    /// default reaper it is not needed (but harmless).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u32>::builder().clock(clock.clone()).reaper(false).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_millis(10)).try_acquire()?;
+    /// clock.advance(Duration::from_millis(10));
+    /// assert_eq!(locks.expire_due(), 1);
+    /// assert!(!g.is_held());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expire_due(&self) -> usize {
+        self.inner.run_expiry()
+    }
+
+    /// Reclaims every idle slot now (the reaper does this lazily). Returns how many it reclaimed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// for k in 0..100 {
+    ///     drop(locks.exclusive(&k).try_acquire()?);
+    /// }
+    /// locks.reclaim_idle();
+    /// assert_eq!(locks.slot_count(), 0);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn reclaim_idle(&self) -> usize {
+        self.inner.sweep_all(true)
+    }
+
+    /// Slots in the table: held, waited on, or idle and cached for reuse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let _g = locks.exclusive(&1).try_acquire()?;
+    /// assert_eq!(locks.slot_count(), 1);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn slot_count(&self) -> usize {
+        self.inner.slots.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A one-line dump of a key's slot state, for debugging this crate.
+    #[doc(hidden)]
+    pub fn debug_state<Q>(&self, key: &Q) -> String
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let hash = self.inner.hash(key);
+        let shard = self.inner.shard(hash);
+        let g = shard.lock();
+        match shard.find_locked(&g, hash, key) {
+            None => "no slot".into(),
+            Some(slot) => {
+                let inner = slot.lock();
+                let w = slot.word.load(Ordering::Acquire);
+                format!(
+                    "word {w:064b} units {} records {:04b} queue {} cap {}",
+                    word::units(w),
+                    word::records(w),
+                    inner.queue.len(),
+                    slot.capacity.load(Ordering::Relaxed)
+                )
+            }
+        }
+    }
+
+    /// Number of shards.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().shards(8).build()?;
+    /// assert_eq!(locks.shard_count(), 8);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The manager's lease clock reading, for comparing with [`LockGuard::expires_at`](crate::LockGuard::expires_at).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let a = locks.now();
+    /// assert!(locks.now() >= a);
+    /// ```
+    pub fn now(&self) -> Duration {
+        Duration::from_nanos(self.inner.core.clock.now_ns())
+    }
+}
+
+impl<K, S> Drop for LockManager<K, S> {
+    fn drop(&mut self) {
+        self.inner
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.core.wheel.wake_driver();
+        let handle = self
+            .inner
+            .reaper_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // The reaper only runs expiry and sweeps; a panic there was already reported.
+            let _ = handle.join();
+        }
+    }
+}
+
+/// What the locked path did.
+pub(crate) enum Attempt<'a, K> {
+    Acquired(&'a Slot<K>, Holding),
+    Queued(&'a Slot<K>, SyncArc<Waiter>),
+    Failed(LockError),
+}
+
+impl<K, S> Inner<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[inline]
+    pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &Shard<K> {
+        let i = hash.checked_shr(self.shard_shift).unwrap_or(0) as usize;
+        &self.shards[i]
+    }
+
+    /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
+    /// path" (no slot yet, busy, or anything unusual). Also returns the slot found, for spinning.
+    #[inline]
+    pub(crate) fn try_fast<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ask: &Ask,
+    ) -> (Option<&Slot<K>>, Option<Holding>)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let Some(slot) = self.shard(hash).find(hash) else {
+            return (None, None);
+        };
+        (Some(slot), self.claim_found(slot, key, ask))
+    }
+
+    /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
+    #[inline]
+    pub(crate) fn claim_found<Q>(&self, slot: &Slot<K>, key: &Q, ask: &Ask) -> Option<Holding>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let h = slot.try_claim(&self.core, ask, false).ok()?;
+        // SAFETY: our claim pins the slot, so it is live and its key stays put.
+        if unsafe { key_matches(slot, key) } {
+            Some(h)
+        } else {
+            // A full 64-bit hash collision with a key that holds this slot: undo and go slow.
+            let _ = slot.release(&self.core, &h);
+            None
+        }
+    }
+
+    /// The authoritative path, under the shard lock: finds or creates the slot, claims, or (with
+    /// `waiter`) queues. Expired holders blocking the request are expired first.
+    pub(crate) fn attempt<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ask: &Ask,
+        waiter: Option<&dyn Fn() -> SyncArc<Waiter>>,
+    ) -> Attempt<'_, K>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        K: From<Q::Owned>,
+    {
+        let shard = self.shard(hash);
+        let mut reclaimed_for_capacity = false;
+        loop {
+            let mut g = shard.lock();
+            let Some(slot) = shard.find_locked(&g, hash, key) else {
+                if self.slots.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots {
+                    let reclaimed = shard.sweep(&mut g, usize::MAX, &self.core.wheel, true);
+                    if reclaimed > 0 {
+                        self.slots
+                            .fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    drop(g);
+                    if !reclaimed_for_capacity {
+                        reclaimed_for_capacity = true;
+                        self.sweep_all(true);
+                        continue;
+                    }
+                    return Attempt::Failed(LockError::Capacity {
+                        max_slots: self.max_slots,
+                    });
+                }
+                let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, &self.core.wheel, false);
+                let slot = shard.alloc(&mut g);
+                let capacity = ask.mode.capacity();
+                // The new incarnation continues the dead slot's counter (word.rs: no word repeats),
+                // with its token base lowered so that its first token is just above the shard's
+                // high-water mark. A spent counter starts again from zero.
+                let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
+                if word::counter(start) >= self.core.counter_limit
+                    || word::counter(start) > g.high_water
+                {
+                    start = 0;
+                }
+                let base = g.high_water - word::counter(start);
+                let claim =
+                    word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                        .expect("a fresh slot admits any request");
+                // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
+                unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
+                shard.insert(&mut g, hash, slot);
+                let before = self
+                    .slots
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if reclaimed > 0 {
+                    self.slots
+                        .fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                }
+                drop(g);
+                if before == 0 && self.reaper == ReaperMode::Thread {
+                    // The reaper sleeps without a sweep timer while the table is empty.
+                    self.core.wheel.wake_driver();
+                }
+                let h = slot.finish_claim(&self.core, ask, claim, None);
+                return Attempt::Acquired(slot, h);
+            };
+            // Found under the shard lock: pinned while we hold it. Take the slot lock too.
+            let mut inner = slot.lock();
+            drop(g);
+            // From here the slot may be reclaimed only once it is idle: our claim or our
+            // `WAITERS` flag prevents that; if neither happens we go round again.
+            match slot.claim_locked(&self.core, ask, false, waiter.is_some(), &mut inner) {
+                Ok(h) => return Attempt::Acquired(slot, h),
+                Err(Blocked::Busy) => {
+                    if self.expire_blockers(slot, &mut inner) > 0 {
+                        continue;
+                    }
+                    let Some(make) = waiter else {
+                        return Attempt::Failed(LockError::WouldBlock);
+                    };
+                    let w = make();
+                    wait::enqueue(slot, SyncArc::clone(&w), &mut inner);
+                    return Attempt::Queued(slot, w);
+                }
+                Err(Blocked::Exhausted) => {
+                    if slot.rebase() {
+                        continue;
+                    }
+                    if self.expire_blockers(slot, &mut inner) > 0 {
+                        continue;
+                    }
+                    let Some(make) = waiter else {
+                        return Attempt::Failed(LockError::WouldBlock);
+                    };
+                    let w = make();
+                    wait::enqueue(slot, SyncArc::clone(&w), &mut inner);
+                    return Attempt::Queued(slot, w);
+                }
+                Err(Blocked::Mismatch(live)) => {
+                    let requested = match ask.mode {
+                        Mode::Semaphore(n) => n,
+                        _ => word::MAX_UNITS,
+                    };
+                    return Attempt::Failed(LockError::PermitMismatch { live, requested });
+                }
+                Err(Blocked::Reshape) => {
+                    slot.reshape(ask.mode.capacity());
+                }
+                Err(Blocked::Unstable | Blocked::Overflow) => crate::sync::spin_loop(),
+            }
+        }
+    }
+
+    /// A queued waiter's retry after a wake-up, under the slot lock.
+    pub(crate) fn retry_queued(
+        &self,
+        slot: &Slot<K>,
+        waiter: &SyncArc<Waiter>,
+        inner: &mut SlotInner,
+    ) -> Option<Holding> {
+        loop {
+            match slot.claim_locked(&self.core, &waiter.ask, true, true, inner) {
+                Ok(h) => {
+                    wait::leave(slot, &self.core, waiter, inner);
+                    return Some(h);
+                }
+                Err(Blocked::Exhausted) if slot.rebase() => continue,
+                Err(Blocked::Busy | Blocked::Exhausted) => {
+                    if self.expire_blockers(slot, inner) > 0 {
+                        continue;
+                    }
+                    waiter.rearm();
+                    return None;
+                }
+                Err(_) => {
+                    crate::sync::spin_loop();
+                }
+            }
+        }
+    }
+
+    /// Expires the leased holders of `slot` whose deadlines have passed (a contender never waits
+    /// on them, whether or not the wheel has run). Returns how many.
+    pub(crate) fn expire_blockers(&self, slot: &Slot<K>, inner: &mut SlotInner) -> usize {
+        if slot.earliest_deadline(inner).is_none() {
+            return 0;
+        }
+        let now = self.core.clock.now_ns();
+        let w = slot.word.load(Ordering::Acquire);
+        slot.expire_due(&self.core, now, w, inner, |_, _, _| {})
+            .expired
+    }
+
+    /// How long a queued waiter may sleep before it must look at the holders' deadlines itself.
+    pub(crate) fn holder_deadline_wait(&self, slot: &Slot<K>) -> Option<Duration> {
+        if !self.core.clock.is_real_time() {
+            return None;
+        }
+        let earliest = slot.earliest_deadline(&slot.lock())?;
+        let now = self.core.clock.now_ns();
+        Some(Duration::from_nanos(earliest.saturating_sub(now)))
+    }
+
+    /// Runs the wheel up to now, then sweeps if a sweep is due.
+    pub(crate) fn run_expiry(&self) -> usize {
+        let now = self.core.clock.now_ns();
+        let now_tick = now / self.core.wheel.tick_ns;
+        let mut expired = 0;
+        while let Some(addr) = self.core.wheel.pop_due(now_tick, |a| {
+            // SAFETY: wheel entries are addresses of this manager's type-stable slots.
+            unsafe { &(*(a as *const Slot<K>)).watch }
+        }) {
+            // SAFETY: as above.
+            let slot = unsafe { &*(addr as *const Slot<K>) };
+            expired += self.scan_slot(slot, addr, now);
+        }
+        let next_sweep = self.next_sweep_ns.load(Ordering::Relaxed);
+        if now >= next_sweep
+            && self
+                .next_sweep_ns
+                .compare_exchange(
+                    next_sweep,
+                    now.saturating_add(duration_ns(SWEEP_INTERVAL)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.sweep_all(false);
+        }
+        expired
+    }
+
+    /// Step 2 of the expiry protocol (`expiry.rs`) for one fired slot.
+    fn scan_slot(&self, slot: &Slot<K>, addr: usize, now: u64) -> usize {
+        // SeqCst: the read-modify-write that splits claims into "scanned here" and "see NONE and
+        // register themselves"; SeqCst also orders it after the SeqCst store of `scheduled`.
+        let w = slot.word.fetch_and(!word::WATCHED, Ordering::SeqCst);
+        if w & word::DEAD != 0 {
+            return 0;
+        }
+        let mut inner = slot.lock();
+        let scan = slot.expire_due(&self.core, now, w, &mut inner, |_, _, _| {});
+        drop(inner);
+        let mut next = scan.earliest;
+        if scan.in_flux {
+            next = next.min(now.saturating_add(self.core.wheel.tick_ns));
+        }
+        if next != u64::MAX {
+            self.core
+                .wheel
+                .register(&slot.watch, &slot.word, addr, next);
+        }
+        scan.expired
+    }
+
+    /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.
+    pub(crate) fn sweep_all(&self, thorough: bool) -> usize {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            let mut g = shard.lock();
+            let n = shard.sweep(&mut g, usize::MAX, &self.core.wheel, thorough);
+            drop(g);
+            if n > 0 {
+                self.slots
+                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            total += n;
+        }
+        total
+    }
+
+    #[cfg(not(leasehold_loom))]
+    fn reaper_loop(self: Arc<Self>) {
+        use std::sync::atomic::Ordering as StdOrdering;
+        let tick = self.core.wheel.tick_ns;
+        loop {
+            if self.shutdown.load(StdOrdering::SeqCst) {
+                return;
+            }
+            self.core.wheel.mark_awake();
+            self.run_expiry();
+            let now = self.core.clock.now_ns();
+            let now_tick = now / tick;
+            let sweep_tick = (self.slots.load(StdOrdering::Relaxed) > 0)
+                .then(|| self.next_sweep_ns.load(Ordering::Relaxed).div_ceil(tick));
+            if self.shutdown.load(StdOrdering::SeqCst) {
+                return;
+            }
+            match self.core.wheel.prepare_sleep(now_tick, sweep_tick) {
+                Some(0) => {}
+                Some(t) => std::thread::park_timeout(Duration::from_nanos(
+                    t.saturating_sub(now_tick).saturating_mul(tick),
+                )),
+                None => std::thread::park(),
+            }
+        }
+    }
+}
+
+impl<K, S> TimeListener for Inner<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn time_advanced(&self) {
+        self.run_expiry();
+    }
+}

@@ -1,0 +1,879 @@
+//! A lock slot: one key's state word, its holder records and its wait queue, and the protocols
+//! that claim, release, renew and force-end holdings.
+//!
+//! # Ground rules
+//!
+//! - Slot memory is type-stable: a slot is allocated in a shard's pool and freed only when the
+//!   manager is dropped, so a pointer read from the lock-free index always points at a `Slot`,
+//!   though maybe one since reclaimed or reused for another key. Nothing is read from a slot on
+//!   that strength alone except atomics; the key is read only while the slot is *pinned*: by a
+//!   unit the reader holds, by the `WAITERS` flag, by a zombie count, or by the shard lock (which
+//!   reclamation needs).
+//! - The state word (`word.rs`) is changed only by compare-exchange or by `fetch_sub`/`fetch_or`/
+//!   `fetch_and` of bits the caller owns, so every transition is atomic.
+//! - A holding is *plain* (no lease, no owner) or *managed*. Only its guard ends a plain holding,
+//!   so a plain release is one `fetch_sub` on the word. A managed holding may also be ended by an
+//!   expirer or a revoker; whoever wins the compare-exchange on its lease word (`lease.rs`) ends it
+//!   and returns its units, so units are returned exactly once.
+//! - The slot lock (`inner`) guards the wait queue, owner labels and overflow records. The word's
+//!   `WAITERS` and `EXCL_WAITING` flags change only under it. Lock order: shard lock, then slot
+//!   lock, then the timer wheel's lock.
+
+use std::mem::MaybeUninit;
+
+use crate::clock::ClockSource;
+use crate::expiry::{Watch, Wheelhouse};
+use crate::lease;
+use crate::mode::{Mode, Owner};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::wait::{self, WaitQueue};
+use crate::word::{self, Claim, Need, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+
+/// What the slot protocols need from the manager (nothing generic).
+pub(crate) struct Core {
+    pub(crate) clock: ClockSource,
+    /// The largest acquisition counter a claim may produce (see `word::COUNTER_MAX`).
+    pub(crate) counter_limit: u64,
+    pub(crate) wheel: Wheelhouse,
+}
+
+/// "Not known" for `Record::acquired_ns`.
+pub(crate) const UNKNOWN_TIME: u64 = u64::MAX;
+
+/// One holding's record: written by the claimer after its claim, read by its guard, the reaper,
+/// contenders and introspection.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// The holding's fencing token. Written before the lease word is published.
+    pub(crate) token: AtomicU64,
+    /// The lease word (`lease.rs`): the one word renew, release and expiry compare-exchange.
+    pub(crate) lease: AtomicU64,
+    /// `mode code | units << 2`.
+    pub(crate) meta: AtomicU64,
+    /// When the holding began, in clock nanoseconds, where known (managed holdings).
+    pub(crate) acquired_ns: AtomicU64,
+}
+
+impl Record {
+    pub(crate) fn new() -> Self {
+        Record {
+            token: AtomicU64::new(0),
+            lease: AtomicU64::new(lease::FREE),
+            meta: AtomicU64::new(0),
+            acquired_ns: AtomicU64::new(UNKNOWN_TIME),
+        }
+    }
+
+    pub(crate) fn units(&self) -> u32 {
+        (self.meta.load(Ordering::Relaxed) >> 2) as u32
+    }
+}
+
+/// Where a holding's record lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordRef {
+    /// One of the slot's inline records; its bit is in the state word.
+    Inline(RecordIdx),
+    /// An overflow record (all inline records were taken), at this index of `SlotInner::overflow`.
+    Overflow(u32),
+}
+
+/// What a guard carries to identify its holding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Holding {
+    pub(crate) record: RecordRef,
+    /// Stable pointer to the record (inline records live in the slot, overflow records in boxes
+    /// that live as long as the slot's memory).
+    pub(crate) rec: *const Record,
+    pub(crate) token: u64,
+    pub(crate) units: u32,
+    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
+    pub(crate) managed: bool,
+    /// Has an owner label to clear when it ends.
+    pub(crate) owned: bool,
+}
+
+// SAFETY: `rec` points into type-stable slot memory owned by the manager, which the guard borrows;
+// all access through it is to atomics.
+unsafe impl Send for Holding {}
+// SAFETY: as above.
+unsafe impl Sync for Holding {}
+
+/// What a request asks for.
+#[derive(Clone, Debug)]
+pub(crate) struct Ask {
+    pub(crate) mode: Mode,
+    pub(crate) ttl_ns: Option<u64>,
+    pub(crate) owner: Option<Owner>,
+}
+
+impl Ask {
+    #[inline]
+    pub(crate) fn managed(&self) -> bool {
+        self.ttl_ns.is_some() || self.owner.is_some()
+    }
+
+    #[inline]
+    pub(crate) fn need(&self, privileged: bool) -> Need {
+        Need {
+            exclusive: self.mode.is_exclusive(),
+            privileged,
+            watch: self.ttl_ns.is_some(),
+        }
+    }
+}
+
+/// Why a claim did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Held in a conflicting mode (or a writer is queued): wait, or report `WouldBlock`.
+    Busy,
+    /// Dead or changing capacity: look the key up again.
+    Unstable,
+    /// The acquisition counter is spent: rebase while idle.
+    Exhausted,
+    /// All inline records are taken: claim an overflow record under the slot lock.
+    Overflow,
+    /// A live key whose capacity differs from the semaphore request's.
+    Mismatch(u32),
+    /// An idle key whose capacity differs from the request's: change the capacity first.
+    Reshape,
+}
+
+/// The slot's lock-protected part.
+#[derive(Default)]
+pub(crate) struct SlotInner {
+    pub(crate) queue: WaitQueue,
+    /// Owner labels of the inline records' holdings.
+    pub(crate) owners: [Option<Owner>; INLINE_RECORDS],
+    /// Overflow records; boxes never move or free while the slot's memory lives.
+    pub(crate) overflow: Vec<Box<Record>>,
+    /// Per overflow record: in use, and its owner label.
+    pub(crate) overflow_meta: Vec<(bool, Option<Owner>)>,
+}
+
+/// One key's lock.
+pub(crate) struct Slot<K> {
+    /// The state word (`word.rs`).
+    pub(crate) word: AtomicU64,
+    /// The key's hash; written while the slot is dead, before it is published.
+    pub(crate) hash: AtomicU64,
+    /// The key's capacity: `MAX_UNITS` for a read/write key, `n` for a semaphore. Changed only
+    /// while idle, under the `CAP_CHANGING` flag.
+    pub(crate) capacity: AtomicU32,
+    /// Guards of expired or revoked holdings that are still alive: they may read the key, so a
+    /// slot with zombies is not reclaimed. May dip below zero for a moment (wrapping).
+    pub(crate) zombies: AtomicU32,
+    /// Tokens of this incarnation are `token_base + counter`.
+    pub(crate) token_base: AtomicU64,
+    /// The timer wheel's view of this slot (`expiry.rs`).
+    pub(crate) watch: Watch,
+    /// Inline holder records, one per bit of the word's record bitmap.
+    pub(crate) records: [Record; INLINE_RECORDS],
+    pub(crate) inner: Mutex<SlotInner>,
+    /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).
+    key: UnsafeCell<MaybeUninit<K>>,
+}
+
+// SAFETY: the key is written only under the shard lock while the slot is dead and read only while
+// pinned (module ground rules); every other field is atomic or behind a mutex.
+unsafe impl<K: Send> Send for Slot<K> {}
+// SAFETY: as above; shared access hands out `&K` only, so `K: Sync` is required.
+unsafe impl<K: Send + Sync> Sync for Slot<K> {}
+
+impl<K> Slot<K> {
+    /// A dead slot for the pool.
+    pub(crate) fn new_dead() -> Self {
+        Slot {
+            word: AtomicU64::new(word::DEAD),
+            hash: AtomicU64::new(0),
+            capacity: AtomicU32::new(MAX_UNITS),
+            zombies: AtomicU32::new(0),
+            token_base: AtomicU64::new(0),
+            watch: Watch::new(),
+            records: [Record::new(), Record::new(), Record::new(), Record::new()],
+            inner: Mutex::new(SlotInner::default()),
+            key: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Brings a dead slot to life for `key`, already holding `first` (the creator's claim).
+    ///
+    /// # Safety
+    ///
+    /// The slot is dead, owned by the caller's shard, and not yet reachable from the index; the
+    /// caller holds the shard lock.
+    pub(crate) unsafe fn init(
+        &self,
+        key: K,
+        hash: u64,
+        capacity: u32,
+        token_base: u64,
+        first: u64,
+    ) {
+        // SAFETY: the slot is dead and unpublished (caller's contract): nobody else reads the key.
+        self.key.with_mut(|p| unsafe { (*p).write(key) });
+        self.hash.store(hash, Ordering::Relaxed);
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.token_base.store(token_base, Ordering::Relaxed);
+        // Release: whoever acquires this word sees the key, hash, capacity and base.
+        self.word.store(first, Ordering::Release);
+    }
+
+    /// The key.
+    ///
+    /// # Safety
+    ///
+    /// The slot is pinned (a unit held by the caller, `WAITERS` set, a zombie count held, or the
+    /// shard lock) and live.
+    #[inline]
+    pub(crate) unsafe fn key(&self) -> &K {
+        // SAFETY: pinned and live, so the key is initialised and nobody drops it meanwhile.
+        self.key.with(|p| unsafe { (*p).assume_init_ref() })
+    }
+
+    /// Drops the key of a slot just made dead.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the shard lock, has moved the word to `DEAD` from idle, and found no zombies.
+    pub(crate) unsafe fn drop_key(&self) {
+        // SAFETY: live until now, and nothing pins it (caller's contract).
+        self.key.with_mut(|p| unsafe { (*p).assume_init_drop() });
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock()
+    }
+
+    /// The record a holding refers to.
+    #[inline]
+    fn record(&self, h: &Holding) -> &Record {
+        // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
+        // that lives as long as the slot's memory).
+        unsafe { &*h.rec }
+    }
+
+    /// The fencing token of a claim that produced `word`.
+    #[inline]
+    fn token_of(&self, word: u64) -> u64 {
+        // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
+        self.token_base.load(Ordering::Relaxed) + word::counter(word)
+    }
+
+    /// Checks a request against the key's capacity, for the word `w` just loaded.
+    #[inline]
+    fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
+        // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
+        // so a capacity read that does not belong to `w` makes the compare-exchange fail.
+        let cap = self.capacity.load(Ordering::Relaxed);
+        match mode {
+            Mode::Semaphore(n) if n != cap => {
+                if word::is_idle(w) {
+                    Err(Blocked::Reshape)
+                } else {
+                    Err(Blocked::Mismatch(cap))
+                }
+            }
+            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => {
+                Err(Blocked::Reshape)
+            }
+            _ => Ok(cap),
+        }
+    }
+
+    /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
+    #[inline]
+    pub(crate) fn try_claim(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        privileged: bool,
+    ) -> Result<Holding, Blocked> {
+        let need = ask.need(privileged);
+        // Acquire: pairs with the Release of whoever last changed the word (a release, an
+        // initialisation, a capacity change), so the capacity and base read below are current.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let cap = self.check_capacity(w, ask.mode)?;
+            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+                Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
+                Ok(c) => c,
+                Err(Refusal::Busy) => return Err(Blocked::Busy),
+                Err(Refusal::Unstable) => return Err(Blocked::Unstable),
+                Err(Refusal::Exhausted) => return Err(Blocked::Exhausted),
+            };
+            // Acquire on success: pairs with the previous holder's Release in `return_units`, so
+            // this holder sees everything the previous one did under the lock.
+            match self.word.compare_exchange_weak(
+                w,
+                claim.word,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(self.finish_claim(core, ask, claim, None)),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
+    /// caller holds it (needed to attach an owner label).
+    pub(crate) fn finish_claim(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        claim: Claim,
+        inner: Option<&mut SlotInner>,
+    ) -> Holding {
+        let idx = claim.record;
+        let rec = &self.records[idx as usize];
+        let token = self.token_of(claim.word);
+        let units = claim.units;
+        self.write_record(core, ask, rec, token, units, |owner| match inner {
+            Some(inner) => inner.owners[idx as usize] = owner,
+            None => self.lock().owners[idx as usize] = owner,
+        });
+        Holding {
+            record: RecordRef::Inline(idx),
+            rec,
+            token,
+            units,
+            managed: ask.managed(),
+            owned: ask.owner.is_some(),
+        }
+    }
+
+    /// Fills a record for a fresh holding and publishes it by its lease word.
+    #[inline]
+    fn write_record(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        rec: &Record,
+        token: u64,
+        units: u32,
+        set_owner: impl FnOnce(Option<Owner>),
+    ) {
+        rec.token.store(token, Ordering::Relaxed);
+        rec.meta
+            .store(ask.mode.code() | ((units as u64) << 2), Ordering::Relaxed);
+        if !ask.managed() {
+            rec.acquired_ns.store(UNKNOWN_TIME, Ordering::Relaxed);
+            // Release: a reader that sees this word sees the token and meta above.
+            rec.lease.store(lease::plain(token), Ordering::Release);
+            return;
+        }
+        let stamp = core.clock.stamp_ns();
+        rec.acquired_ns.store(stamp, Ordering::Relaxed);
+        if ask.owner.is_some() {
+            // The owner is attached before the holding is published, so that a revoke-by-owner
+            // that sees the holding also sees its owner.
+            set_owner(ask.owner.clone());
+        }
+        let deadline = ask
+            .ttl_ns
+            .map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
+        rec.lease
+            .store(lease::held(token, deadline), Ordering::Release);
+        if let Some(deadline) = deadline {
+            self.watch_claim(core, deadline);
+        }
+    }
+
+    /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,
+    /// whose compare-exchange set `WATCHED`). See `expiry.rs` for why this is race-free.
+    #[inline]
+    fn watch_claim(&self, core: &Core, deadline: u64) {
+        // Acquire: pairs with the Release store in `Wheelhouse::register`, reached through the
+        // word's release sequence (the claim read a word at or after the registrar's `fetch_or`).
+        if self.watch.scheduled.load(Ordering::Acquire) > deadline {
+            core.wheel.register(
+                &self.watch,
+                &self.word,
+                self as *const Self as usize,
+                deadline,
+            );
+        }
+    }
+
+    /// Claims for `ask` under the slot lock, taking an overflow record if the inline ones are
+    /// all taken. Returns `Busy` and the other refusals like `try_claim`.
+    ///
+    /// With `flag_if_busy`, a busy word gets `WAITERS` (and `EXCL_WAITING` for an exclusive
+    /// request) in the same compare-exchange loop, so a release either sees the flag and wakes
+    /// the queue, or came first and the claim succeeds: no wake-up is lost.
+    pub(crate) fn claim_locked(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        privileged: bool,
+        flag_if_busy: bool,
+        inner: &mut SlotInner,
+    ) -> Result<Holding, Blocked> {
+        let need = ask.need(privileged);
+        let flags = word::WAITERS
+            | if need.exclusive {
+                word::EXCL_WAITING
+            } else {
+                0
+            };
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let cap = self.check_capacity(w, ask.mode)?;
+            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+                Ok(c) => c,
+                Err(Refusal::Busy | Refusal::Exhausted) if flag_if_busy && w & flags != flags => {
+                    match self.word.compare_exchange_weak(
+                        w,
+                        w | flags,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => w |= flags,
+                        Err(actual) => w = actual,
+                    }
+                    continue;
+                }
+                Err(Refusal::Busy) => return Err(Blocked::Busy),
+                Err(Refusal::Unstable) => return Err(Blocked::Unstable),
+                Err(Refusal::Exhausted) => return Err(Blocked::Exhausted),
+            };
+            match self.word.compare_exchange_weak(
+                w,
+                claim.word,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) if claim.record == OVERFLOW => {
+                    return Ok(self.finish_overflow(core, ask, claim, inner))
+                }
+                Ok(_) => return Ok(self.finish_claim(core, ask, claim, Some(inner))),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Writes an overflow record for a claim that took units but no inline record.
+    fn finish_overflow(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        claim: Claim,
+        inner: &mut SlotInner,
+    ) -> Holding {
+        let index = match inner.overflow_meta.iter().position(|(in_use, _)| !in_use) {
+            Some(i) => i,
+            None => {
+                inner.overflow.push(Box::new(Record::new()));
+                inner.overflow_meta.push((false, None));
+                inner.overflow.len() - 1
+            }
+        };
+        inner.overflow_meta[index].0 = true;
+        let rec: *const Record = &*inner.overflow[index];
+        // SAFETY: the box lives as long as the slot's memory and is never handed out as `&mut`.
+        let rec_ref = unsafe { &*rec };
+        let token = self.token_of(claim.word);
+        let units = claim.units;
+        self.write_record(core, ask, rec_ref, token, units, |owner| {
+            inner.overflow_meta[index].1 = owner
+        });
+        Holding {
+            record: RecordRef::Overflow(index as u32),
+            rec,
+            token,
+            units,
+            managed: ask.managed(),
+            owned: ask.owner.is_some(),
+        }
+    }
+
+    /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
+    /// deadline at `now_ns`).
+    pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        if !h.managed {
+            return lease::state(l) == lease::PLAIN && rec.token.load(Ordering::Relaxed) == h.token;
+        }
+        lease::is_held_by(l, h.token)
+            && rec.token.load(Ordering::Relaxed) == h.token
+            && (!lease::is_leased(l) || lease::deadline_ns(l) > now_ns())
+    }
+
+    /// The holding's deadline, if it is leased and live.
+    pub(crate) fn deadline_of(&self, h: &Holding) -> Option<u64> {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        (lease::is_held_by(l, h.token)
+            && lease::is_leased(l)
+            && rec.token.load(Ordering::Relaxed) == h.token)
+            .then(|| lease::deadline_ns(l))
+    }
+
+    /// Releases a holding. `Err(())` if it was already ended by an expirer or a revoker (the
+    /// guard is then a zombie).
+    #[inline]
+    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), ()> {
+        match h.record {
+            RecordRef::Inline(idx) => {
+                let rec = self.record(h);
+                if h.managed {
+                    self.end_managed(h, rec)?;
+                    if h.owned {
+                        self.lock().owners[idx as usize] = None;
+                    }
+                } else {
+                    // Nobody but this guard ends a plain holding, so a plain store is enough; it
+                    // must land before the bit clears (lease.rs: no finished lease lingers).
+                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                }
+                self.return_units(core, word::release_delta(idx, h.units));
+                Ok(())
+            }
+            RecordRef::Overflow(index) => {
+                let mut inner = self.lock();
+                let rec = self.record(h);
+                if h.managed {
+                    self.end_managed(h, rec)?;
+                } else {
+                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                }
+                inner.overflow_meta[index as usize] = (false, None);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
+                Ok(())
+            }
+        }
+    }
+
+    /// The guard's side of the lease-word race: `HELD -> FREE`, or `Err` if an expirer or revoker
+    /// won first.
+    #[inline]
+    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), ()> {
+        let current = rec.lease.load(Ordering::Acquire);
+        if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+            return Err(());
+        }
+        // AcqRel: wins (or loses) against the expirer's compare-exchange on the same word.
+        rec.lease
+            .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .map(drop)
+            .map_err(drop)
+    }
+
+    /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
+    /// whoever can now proceed.
+    #[inline]
+    pub(crate) fn return_units(&self, core: &Core, delta: u64) {
+        if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
+            let mut inner = self.lock();
+            self.return_units_locked(core, delta, &mut inner);
+            return;
+        }
+        // Release: publishes the holder's critical section to the next claimer's Acquire.
+        let prev = self.word.fetch_sub(delta, Ordering::Release);
+        if prev & word::WAITERS != 0 {
+            // A waiter queued between the load and the subtraction: wake it.
+            let mut inner = self.lock();
+            wait::dispatch(self, core, &mut inner);
+        }
+    }
+
+    /// `return_units` with the slot lock held: hands the units straight to the first waiter if it
+    /// has waited too long (eventual fairness), then wakes whoever else can proceed.
+    pub(crate) fn return_units_locked(&self, core: &Core, delta: u64, inner: &mut SlotInner) {
+        if !wait::hand_off(self, core, delta, inner) {
+            self.word.fetch_sub(delta, Ordering::Release);
+        }
+        wait::dispatch(self, core, inner);
+    }
+
+    /// Ends a managed holding that is not the caller's: an expiry (`due_at` = now: only if its
+    /// deadline has passed) or a revocation (`due_at` = None; `token`, if given, must match).
+    /// Returns the token and units of the holding ended.
+    pub(crate) fn force_end(
+        &self,
+        core: &Core,
+        record: RecordRef,
+        due_at: Option<u64>,
+        token: Option<u64>,
+        inner: &mut SlotInner,
+    ) -> Option<(u64, u32)> {
+        let rec: &Record = match record {
+            RecordRef::Inline(idx) => &self.records[idx as usize],
+            RecordRef::Overflow(i) => inner.overflow.get(i as usize)?,
+        };
+        let l = rec.lease.load(Ordering::Acquire);
+        if lease::state(l) != lease::HELD {
+            return None;
+        }
+        let t = rec.token.load(Ordering::Relaxed);
+        // A tag that does not match the token is a record between holdings: leave it.
+        if lease::tag_of(t) != lease::tag(l) || token.is_some_and(|want| want != t) {
+            return None;
+        }
+        if let Some(now) = due_at {
+            if !lease::is_due(l, now) {
+                return None;
+            }
+        }
+        // AcqRel: the race against the guard's release and renew, on the same word.
+        rec.lease
+            .compare_exchange(l, lease::expiring(l), Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        // The guard is now a zombie; count it before the units go back, so that the slot is not
+        // reclaimed under it (the reclaimer's Acquire on the word sees this increment).
+        self.zombies.fetch_add(1, Ordering::Relaxed);
+        let units = rec.units();
+        match record {
+            RecordRef::Inline(idx) => {
+                inner.owners[idx as usize] = None;
+                self.return_units_locked(core, word::release_delta(idx, units), inner);
+            }
+            RecordRef::Overflow(i) => {
+                inner.overflow_meta[i as usize] = (false, None);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
+            }
+        }
+        Some((t, units))
+    }
+
+    /// Expires every managed holding of this slot whose deadline is before `now_ns`. Returns how
+    /// many it expired and the earliest deadline of the leased holdings left (`u64::MAX` if none),
+    /// and whether some record was between holdings (its lease may not be visible yet).
+    pub(crate) fn expire_due(
+        &self,
+        core: &Core,
+        now_ns: u64,
+        word_seen: u64,
+        inner: &mut SlotInner,
+        mut on_expired: impl FnMut(RecordRef, u64, u32),
+    ) -> ScanResult {
+        let mut result = ScanResult {
+            expired: 0,
+            earliest: u64::MAX,
+            in_flux: false,
+        };
+        let mut visit = |this: &Self, record: RecordRef, rec: &Record, inner: &mut SlotInner| {
+            let l = rec.lease.load(Ordering::SeqCst);
+            match lease::state(l) {
+                lease::HELD if lease::is_leased(l) => {
+                    if lease::deadline_ns(l) <= now_ns {
+                        if let Some((t, u)) =
+                            this.force_end(core, record, Some(now_ns), None, inner)
+                        {
+                            result.expired += 1;
+                            on_expired(record, t, u);
+                        } else {
+                            result.in_flux = true;
+                        }
+                    } else {
+                        result.earliest = result.earliest.min(lease::deadline_ns(l));
+                    }
+                }
+                lease::HELD | lease::PLAIN => {}
+                _ => result.in_flux = true,
+            }
+        };
+        for idx in 0..INLINE_RECORDS as RecordIdx {
+            if word::holds_record(word_seen, idx) {
+                visit(
+                    self,
+                    RecordRef::Inline(idx),
+                    &self.records[idx as usize],
+                    inner,
+                );
+            }
+        }
+        for i in 0..inner.overflow.len() {
+            if inner.overflow_meta[i].0 {
+                let rec: *const Record = &*inner.overflow[i];
+                // SAFETY: overflow boxes never move or free while the slot's memory lives.
+                visit(self, RecordRef::Overflow(i as u32), unsafe { &*rec }, inner);
+            }
+        }
+        result
+    }
+
+    /// The earliest deadline among the live leased holdings (for a waiter's park timeout).
+    pub(crate) fn earliest_deadline(&self, inner: &SlotInner) -> Option<u64> {
+        let w = self.word.load(Ordering::Acquire);
+        let inline = (0..INLINE_RECORDS as RecordIdx)
+            .filter(|&i| word::holds_record(w, i))
+            .map(|i| self.records[i as usize].lease.load(Ordering::Acquire));
+        let overflow = inner
+            .overflow
+            .iter()
+            .zip(&inner.overflow_meta)
+            .filter(|(_, (in_use, _))| *in_use)
+            .map(|(r, _)| r.lease.load(Ordering::Acquire));
+        inline
+            .chain(overflow)
+            .filter(|&l| lease::state(l) == lease::HELD && lease::is_leased(l))
+            .map(lease::deadline_ns)
+            .min()
+    }
+
+    /// Renews a managed holding: one compare-exchange on its lease word. Returns the new deadline,
+    /// or `Err` if the holding is gone (a holding found past its deadline is expired here).
+    pub(crate) fn renew(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
+        let rec = self.record(h);
+        loop {
+            let l = rec.lease.load(Ordering::Acquire);
+            if !lease::is_held_by(l, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+                return Err(());
+            }
+            let now = core.clock.now_ns();
+            if lease::is_leased(l) && lease::deadline_ns(l) <= now {
+                // Past its deadline: the holding is lost even if nobody has expired it yet. End it
+                // now so that release and expiry agree with this answer.
+                let mut inner = self.lock();
+                self.force_end(core, h.record, Some(now), Some(h.token), &mut inner);
+                return Err(());
+            }
+            let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
+            // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
+            // `scheduled` then load of this word, one of the two sees the other (expiry.rs).
+            if rec
+                .lease
+                .compare_exchange(
+                    l,
+                    lease::renewed(l, deadline),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                let stored = lease::deadline_ns(lease::renewed(l, deadline));
+                if !lease::is_leased(l) {
+                    // A holding that gains a lease: make sure the slot is watched.
+                    self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
+                }
+                if self.watch.scheduled.load(Ordering::SeqCst) > stored {
+                    core.wheel.register(
+                        &self.watch,
+                        &self.word,
+                        self as *const Self as usize,
+                        stored,
+                    );
+                }
+                return Ok(stored);
+            }
+        }
+    }
+
+    /// Gives a plain holding a lease (a renewal of a holding acquired without one); from then on it
+    /// is managed. Returns the deadline, or `Err` if `h` is not a plain holding of this record.
+    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        if l != lease::plain(h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+            return Err(());
+        }
+        let deadline = core
+            .clock
+            .now_ns()
+            .saturating_add(ttl_ns)
+            .min(lease::MAX_DEADLINE_NS);
+        let leased = lease::held(h.token, Some(deadline));
+        // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
+        rec.lease
+            .compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed)
+            .map_err(drop)?;
+        let stored = lease::deadline_ns(leased);
+        // Like a leased claim: the read-modify-write of the word orders this lease against the
+        // reaper's scan (expiry.rs).
+        self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
+        if self.watch.scheduled.load(Ordering::SeqCst) > stored {
+            core.wheel.register(
+                &self.watch,
+                &self.word,
+                self as *const Self as usize,
+                stored,
+            );
+        }
+        Ok(stored)
+    }
+
+    /// Changes the capacity of an idle slot (a request of another kind found it idle). Returns
+    /// false if the slot was not idle any more.
+    pub(crate) fn reshape(&self, capacity: u32) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        if !word::is_idle(w) {
+            return false;
+        }
+        if self
+            .word
+            .compare_exchange(
+                w,
+                w | word::CAP_CHANGING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.capacity.store(capacity, Ordering::Relaxed);
+        // The change counts as an acquisition, so the word never returns to a value a claimer may
+        // have read with the old capacity (word.rs). A spent counter is rebased on the way.
+        let counter = word::counter(w);
+        let delta = if counter < word::COUNTER_MAX {
+            word::COUNTER_ONE
+        } else {
+            self.token_base.store(
+                self.token_base.load(Ordering::Relaxed) + counter,
+                Ordering::Relaxed,
+            );
+            word::COUNTER_ONE.wrapping_sub(counter << word::COUNTER_SHIFT)
+        };
+        // Release: a claimer that sees the new word sees the new capacity (and base). A
+        // read-modify-write, since the reaper may clear `WATCHED` meanwhile.
+        self.word
+            .fetch_add(delta.wrapping_sub(word::CAP_CHANGING), Ordering::Release);
+        true
+    }
+
+    /// Resets the acquisition counter of an idle slot whose counter is spent, moving the token
+    /// base past every token handed out. Returns false if the slot was not idle.
+    pub(crate) fn rebase(&self) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        if !word::is_unheld(w) {
+            return false;
+        }
+        if self
+            .word
+            .compare_exchange(
+                w,
+                w | word::CAP_CHANGING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let base = self.token_base.load(Ordering::Relaxed) + word::counter(w);
+        self.token_base.store(base, Ordering::Relaxed);
+        // Release: a claimer that reads the reset counter also reads the new base. A read-modify-
+        // write, not a store: the reaper may clear `WATCHED` meanwhile.
+        self.word.fetch_and(!word::REBASE_CLEARS, Ordering::Release);
+        true
+    }
+
+    /// The highest token this incarnation handed out, given its last live word.
+    pub(crate) fn last_token_dead(&self, last_word: u64) -> u64 {
+        self.token_base.load(Ordering::Relaxed) + word::counter(last_word)
+    }
+}
+
+/// What a scan of a slot's holdings found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanResult {
+    pub(crate) expired: usize,
+    pub(crate) earliest: u64,
+    pub(crate) in_flux: bool,
+}

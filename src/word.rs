@@ -1,0 +1,480 @@
+//! The slot state word: one `u64` that every acquire and release of a key goes through.
+//!
+//! ```text
+//!  63  62  61  60  59  58  57  56  55..52   51 ........ 20   19 ........ 0
+//! [ - | UP| REF|CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
+//! ```
+//!
+//! | field | bits | meaning |
+//! |---|---|---|
+//! | `units` | 0..20 | capacity units held. A shared holder or a permit holds 1; an exclusive holder holds the key's whole capacity. |
+//! | `acquisitions` | 20..52 | acquisitions of this slot incarnation so far. A holder's fencing token is the slot's token base plus this counter just after its claim, so the counter is also the ABA tag that makes a stale release fail. |
+//! | `records` | 52..56 | one bit per inline holder record (see `slot.rs`); a holder that finds all four taken uses an overflow record, counted in `units` only. |
+//! | `WT` waiters | 56 | the slot's wait queue is not empty: a release must take the slow path and wake whoever can now proceed. |
+//! | `XW` exclusive waiting | 57 | an exclusive request is queued: new shared or permit requests do not barge past it (writers are not starved). |
+//! | `WCH` watched | 58 | the timer wheel has an entry for this slot that fires no later than `Slot::scheduled`. |
+//! | `DEAD` | 59 | the slot is reclaimed (or never used): no claim may succeed; look the key up again. |
+//! | `CAP` changing | 60 | an idle slot's capacity is being changed by a request of another kind. |
+//! | `REF` | 61 | claimed since the last sweep: the idle sweep gives it a second chance. |
+//! | `UP` | 62 | reserved for an upgradable-shared holder. |
+//!
+//! States (units `u`, records `r`, capacity `c`):
+//!
+//! | state | word | may move to |
+//! |---|---|---|
+//! | dead | `DEAD` | fresh (under the shard lock) |
+//! | idle | `u = 0, r = 0, !WT` | held, dead (the sweep), capacity change |
+//! | shared | `0 < u < c` or `u = c` by permits | more holders (`u + 1 <= c`), fewer |
+//! | exclusive | `u = c`, one record | idle / waiters woken |
+//!
+//! Invariants: `units <= capacity`; an exclusive holder is alone; every inline record bit belongs
+//! to exactly one live holding; `DEAD` only with `u = 0, r = 0, !WT`.
+//!
+//! No word repeats (modulo 2^32 acquisitions): the counter only grows, also across a capacity
+//! change (which counts as an acquisition) and across reclamation (a dead slot keeps its counter
+//! and its next incarnation continues from it, with the token base lowered to match). So a
+//! claimer that loaded a word, then lost the processor while the slot was reshaped or reclaimed
+//! and reused, cannot compare-exchange against it: the capacity and the incarnation it read are
+//! those of the word it installs. Only a rebase (once the counter is spent) starts it at zero.
+//!
+//! Every transition is a pure `const fn` here, tested exhaustively below; the slot module does
+//! nothing but load, call one of these, and compare-exchange.
+
+/// Bits of the `units` field.
+pub(crate) const UNITS_BITS: u32 = 20;
+/// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
+pub const MAX_UNITS: u32 = (1 << UNITS_BITS) - 1;
+/// Most permits a semaphore key can have.
+pub const MAX_PERMITS: u32 = MAX_UNITS - 1;
+
+const UNITS_MASK: u64 = MAX_UNITS as u64;
+pub(crate) const COUNTER_SHIFT: u32 = UNITS_BITS;
+/// Bits of the acquisition counter.
+pub(crate) const COUNTER_BITS: u32 = 32;
+/// The largest counter value; a slot whose counter reaches the limit must be rebased while idle.
+pub(crate) const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
+pub(crate) const COUNTER_MASK: u64 = COUNTER_MAX << COUNTER_SHIFT;
+pub(crate) const COUNTER_ONE: u64 = 1 << COUNTER_SHIFT;
+
+/// Number of inline holder records per slot.
+pub(crate) const INLINE_RECORDS: usize = 4;
+const RECORDS_SHIFT: u32 = 52;
+const RECORDS_MASK: u64 = 0xF << RECORDS_SHIFT;
+
+pub(crate) const WAITERS: u64 = 1 << 56;
+pub(crate) const EXCL_WAITING: u64 = 1 << 57;
+pub(crate) const WATCHED: u64 = 1 << 58;
+pub(crate) const DEAD: u64 = 1 << 59;
+pub(crate) const CAP_CHANGING: u64 = 1 << 60;
+pub(crate) const REF: u64 = 1 << 61;
+
+/// Which inline record a claim took; `OVERFLOW` means none was free.
+pub(crate) type RecordIdx = u8;
+/// No inline record: the holding lives in an overflow record.
+pub(crate) const OVERFLOW: RecordIdx = u8::MAX;
+
+/// The units field.
+#[inline]
+pub(crate) const fn units(word: u64) -> u32 {
+    (word & UNITS_MASK) as u32
+}
+
+/// The acquisition counter.
+#[inline]
+pub(crate) const fn counter(word: u64) -> u64 {
+    (word & COUNTER_MASK) >> COUNTER_SHIFT
+}
+
+/// The inline-record bitmap (bit `i` = record `i` held).
+#[inline]
+pub(crate) const fn records(word: u64) -> u8 {
+    ((word & RECORDS_MASK) >> RECORDS_SHIFT) as u8
+}
+
+/// The bit of inline record `idx`.
+#[inline]
+pub(crate) const fn record_bit(idx: RecordIdx) -> u64 {
+    1 << (RECORDS_SHIFT + idx as u32)
+}
+
+/// Whether inline record `idx` is held in `word`.
+#[inline]
+pub(crate) const fn holds_record(word: u64, idx: RecordIdx) -> bool {
+    word & record_bit(idx) != 0
+}
+
+/// A slot nobody holds or waits on, that is not dead or changing: the sweep may reclaim it.
+#[inline]
+pub(crate) const fn is_idle(word: u64) -> bool {
+    word & (UNITS_MASK | RECORDS_MASK | WAITERS | DEAD | CAP_CHANGING) == 0
+}
+
+/// Nobody holds a unit (waiters may be queued), and the slot is live and stable: the acquisition
+/// counter may be reset.
+#[inline]
+pub(crate) const fn is_unheld(word: u64) -> bool {
+    word & (UNITS_MASK | RECORDS_MASK | DEAD | CAP_CHANGING) == 0
+}
+
+/// The word a slot's next incarnation starts from: idle, continuing the dead slot's counter.
+#[inline]
+pub(crate) const fn reborn(dead: u64) -> u64 {
+    dead & COUNTER_MASK
+}
+
+/// The word of a dead slot that was live with `last`: it keeps the counter (see the module docs).
+#[inline]
+pub(crate) const fn dead_from(last: u64) -> u64 {
+    DEAD | (last & COUNTER_MASK)
+}
+
+/// What a request needs from the word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Need {
+    /// Exclusive (takes the whole capacity) or not (takes one unit).
+    pub exclusive: bool,
+    /// A queued waiter retrying after a wake-up may pass the writer-waiting flag: it is in the
+    /// queue already, ahead of the writer or granted by it.
+    pub privileged: bool,
+    /// The holding has a lease, so the claim also marks the slot watched by the timer wheel.
+    pub watch: bool,
+}
+
+/// Why a claim cannot be made from this word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Held in a conflicting mode, or a writer is queued ahead of this reader: wait.
+    Busy,
+    /// The slot is dead or changing capacity: look it up again.
+    Unstable,
+    /// The acquisition counter reached its limit: the slot must be rebased while idle.
+    Exhausted,
+}
+
+/// A successful claim: the word to install and the record it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub word: u64,
+    pub record: RecordIdx,
+    /// Units the claim took, from the capacity it was computed with.
+    pub units: u32,
+}
+
+/// The units a request of this kind holds on a key of this capacity.
+#[inline]
+pub(crate) const fn units_for(need: Need, capacity: u32) -> u32 {
+    if need.exclusive {
+        capacity
+    } else {
+        1
+    }
+}
+
+/// Claims units (and the lowest free inline record) for `need` on a key of `capacity`.
+///
+/// `counter_limit` is the largest counter value a claim may produce (normally [`COUNTER_MAX`];
+/// tests shrink it to exercise rebasing).
+#[inline]
+pub(crate) const fn try_claim(
+    word: u64,
+    capacity: u32,
+    need: Need,
+    counter_limit: u64,
+) -> Result<Claim, Refusal> {
+    if word & (DEAD | CAP_CHANGING) != 0 {
+        return Err(Refusal::Unstable);
+    }
+    let held = units(word);
+    if need.exclusive {
+        if held != 0 {
+            return Err(Refusal::Busy);
+        }
+    } else if held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) {
+        return Err(Refusal::Busy);
+    }
+    if counter(word) >= counter_limit {
+        return Err(Refusal::Exhausted);
+    }
+    let free = !records(word) & 0xF;
+    let record = if free == 0 {
+        OVERFLOW
+    } else {
+        free.trailing_zeros() as RecordIdx
+    };
+    let units = units_for(need, capacity);
+    let mut next = word + units as u64 + COUNTER_ONE;
+    if record != OVERFLOW {
+        next |= record_bit(record);
+    }
+    next |= REF;
+    if need.watch {
+        next |= WATCHED;
+    }
+    Ok(Claim {
+        word: next,
+        record,
+        units,
+    })
+}
+
+/// What a release subtracts from the word: the holding's units and its inline record's bit.
+/// Subtracting it (a single `fetch_sub`) clears the bit, because the bit is set.
+#[inline]
+pub(crate) const fn release_delta(record: RecordIdx, units: u32) -> u64 {
+    if record == OVERFLOW {
+        units as u64
+    } else {
+        units as u64 + record_bit(record)
+    }
+}
+
+/// Returns `units` and the record of a holding. The caller has checked that the holding is live.
+#[cfg(test)]
+const fn release(word: u64, record: RecordIdx, units: u32) -> u64 {
+    word - release_delta(record, units)
+}
+
+/// The bits a rebase clears: the acquisition counter, and the `CAP_CHANGING` flag it held the
+/// slot with.
+pub(crate) const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARED: Need = Need {
+        exclusive: false,
+        privileged: false,
+        watch: false,
+    };
+    const EXCL: Need = Need {
+        exclusive: true,
+        privileged: false,
+        watch: false,
+    };
+
+    #[test]
+    fn fields_do_not_overlap() {
+        let fields = [
+            UNITS_MASK,
+            COUNTER_MASK,
+            RECORDS_MASK,
+            WAITERS,
+            EXCL_WAITING,
+            WATCHED,
+            DEAD,
+            CAP_CHANGING,
+            REF,
+        ];
+        for (i, a) in fields.iter().enumerate() {
+            for b in &fields[i + 1..] {
+                assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
+            }
+        }
+        assert_eq!(
+            fields.iter().fold(0, |acc, f| acc | f).count_ones(),
+            20 + 32 + 4 + 6
+        );
+    }
+
+    /// Exhaustive over every combination of units around the interesting boundaries, every
+    /// record bitmap, every flag, both capacities kinds and every need: the claim either refuses
+    /// for the documented reason or produces a word that keeps every invariant, and releasing the
+    /// claim gives back the original word apart from the counter and the sticky bits.
+    #[test]
+    fn claim_and_release_exhaustively() {
+        let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
+        let flag_sets = [
+            0,
+            WAITERS,
+            EXCL_WAITING | WAITERS,
+            WATCHED,
+            DEAD,
+            CAP_CHANGING,
+            REF,
+            WAITERS | WATCHED | REF,
+        ];
+        let mut checked = 0_u64;
+        for &capacity in &capacities {
+            let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
+            for &held in &unit_values {
+                for recs in 0..16_u64 {
+                    for &flags in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                            let word = held as u64
+                                | (recs << RECORDS_SHIFT)
+                                | flags
+                                | (counter_value << COUNTER_SHIFT);
+                            for exclusive in [false, true] {
+                                for privileged in [false, true] {
+                                    for watch in [false, true] {
+                                        let need = Need {
+                                            exclusive,
+                                            privileged,
+                                            watch,
+                                        };
+                                        check_claim(word, capacity, need);
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "only {checked} cases");
+    }
+
+    fn check_claim(word: u64, capacity: u32, need: Need) {
+        let result = try_claim(word, capacity, need, COUNTER_MAX);
+        let held = units(word);
+        let unstable = word & (DEAD | CAP_CHANGING) != 0;
+        let busy = if need.exclusive {
+            held != 0
+        } else {
+            held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged)
+        };
+        match result {
+            Err(Refusal::Unstable) => assert!(unstable, "{word:064b}: refused as unstable"),
+            Err(Refusal::Busy) => assert!(
+                !unstable && busy,
+                "{word:064b} cap {capacity} {need:?}: refused as busy"
+            ),
+            Err(Refusal::Exhausted) => {
+                assert!(
+                    !unstable && !busy && counter(word) == COUNTER_MAX,
+                    "{word:064b}: refused as exhausted"
+                )
+            }
+            Ok(Claim {
+                word: next,
+                record,
+                units: claimed,
+            }) => {
+                assert!(
+                    !unstable && !busy,
+                    "{word:064b} cap {capacity} {need:?}: claimed"
+                );
+                let taken = units_for(need, capacity);
+                assert_eq!(claimed, taken);
+                assert_eq!(units(next), held + taken, "{word:064b} -> {next:064b}");
+                assert!(units(next) <= capacity, "over capacity: {next:064b}");
+                if need.exclusive {
+                    assert_eq!(held, 0, "exclusive beside a holder: {word:064b}");
+                }
+                assert_eq!(counter(next), counter(word) + 1);
+                assert!(next & REF != 0);
+                assert_eq!(next & WATCHED != 0, need.watch || word & WATCHED != 0);
+                // Flags other than REF and WATCHED are untouched.
+                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING;
+                assert_eq!(next & sticky, word & sticky);
+                if record == OVERFLOW {
+                    assert_eq!(
+                        records(word),
+                        0xF,
+                        "overflow with a free record: {word:064b}"
+                    );
+                    assert_eq!(records(next), 0xF);
+                } else {
+                    assert!(
+                        !holds_record(word, record),
+                        "took a held record: {word:064b}"
+                    );
+                    assert!(holds_record(next, record));
+                    assert_eq!(records(next), records(word) | (1 << record));
+                    // The lowest free record is taken.
+                    assert_eq!(records(word) & ((1 << record) - 1), (1 << record) - 1);
+                }
+                let back = release(next, record, taken);
+                assert_eq!(units(back), held);
+                assert_eq!(records(back), records(word));
+                assert_eq!(counter(back), counter(word) + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn exclusive_excludes_everything_and_shared_share() {
+        let cap = MAX_UNITS;
+        const FRESH: u64 = 0;
+        let x = try_claim(FRESH, cap, EXCL, COUNTER_MAX).expect("free key");
+        assert_eq!(
+            try_claim(x.word, cap, EXCL, COUNTER_MAX),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(
+            try_claim(x.word, cap, SHARED, COUNTER_MAX),
+            Err(Refusal::Busy)
+        );
+        let s1 = try_claim(FRESH, cap, SHARED, COUNTER_MAX).expect("free key");
+        let s2 = try_claim(s1.word, cap, SHARED, COUNTER_MAX).expect("second reader");
+        assert_eq!((s1.record, s2.record), (0, 1));
+        assert_eq!(
+            try_claim(s2.word, cap, EXCL, COUNTER_MAX),
+            Err(Refusal::Busy)
+        );
+        // A queued writer stops new readers but not a privileged (queued) one.
+        let queued = s2.word | WAITERS | EXCL_WAITING;
+        assert_eq!(
+            try_claim(queued, cap, SHARED, COUNTER_MAX),
+            Err(Refusal::Busy)
+        );
+        assert!(try_claim(
+            queued,
+            cap,
+            Need {
+                privileged: true,
+                ..SHARED
+            },
+            COUNTER_MAX
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn semaphore_counts_permits_and_overflows_records() {
+        let cap = 6;
+        let mut word = 0;
+        let mut taken = Vec::new();
+        for i in 0..6 {
+            let c = try_claim(word, cap, SHARED, COUNTER_MAX).expect("a permit is free");
+            assert_eq!(c.record, if i < 4 { i as u8 } else { OVERFLOW });
+            taken.push(c.record);
+            word = c.word;
+        }
+        assert_eq!(
+            try_claim(word, cap, SHARED, COUNTER_MAX),
+            Err(Refusal::Busy)
+        );
+        assert_eq!(try_claim(word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
+        for r in taken {
+            word = release(word, r, 1);
+        }
+        assert_eq!(units(word), 0);
+        assert_eq!(records(word), 0);
+        assert!(!is_idle(word | WAITERS));
+        assert!(is_idle(word));
+        // Exclusive on a semaphore key takes every permit.
+        let x = try_claim(word, cap, EXCL, COUNTER_MAX).expect("all permits free");
+        assert_eq!(units(x.word), cap);
+    }
+
+    #[test]
+    fn counter_limit_forces_a_rebase() {
+        let limit = 3;
+        let mut word = 0;
+        for _ in 0..3 {
+            let c = try_claim(word, MAX_UNITS, EXCL, limit).expect("below the limit");
+            word = release(c.word, c.record, MAX_UNITS);
+        }
+        assert_eq!(counter(word), 3);
+        assert_eq!(
+            try_claim(word, MAX_UNITS, EXCL, limit),
+            Err(Refusal::Exhausted)
+        );
+        let word = word & !REBASE_CLEARS;
+        assert_eq!(counter(word), 0);
+        assert!(try_claim(word, MAX_UNITS, EXCL, limit).is_ok());
+    }
+}
