@@ -65,10 +65,7 @@ impl Default for MonotonicClock {
 
 #[cfg(target_os = "linux")]
 fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and both clock ids
     // we pass (CLOCK_MONOTONIC and CLOCK_MONOTONIC_COARSE) exist on every Linux since 2.6.32.
     let rc = unsafe { libc::clock_gettime(id, &mut ts) };
@@ -81,29 +78,15 @@ impl MonotonicClock {
     pub fn new() -> Self {
         #[cfg(target_os = "linux")]
         {
-            let mut res = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
+            let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: `res` is a valid, writable timespec for the duration of the call.
             let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
-            let coarse_lag_ns = if rc == 0 {
-                res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64
-            } else {
-                0
-            };
-            MonotonicClock {
-                origin_ns: clock_ns(libc::CLOCK_MONOTONIC),
-                coarse_lag_ns,
-            }
+            let coarse_lag_ns = if rc == 0 { res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64 } else { 0 };
+            MonotonicClock { origin_ns: clock_ns(libc::CLOCK_MONOTONIC), coarse_lag_ns }
         }
         #[cfg(not(target_os = "linux"))]
         {
-            MonotonicClock {
-                origin_ns: 0,
-                coarse_lag_ns: 0,
-                origin: std::time::Instant::now(),
-            }
+            MonotonicClock { origin_ns: 0, coarse_lag_ns: 0, origin: std::time::Instant::now() }
         }
     }
 
@@ -124,8 +107,7 @@ impl MonotonicClock {
     pub(crate) fn stamp_ns(&self) -> u64 {
         #[cfg(target_os = "linux")]
         {
-            clock_ns(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.origin_ns)
-                + self.coarse_lag_ns
+            clock_ns(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.origin_ns) + self.coarse_lag_ns
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -141,10 +123,7 @@ impl Clock for MonotonicClock {
 
     fn now_coarse(&self) -> (Duration, Duration) {
         let lag = Duration::from_nanos(self.coarse_lag_ns);
-        (
-            Duration::from_nanos(self.stamp_ns() - self.coarse_lag_ns),
-            lag,
-        )
+        (Duration::from_nanos(self.stamp_ns() - self.coarse_lag_ns), lag)
     }
 }
 
@@ -186,9 +165,7 @@ struct ManualInner {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock")
-            .field("now", &Duration::from_nanos(self.now_ns()))
-            .finish()
+        f.debug_struct("ManualClock").field("now", &Duration::from_nanos(self.now_ns())).finish()
     }
 }
 
@@ -201,12 +178,7 @@ impl Default for ManualClock {
 impl ManualClock {
     /// A clock at time zero.
     pub fn new() -> Self {
-        ManualClock {
-            inner: Arc::new(ManualInner {
-                now_ns: AtomicU64::new(0),
-                listeners: Mutex::new(Vec::new()),
-            }),
-        }
+        ManualClock { inner: Arc::new(ManualInner { now_ns: AtomicU64::new(0), listeners: Mutex::new(Vec::new()) }) }
     }
 
     /// Moves time forward by `by`, then runs the expiry of every manager that uses this clock.
@@ -223,18 +195,9 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         // Release: a thread that reads the new time also sees what the advancing thread did before.
-        let _ = self
-            .inner
-            .now_ns
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |t| {
-                Some(t.saturating_add(by))
-            });
+        let _ = self.inner.now_ns.fetch_update(Ordering::Release, Ordering::Relaxed, |t| Some(t.saturating_add(by)));
         let listeners: Vec<_> = {
-            let mut list = self
-                .inner
-                .listeners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut list = self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
             list.retain(|l| l.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
@@ -250,11 +213,7 @@ impl ManualClock {
     }
 
     pub(crate) fn subscribe(&self, listener: Weak<dyn TimeListener>) {
-        self.inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(listener);
+        self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
 }
 

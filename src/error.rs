@@ -68,15 +68,12 @@ impl fmt::Display for LockError {
             LockError::WouldBlock => f.write_str("the lock is held in a conflicting mode"),
             LockError::TimedOut => f.write_str("timed out waiting for the lock"),
             LockError::Expired => f.write_str("the lease expired or was revoked; the lock is no longer held"),
-            LockError::PermitMismatch { live, requested } => write!(
-                f,
-                "the semaphore key is live with {live} permits, but this request asks for {requested}"
-            ),
-            LockError::InvalidPermits { permits } => write!(
-                f,
-                "a semaphore needs between 1 and {} permits, not {permits}",
-                crate::MAX_PERMITS
-            ),
+            LockError::PermitMismatch { live, requested } => {
+                write!(f, "the semaphore key is live with {live} permits, but this request asks for {requested}")
+            }
+            LockError::InvalidPermits { permits } => {
+                write!(f, "a semaphore needs between 1 and {} permits, not {permits}", crate::MAX_PERMITS)
+            }
             LockError::InvalidTtl { ttl } => {
                 write!(f, "a lease must be longer than zero and its deadline must fit the clock; got {ttl:?}")
             }
@@ -84,10 +81,9 @@ impl fmt::Display for LockError {
                 write!(f, "the lock table is full ({max_slots} live slots); release locks or raise max_slots")
             }
             LockError::TooManyHolders => f.write_str("the key already has as many holders as it can count"),
-            LockError::StaleToken { presented, highest } => write!(
-                f,
-                "stale fencing token {presented}: the resource has already accepted {highest}"
-            ),
+            LockError::StaleToken { presented, highest } => {
+                write!(f, "stale fencing token {presented}: the resource has already accepted {highest}")
+            }
         }
     }
 }
@@ -133,19 +129,13 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Shards { shards } => {
-                write!(
-                    f,
-                    "shards must be a power of two between 1 and 65536, not {shards}"
-                )
+                write!(f, "shards must be a power of two between 1 and 65536, not {shards}")
             }
             ConfigError::MaxSlots { max_slots } => {
                 write!(f, "max_slots must be at least 1, not {max_slots}")
             }
             ConfigError::Tick { tick } => {
-                write!(
-                    f,
-                    "the timer tick must be between 1 microsecond and 1 second, not {tick:?}"
-                )
+                write!(f, "the timer tick must be between 1 microsecond and 1 second, not {tick:?}")
             }
             ConfigError::Reaper { reason } => {
                 write!(f, "could not start the reaper thread: {reason}")

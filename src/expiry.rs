@@ -49,10 +49,7 @@ unsafe impl Send for Watch {}
 
 impl Watch {
     pub(crate) fn new() -> Self {
-        Watch {
-            scheduled: AtomicU64::new(NONE),
-            entry: UnsafeCell::new(None),
-        }
+        Watch { scheduled: AtomicU64::new(NONE), entry: UnsafeCell::new(None) }
     }
 }
 
@@ -77,22 +74,13 @@ impl Wheelhouse {
         Wheelhouse {
             tick_ns,
             wheel: Mutex::new(Wheel::new()),
-            driver: Driver {
-                thread: Mutex::new(None),
-                sleeping_until: AtomicU64::new(0),
-            },
+            driver: Driver { thread: Mutex::new(None), sleeping_until: AtomicU64::new(0) },
         }
     }
 
     /// Makes the wheel fire slot `addr` no later than `deadline` (clock nanoseconds), and marks the
     /// slot `WATCHED`.
-    pub(crate) fn register(
-        &self,
-        watch: &Watch,
-        word: &crate::sync::AtomicU64,
-        addr: usize,
-        deadline: u64,
-    ) {
+    pub(crate) fn register(&self, watch: &Watch, word: &crate::sync::AtomicU64, addr: usize, deadline: u64) {
         let tick = deadline.div_ceil(self.tick_ns);
         {
             let mut wheel = self.wheel.lock();
@@ -126,11 +114,7 @@ impl Wheelhouse {
 
     /// Takes the next slot whose entry is due at `now_tick`, clearing its registration (step 2 of
     /// the protocol). The caller then scans the slot.
-    pub(crate) fn pop_due(
-        &self,
-        now_tick: u64,
-        watch_of: impl FnOnce(usize) -> *const Watch,
-    ) -> Option<usize> {
+    pub(crate) fn pop_due(&self, now_tick: u64, watch_of: impl FnOnce(usize) -> *const Watch) -> Option<usize> {
         let mut wheel = self.wheel.lock();
         let (_, addr) = wheel.poll(now_tick)?;
         // SAFETY: `watch_of` gives the watch of a type-stable slot.
@@ -165,9 +149,7 @@ impl Wheelhouse {
             (a, b) => a.or(b),
         };
         // SeqCst, paired with `wake_if_before`: store-then-check here, insert-then-load there.
-        self.driver
-            .sleeping_until
-            .store(until.unwrap_or(NONE), Ordering::SeqCst);
+        self.driver.sleeping_until.store(until.unwrap_or(NONE), Ordering::SeqCst);
         let next_again = self.next_tick();
         if next_again.is_some_and(|t| t <= now_tick || until.is_none_or(|u| t < u)) {
             self.driver.sleeping_until.store(0, Ordering::SeqCst);

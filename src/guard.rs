@@ -56,22 +56,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         mode: Mode,
         owner: Option<Owner>,
     ) -> Self {
-        LockGuard {
-            locks,
-            slot,
-            managed: AtomicBool::new(holding.managed),
-            holding,
-            mode,
-            owner,
-            done: false,
-        }
+        LockGuard { locks, slot, managed: AtomicBool::new(holding.managed), holding, mode, owner, done: false }
     }
 
     fn current(&self) -> Holding {
-        Holding {
-            managed: self.managed.load(std::sync::atomic::Ordering::Relaxed),
-            ..self.holding
-        }
+        Holding { managed: self.managed.load(std::sync::atomic::Ordering::Relaxed), ..self.holding }
     }
 
     /// The key this guard holds.
@@ -142,10 +131,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn is_held(&self) -> bool {
-        !self.done
-            && self
-                .slot
-                .is_held(&self.current(), || self.locks.inner.core.clock.now_ns())
+        !self.done && self.slot.is_held(&self.current(), || self.locks.inner.core.clock.now_ns())
     }
 
     /// The lease deadline, as a reading of the manager's clock (compare with
@@ -161,9 +147,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn expires_at(&self) -> Option<Duration> {
-        self.slot
-            .deadline_of(&self.current())
-            .map(Duration::from_nanos)
+        self.slot.deadline_of(&self.current()).map(Duration::from_nanos)
     }
 
     /// Extends the lease to `ttl` from now: one atomic step on the holding's lease word. A holding
@@ -194,17 +178,10 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         let core = &self.locks.inner.core;
         let h = self.current();
         if h.managed {
-            return self
-                .slot
-                .renew(core, &h, duration_ns(ttl))
-                .map(drop)
-                .map_err(|()| LockError::Expired);
+            return self.slot.renew(core, &h, duration_ns(ttl)).map(drop).map_err(|()| LockError::Expired);
         }
-        self.slot
-            .promote(core, &h, duration_ns(ttl))
-            .map_err(|()| LockError::Expired)?;
-        self.managed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired)?;
+        self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

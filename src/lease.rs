@@ -83,9 +83,7 @@ pub(crate) const fn plain(token: u64) -> u64 {
 /// The same holding with a new deadline.
 #[inline]
 pub(crate) const fn renewed(word: u64, deadline_ns: u64) -> u64 {
-    (word & (STATE_MASK | TAG_MASK))
-        | LEASED
-        | (deadline_ns.div_ceil(DEADLINE_UNIT_NS) << DEADLINE_SHIFT)
+    (word & (STATE_MASK | TAG_MASK)) | LEASED | (deadline_ns.div_ceil(DEADLINE_UNIT_NS) << DEADLINE_SHIFT)
 }
 
 /// The same holding marked as being expired or revoked.
@@ -113,29 +111,14 @@ mod tests {
     #[test]
     fn round_trips_at_the_boundaries() {
         for token in [0_u64, 1, 0xFF, 0x100, u64::MAX] {
-            for deadline in [
-                0,
-                1,
-                63,
-                64,
-                65,
-                1_000_000,
-                MAX_DEADLINE_NS - 1,
-                MAX_DEADLINE_NS,
-            ] {
+            for deadline in [0, 1, 63, 64, 65, 1_000_000, MAX_DEADLINE_NS - 1, MAX_DEADLINE_NS] {
                 let w = held(token, Some(deadline));
                 assert_eq!(state(w), HELD, "{w:064b}");
                 assert!(is_leased(w));
                 assert!(is_held_by(w, token));
-                assert!(
-                    !is_held_by(w, token.wrapping_add(1)),
-                    "{w:064b} token {token}"
-                );
+                assert!(!is_held_by(w, token.wrapping_add(1)), "{w:064b} token {token}");
                 let d = deadline_ns(w);
-                assert!(
-                    d >= deadline && d < deadline + DEADLINE_UNIT_NS,
-                    "{deadline} stored as {d}"
-                );
+                assert!(d >= deadline && d < deadline + DEADLINE_UNIT_NS, "{deadline} stored as {d}");
                 assert!(d == 0 || !is_due(w, d - 1));
                 assert!(is_due(w, d));
                 let e = expiring(w);

@@ -23,8 +23,11 @@ use crate::word::{self, COUNTER_MAX};
 /// resistant enough to chosen keys for a lock table).
 pub type DefaultHasher = foldhash::fast::RandomState;
 
-/// Index entries examined by the idle sweep on every slot creation (amortised reclamation).
-const SWEEP_ON_INSERT: usize = 4;
+/// The idle sweep on every slot creation (amortised reclamation): it looks at up to this many
+/// index entries, and stops once it has reclaimed two slots, so that under a churn of new keys
+/// the cache of idle slots stays small and shrinks back after a burst.
+const SWEEP_ON_INSERT: usize = 32;
+const RECLAIM_ON_INSERT: usize = 2;
 /// How often the reaper (or `expire_due`) sweeps every shard for idle slots. With the second
 /// chance, an idle slot outlives its last use by at most two intervals.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -206,9 +209,7 @@ where
     /// `max_slots`, a tick outside 1 µs..=1 s, or a reaper thread that could not start.
     pub fn build(self) -> Result<LockManager<K, S>, ConfigError> {
         let shards = match self.shards {
-            Some(n) if n == 0 || !n.is_power_of_two() || n > 65_536 => {
-                return Err(ConfigError::Shards { shards: n })
-            }
+            Some(n) if n == 0 || !n.is_power_of_two() || n > 65_536 => return Err(ConfigError::Shards { shards: n }),
             Some(n) => n,
             None => default_shards(),
         };
@@ -218,9 +219,7 @@ where
         if self.tick < Duration::from_micros(1) || self.tick > Duration::from_secs(1) {
             return Err(ConfigError::Tick { tick: self.tick });
         }
-        let clock = self
-            .clock
-            .unwrap_or_else(|| ClockSource::Monotonic(MonotonicClock::new()));
+        let clock = self.clock.unwrap_or_else(|| ClockSource::Monotonic(MonotonicClock::new()));
         let reaper = match (&clock, self.reaper) {
             (_, false) => ReaperMode::Embedder,
             (ClockSource::Manual(_), true) => ReaperMode::ManualClock,
@@ -232,11 +231,7 @@ where
         };
         let now = clock.now_ns();
         let inner = Arc::new(Inner {
-            core: Core {
-                clock,
-                counter_limit: self.counter_limit,
-                wheel: Wheelhouse::new(duration_ns(self.tick)),
-            },
+            core: Core { clock, counter_limit: self.counter_limit, wheel: Wheelhouse::new(duration_ns(self.tick)) },
             shards: (0..shards).map(|_| Shard::new()).collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: self.hasher,
@@ -276,14 +271,9 @@ where
     let handle = std::thread::Builder::new()
         .name("leasehold-reaper".into())
         .spawn(move || for_thread.reaper_loop())
-        .map_err(|e| ConfigError::Reaper {
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ConfigError::Reaper { reason: e.to_string() })?;
     inner.core.wheel.set_driver_thread(handle.thread().clone());
-    *inner
-        .reaper_thread
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    *inner.reaper_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
     Ok(())
 }
 
@@ -311,9 +301,7 @@ where
     /// assert!(locks.exclusive(&7).try_acquire().is_ok());
     /// ```
     pub fn new() -> Self {
-        Self::builder()
-            .build()
-            .expect("the default configuration is valid and a reaper thread can start")
+        Self::builder().build().expect("the default configuration is valid and a reaper thread can start")
     }
 
     /// A builder, to choose shards, tick, bounds, clock and reaper.
@@ -342,10 +330,7 @@ impl<K, S> fmt::Debug for LockManager<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockManager")
             .field("shards", &self.inner.shards.len())
-            .field(
-                "slots",
-                &self.inner.slots.load(std::sync::atomic::Ordering::Relaxed),
-            )
+            .field("slots", &self.inner.slots.load(std::sync::atomic::Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -530,16 +515,9 @@ where
 
 impl<K, S> Drop for LockManager<K, S> {
     fn drop(&mut self) {
-        self.inner
-            .shutdown
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.core.wheel.wake_driver();
-        let handle = self
-            .inner
-            .reaper_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.inner.reaper_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             // The reaper only runs expiry and sweeps; a panic there was already reported.
             let _ = handle.join();
@@ -573,12 +551,7 @@ where
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
     /// path" (no slot yet, busy, or anything unusual). Also returns the slot found, for spinning.
     #[inline]
-    pub(crate) fn try_fast<Q>(
-        &self,
-        hash: u64,
-        key: &Q,
-        ask: &Ask,
-    ) -> (Option<&Slot<K>>, Option<Holding>)
+    pub(crate) fn try_fast<Q>(&self, hash: u64, key: &Q, ask: &Ask) -> (Option<&Slot<K>>, Option<Holding>)
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
@@ -627,10 +600,9 @@ where
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
                 if self.slots.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots {
-                    let reclaimed = shard.sweep(&mut g, usize::MAX, &self.core.wheel, true);
+                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core.wheel, true);
                     if reclaimed > 0 {
-                        self.slots
-                            .fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                        self.slots.fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
                         continue;
                     }
                     drop(g);
@@ -639,35 +611,27 @@ where
                         self.sweep_all(true);
                         continue;
                     }
-                    return Attempt::Failed(LockError::Capacity {
-                        max_slots: self.max_slots,
-                    });
+                    return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
-                let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, &self.core.wheel, false);
+                let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core.wheel, false);
                 let slot = shard.alloc(&mut g);
                 let capacity = ask.mode.capacity();
                 // The new incarnation continues the dead slot's counter (word.rs: no word repeats),
                 // with its token base lowered so that its first token is just above the shard's
                 // high-water mark. A spent counter starts again from zero.
                 let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
-                if word::counter(start) >= self.core.counter_limit
-                    || word::counter(start) > g.high_water
-                {
+                if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
                     start = 0;
                 }
                 let base = g.high_water - word::counter(start);
-                let claim =
-                    word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
-                        .expect("a fresh slot admits any request");
+                let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                    .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
                 unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
                 shard.insert(&mut g, hash, slot);
-                let before = self
-                    .slots
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let before = self.slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if reclaimed > 0 {
-                    self.slots
-                        .fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                    self.slots.fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
                 }
                 drop(g);
                 if before == 0 && self.reaper == ReaperMode::Thread {
@@ -760,8 +724,7 @@ where
         }
         let now = self.core.clock.now_ns();
         let w = slot.word.load(Ordering::Acquire);
-        slot.expire_due(&self.core, now, w, inner, |_, _, _| {})
-            .expired
+        slot.expire_due(&self.core, now, w, inner, |_, _, _| {}).expired
     }
 
     /// How long a queued waiter may sleep before it must look at the holders' deadlines itself.
@@ -820,9 +783,7 @@ where
             next = next.min(now.saturating_add(self.core.wheel.tick_ns));
         }
         if next != u64::MAX {
-            self.core
-                .wheel
-                .register(&slot.watch, &slot.word, addr, next);
+            self.core.wheel.register(&slot.watch, &slot.word, addr, next);
         }
         scan.expired
     }
@@ -832,11 +793,10 @@ where
         let mut total = 0;
         for shard in self.shards.iter() {
             let mut g = shard.lock();
-            let n = shard.sweep(&mut g, usize::MAX, &self.core.wheel, thorough);
+            let n = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core.wheel, thorough);
             drop(g);
             if n > 0 {
-                self.slots
-                    .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                self.slots.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             }
             total += n;
         }
@@ -862,9 +822,9 @@ where
             }
             match self.core.wheel.prepare_sleep(now_tick, sweep_tick) {
                 Some(0) => {}
-                Some(t) => std::thread::park_timeout(Duration::from_nanos(
-                    t.saturating_sub(now_tick).saturating_mul(tick),
-                )),
+                Some(t) => {
+                    std::thread::park_timeout(Duration::from_nanos(t.saturating_sub(now_tick).saturating_mul(tick)))
+                }
                 None => std::thread::park(),
             }
         }

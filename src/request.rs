@@ -69,13 +69,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     pub(crate) fn new(locks: &'m LockManager<K, S>, key: &'q Q, mode: Mode) -> Self {
-        Request {
-            locks,
-            key,
-            mode,
-            ttl: None,
-            owner: None,
-        }
+        Request { locks, key, mode, ttl: None, owner: None }
     }
 
     /// Gives the holding a lease: it is lost `ttl` after it is acquired unless renewed, and the
@@ -119,16 +113,10 @@ where
         }
         let ttl_ns = match self.ttl {
             None => None,
-            Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => {
-                return Err(LockError::InvalidTtl { ttl })
-            }
+            Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => return Err(LockError::InvalidTtl { ttl }),
             Some(ttl) => Some(duration_ns(ttl)),
         };
-        Ok(Ask {
-            mode: self.mode,
-            ttl_ns,
-            owner: self.owner.clone(),
-        })
+        Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
@@ -207,11 +195,7 @@ where
     /// # Ok::<(), LockError>(())
     /// ```
     pub fn acquire_timeout(self, timeout: Duration) -> Result<LockGuard<'m, K, S>, LockError> {
-        self.acquire_until(Some(
-            Instant::now()
-                .checked_add(timeout)
-                .unwrap_or_else(far_future),
-        ))
+        self.acquire_until(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
     }
 
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
@@ -263,11 +247,7 @@ where
     /// ```
     pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
         let ask = self.ask();
-        AcquireFuture {
-            request: self,
-            ask,
-            state: FutureState::Start,
-        }
+        AcquireFuture { request: self, ask, state: FutureState::Start }
     }
 }
 
@@ -339,10 +319,7 @@ impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for AcquireFuture<'_, '_, K, Q, S>
             FutureState::Queued(..) => "queued",
             FutureState::Done => "done",
         };
-        f.debug_struct("AcquireFuture")
-            .field("request", &self.request)
-            .field("state", &state)
-            .finish()
+        f.debug_struct("AcquireFuture").field("request", &self.request).field("state", &state).finish()
     }
 }
 
@@ -426,9 +403,7 @@ where
 
 impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
     fn drop(&mut self) {
-        if let FutureState::Queued(slot, waiter) =
-            std::mem::replace(&mut self.state, FutureState::Done)
-        {
+        if let FutureState::Queued(slot, waiter) = std::mem::replace(&mut self.state, FutureState::Done) {
             let core = &self.request.locks.inner.core;
             let mut g = slot.lock();
             match waiter.take_grant() {

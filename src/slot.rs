@@ -115,11 +115,7 @@ impl Ask {
 
     #[inline]
     pub(crate) fn need(&self, privileged: bool) -> Need {
-        Need {
-            exclusive: self.mode.is_exclusive(),
-            privileged,
-            watch: self.ttl_ns.is_some(),
-        }
+        Need { exclusive: self.mode.is_exclusive(), privileged, watch: self.ttl_ns.is_some() }
     }
 }
 
@@ -203,14 +199,7 @@ impl<K> Slot<K> {
     ///
     /// The slot is dead, owned by the caller's shard, and not yet reachable from the index; the
     /// caller holds the shard lock.
-    pub(crate) unsafe fn init(
-        &self,
-        key: K,
-        hash: u64,
-        capacity: u32,
-        token_base: u64,
-        first: u64,
-    ) {
+    pub(crate) unsafe fn init(&self, key: K, hash: u64, capacity: u32, token_base: u64, first: u64) {
         // SAFETY: the slot is dead and unpublished (caller's contract): nobody else reads the key.
         self.key.with_mut(|p| unsafe { (*p).write(key) });
         self.hash.store(hash, Ordering::Relaxed);
@@ -276,21 +265,14 @@ impl<K> Slot<K> {
                     Err(Blocked::Mismatch(cap))
                 }
             }
-            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => {
-                Err(Blocked::Reshape)
-            }
+            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
             _ => Ok(cap),
         }
     }
 
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline]
-    pub(crate) fn try_claim(
-        &self,
-        core: &Core,
-        ask: &Ask,
-        privileged: bool,
-    ) -> Result<Holding, Blocked> {
+    pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
         let need = ask.need(privileged);
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
         // initialisation, a capacity change), so the capacity and base read below are current.
@@ -306,12 +288,7 @@ impl<K> Slot<K> {
             };
             // Acquire on success: pairs with the previous holder's Release in `return_units`, so
             // this holder sees everything the previous one did under the lock.
-            match self.word.compare_exchange_weak(
-                w,
-                claim.word,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => return Ok(self.finish_claim(core, ask, claim, None)),
                 Err(actual) => w = actual,
             }
@@ -320,13 +297,7 @@ impl<K> Slot<K> {
 
     /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
     /// caller holds it (needed to attach an owner label).
-    pub(crate) fn finish_claim(
-        &self,
-        core: &Core,
-        ask: &Ask,
-        claim: Claim,
-        inner: Option<&mut SlotInner>,
-    ) -> Holding {
+    pub(crate) fn finish_claim(&self, core: &Core, ask: &Ask, claim: Claim, inner: Option<&mut SlotInner>) -> Holding {
         let idx = claim.record;
         let rec = &self.records[idx as usize];
         let token = self.token_of(claim.word);
@@ -357,8 +328,7 @@ impl<K> Slot<K> {
         set_owner: impl FnOnce(Option<Owner>),
     ) {
         rec.token.store(token, Ordering::Relaxed);
-        rec.meta
-            .store(ask.mode.code() | ((units as u64) << 2), Ordering::Relaxed);
+        rec.meta.store(ask.mode.code() | ((units as u64) << 2), Ordering::Relaxed);
         if !ask.managed() {
             rec.acquired_ns.store(UNKNOWN_TIME, Ordering::Relaxed);
             // Release: a reader that sees this word sees the token and meta above.
@@ -372,12 +342,9 @@ impl<K> Slot<K> {
             // that sees the holding also sees its owner.
             set_owner(ask.owner.clone());
         }
-        let deadline = ask
-            .ttl_ns
-            .map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        let deadline = ask.ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
         // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
-        rec.lease
-            .store(lease::held(token, deadline), Ordering::Release);
+        rec.lease.store(lease::held(token, deadline), Ordering::Release);
         if let Some(deadline) = deadline {
             self.watch_claim(core, deadline);
         }
@@ -390,12 +357,7 @@ impl<K> Slot<K> {
         // Acquire: pairs with the Release store in `Wheelhouse::register`, reached through the
         // word's release sequence (the claim read a word at or after the registrar's `fetch_or`).
         if self.watch.scheduled.load(Ordering::Acquire) > deadline {
-            core.wheel.register(
-                &self.watch,
-                &self.word,
-                self as *const Self as usize,
-                deadline,
-            );
+            core.wheel.register(&self.watch, &self.word, self as *const Self as usize, deadline);
         }
     }
 
@@ -414,24 +376,14 @@ impl<K> Slot<K> {
         inner: &mut SlotInner,
     ) -> Result<Holding, Blocked> {
         let need = ask.need(privileged);
-        let flags = word::WAITERS
-            | if need.exclusive {
-                word::EXCL_WAITING
-            } else {
-                0
-            };
+        let flags = word::WAITERS | if need.exclusive { word::EXCL_WAITING } else { 0 };
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, ask.mode)?;
             let claim = match word::try_claim(w, cap, need, core.counter_limit) {
                 Ok(c) => c,
                 Err(Refusal::Busy | Refusal::Exhausted) if flag_if_busy && w & flags != flags => {
-                    match self.word.compare_exchange_weak(
-                        w,
-                        w | flags,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self.word.compare_exchange_weak(w, w | flags, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => w |= flags,
                         Err(actual) => w = actual,
                     }
@@ -441,15 +393,8 @@ impl<K> Slot<K> {
                 Err(Refusal::Unstable) => return Err(Blocked::Unstable),
                 Err(Refusal::Exhausted) => return Err(Blocked::Exhausted),
             };
-            match self.word.compare_exchange_weak(
-                w,
-                claim.word,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) if claim.record == OVERFLOW => {
-                    return Ok(self.finish_overflow(core, ask, claim, inner))
-                }
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) if claim.record == OVERFLOW => return Ok(self.finish_overflow(core, ask, claim, inner)),
                 Ok(_) => return Ok(self.finish_claim(core, ask, claim, Some(inner))),
                 Err(actual) => w = actual,
             }
@@ -457,13 +402,7 @@ impl<K> Slot<K> {
     }
 
     /// Writes an overflow record for a claim that took units but no inline record.
-    fn finish_overflow(
-        &self,
-        core: &Core,
-        ask: &Ask,
-        claim: Claim,
-        inner: &mut SlotInner,
-    ) -> Holding {
+    fn finish_overflow(&self, core: &Core, ask: &Ask, claim: Claim, inner: &mut SlotInner) -> Holding {
         let index = match inner.overflow_meta.iter().position(|(in_use, _)| !in_use) {
             Some(i) => i,
             None => {
@@ -478,9 +417,7 @@ impl<K> Slot<K> {
         let rec_ref = unsafe { &*rec };
         let token = self.token_of(claim.word);
         let units = claim.units;
-        self.write_record(core, ask, rec_ref, token, units, |owner| {
-            inner.overflow_meta[index].1 = owner
-        });
+        self.write_record(core, ask, rec_ref, token, units, |owner| inner.overflow_meta[index].1 = owner);
         Holding {
             record: RecordRef::Overflow(index as u32),
             rec,
@@ -508,9 +445,7 @@ impl<K> Slot<K> {
     pub(crate) fn deadline_of(&self, h: &Holding) -> Option<u64> {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        (lease::is_held_by(l, h.token)
-            && lease::is_leased(l)
-            && rec.token.load(Ordering::Relaxed) == h.token)
+        (lease::is_held_by(l, h.token) && lease::is_leased(l) && rec.token.load(Ordering::Relaxed) == h.token)
             .then(|| lease::deadline_ns(l))
     }
 
@@ -558,10 +493,7 @@ impl<K> Slot<K> {
             return Err(());
         }
         // AcqRel: wins (or loses) against the expirer's compare-exchange on the same word.
-        rec.lease
-            .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
-            .map(drop)
-            .map_err(drop)
+        rec.lease.compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed).map(drop).map_err(drop)
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
@@ -621,9 +553,7 @@ impl<K> Slot<K> {
             }
         }
         // AcqRel: the race against the guard's release and renew, on the same word.
-        rec.lease
-            .compare_exchange(l, lease::expiring(l), Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
+        rec.lease.compare_exchange(l, lease::expiring(l), Ordering::AcqRel, Ordering::Relaxed).ok()?;
         // The guard is now a zombie; count it before the units go back, so that the slot is not
         // reclaimed under it (the reclaimer's Acquire on the word sees this increment).
         self.zombies.fetch_add(1, Ordering::Relaxed);
@@ -652,19 +582,13 @@ impl<K> Slot<K> {
         inner: &mut SlotInner,
         mut on_expired: impl FnMut(RecordRef, u64, u32),
     ) -> ScanResult {
-        let mut result = ScanResult {
-            expired: 0,
-            earliest: u64::MAX,
-            in_flux: false,
-        };
+        let mut result = ScanResult { expired: 0, earliest: u64::MAX, in_flux: false };
         let mut visit = |this: &Self, record: RecordRef, rec: &Record, inner: &mut SlotInner| {
             let l = rec.lease.load(Ordering::SeqCst);
             match lease::state(l) {
                 lease::HELD if lease::is_leased(l) => {
                     if lease::deadline_ns(l) <= now_ns {
-                        if let Some((t, u)) =
-                            this.force_end(core, record, Some(now_ns), None, inner)
-                        {
+                        if let Some((t, u)) = this.force_end(core, record, Some(now_ns), None, inner) {
                             result.expired += 1;
                             on_expired(record, t, u);
                         } else {
@@ -680,12 +604,7 @@ impl<K> Slot<K> {
         };
         for idx in 0..INLINE_RECORDS as RecordIdx {
             if word::holds_record(word_seen, idx) {
-                visit(
-                    self,
-                    RecordRef::Inline(idx),
-                    &self.records[idx as usize],
-                    inner,
-                );
+                visit(self, RecordRef::Inline(idx), &self.records[idx as usize], inner);
             }
         }
         for i in 0..inner.overflow.len() {
@@ -737,28 +656,14 @@ impl<K> Slot<K> {
             let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
             // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
             // `scheduled` then load of this word, one of the two sees the other (expiry.rs).
-            if rec
-                .lease
-                .compare_exchange(
-                    l,
-                    lease::renewed(l, deadline),
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
+            if rec.lease.compare_exchange(l, lease::renewed(l, deadline), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 let stored = lease::deadline_ns(lease::renewed(l, deadline));
                 if !lease::is_leased(l) {
                     // A holding that gains a lease: make sure the slot is watched.
                     self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
                 }
                 if self.watch.scheduled.load(Ordering::SeqCst) > stored {
-                    core.wheel.register(
-                        &self.watch,
-                        &self.word,
-                        self as *const Self as usize,
-                        stored,
-                    );
+                    core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
                 }
                 return Ok(stored);
             }
@@ -773,27 +678,16 @@ impl<K> Slot<K> {
         if l != lease::plain(h.token) || rec.token.load(Ordering::Relaxed) != h.token {
             return Err(());
         }
-        let deadline = core
-            .clock
-            .now_ns()
-            .saturating_add(ttl_ns)
-            .min(lease::MAX_DEADLINE_NS);
+        let deadline = core.clock.now_ns().saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
         let leased = lease::held(h.token, Some(deadline));
         // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
-        rec.lease
-            .compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed)
-            .map_err(drop)?;
+        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(drop)?;
         let stored = lease::deadline_ns(leased);
         // Like a leased claim: the read-modify-write of the word orders this lease against the
         // reaper's scan (expiry.rs).
         self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
         if self.watch.scheduled.load(Ordering::SeqCst) > stored {
-            core.wheel.register(
-                &self.watch,
-                &self.word,
-                self as *const Self as usize,
-                stored,
-            );
+            core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
         }
         Ok(stored)
     }
@@ -805,16 +699,7 @@ impl<K> Slot<K> {
         if !word::is_idle(w) {
             return false;
         }
-        if self
-            .word
-            .compare_exchange(
-                w,
-                w | word::CAP_CHANGING,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if self.word.compare_exchange(w, w | word::CAP_CHANGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return false;
         }
         self.capacity.store(capacity, Ordering::Relaxed);
@@ -824,16 +709,12 @@ impl<K> Slot<K> {
         let delta = if counter < word::COUNTER_MAX {
             word::COUNTER_ONE
         } else {
-            self.token_base.store(
-                self.token_base.load(Ordering::Relaxed) + counter,
-                Ordering::Relaxed,
-            );
+            self.token_base.store(self.token_base.load(Ordering::Relaxed) + counter, Ordering::Relaxed);
             word::COUNTER_ONE.wrapping_sub(counter << word::COUNTER_SHIFT)
         };
         // Release: a claimer that sees the new word sees the new capacity (and base). A
         // read-modify-write, since the reaper may clear `WATCHED` meanwhile.
-        self.word
-            .fetch_add(delta.wrapping_sub(word::CAP_CHANGING), Ordering::Release);
+        self.word.fetch_add(delta.wrapping_sub(word::CAP_CHANGING), Ordering::Release);
         true
     }
 
@@ -844,16 +725,7 @@ impl<K> Slot<K> {
         if !word::is_unheld(w) {
             return false;
         }
-        if self
-            .word
-            .compare_exchange(
-                w,
-                w | word::CAP_CHANGING,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if self.word.compare_exchange(w, w | word::CAP_CHANGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return false;
         }
         let base = self.token_base.load(Ordering::Relaxed) + word::counter(w);

@@ -43,15 +43,9 @@ impl<K> Table<K> {
     fn with_capacity(capacity: usize) -> Box<Self> {
         let capacity = capacity.next_power_of_two().max(MIN_TABLE);
         let entries = (0..capacity)
-            .map(|_| Entry {
-                hash: AtomicU64::new(0),
-                slot: AtomicPtr::new(std::ptr::null_mut()),
-            })
+            .map(|_| Entry { hash: AtomicU64::new(0), slot: AtomicPtr::new(std::ptr::null_mut()) })
             .collect();
-        Box::new(Table {
-            mask: capacity - 1,
-            entries,
-        })
+        Box::new(Table { mask: capacity - 1, entries })
     }
 
     #[inline]
@@ -101,9 +95,7 @@ pub(crate) enum Reclaim {
 impl<K> Shard<K> {
     pub(crate) fn new() -> Self {
         Shard {
-            table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(
-                MIN_TABLE,
-            )))),
+            table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
             inner: Mutex::new(ShardInner {
                 present: 0,
                 free: Vec::new(),
@@ -182,8 +174,7 @@ impl<K> Shard<K> {
         if g.free.is_empty() {
             let n = (g.present / 2).clamp(1, MAX_CHUNK);
             let chunk: Box<[Slot<K>]> = (0..n).map(|_| Slot::new_dead()).collect();
-            g.free
-                .extend(chunk.iter().map(|s| s as *const Slot<K> as *mut Slot<K>));
+            g.free.extend(chunk.iter().map(|s| s as *const Slot<K> as *mut Slot<K>));
             g.chunks.push(chunk);
         }
         let p = g.free.pop().expect("the pool was just refilled");
@@ -241,24 +232,15 @@ impl<K> Shard<K> {
             }
             let home = table.home(table.entries[j].hash.load(Ordering::Relaxed));
             // Entry j may move into the hole if its home is not in the cyclic range (hole, j].
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !stays {
-                table.entries[hole].hash.store(
-                    table.entries[j].hash.load(Ordering::Relaxed),
-                    Ordering::Relaxed,
-                );
+                table.entries[hole].hash.store(table.entries[j].hash.load(Ordering::Relaxed), Ordering::Relaxed);
                 table.entries[hole].slot.store(q, Ordering::Release);
                 hole = j;
             }
             j = (j + 1) & table.mask;
         }
-        table.entries[hole]
-            .slot
-            .store(std::ptr::null_mut(), Ordering::Release);
+        table.entries[hole].slot.store(std::ptr::null_mut(), Ordering::Release);
         g.present -= 1;
     }
 
@@ -278,18 +260,12 @@ impl<K> Shard<K> {
             return Reclaim::Busy;
         }
         if second_chance && w & word::REF != 0 {
-            let _ =
-                slot.word
-                    .compare_exchange(w, w & !word::REF, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = slot.word.compare_exchange(w, w & !word::REF, Ordering::Relaxed, Ordering::Relaxed);
             return Reclaim::Spared;
         }
         // Only from idle: a claim racing this compare-exchange either wins (and the slot stays) or
         // finds it dead and looks the key up again under the shard lock we hold.
-        if slot
-            .word
-            .compare_exchange(w, word::dead_from(w), Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if slot.word.compare_exchange(w, word::dead_from(w), Ordering::Acquire, Ordering::Relaxed).is_err() {
             return Reclaim::Busy;
         }
         if w & word::WATCHED != 0 {
@@ -305,11 +281,13 @@ impl<K> Shard<K> {
     }
 
     /// Sweeps up to `budget` index entries from the hand, reclaiming idle slots (with a second
-    /// chance for recently used ones unless `thorough`). Returns how many it reclaimed.
+    /// chance for recently used ones unless `thorough`), until `enough` are reclaimed. Returns
+    /// how many it reclaimed.
     pub(crate) fn sweep(
         &self,
         g: &mut ShardInner<K>,
         budget: usize,
+        enough: usize,
         wheel: &Wheelhouse,
         thorough: bool,
     ) -> usize {
@@ -318,7 +296,7 @@ impl<K> Shard<K> {
         // Twice the table: a reclaimed entry's position is looked at again (the shift may have
         // moved another entry into it), so one full turn needs up to `len + reclaimed` steps.
         let budget = budget.min(2 * self.table_len());
-        while examined < budget && g.present > 0 {
+        while examined < budget && g.present > 0 && reclaimed < enough {
             let table = self.table();
             let i = g.hand & table.mask;
             let p = table.entries[i].slot.load(Ordering::Relaxed);
@@ -339,10 +317,7 @@ impl<K> Shard<K> {
     }
 
     /// Every slot in the index (under the shard lock).
-    pub(crate) fn slots<'a>(
-        &'a self,
-        _g: &'a ShardInner<K>,
-    ) -> impl Iterator<Item = &'a Slot<K>> + 'a {
+    pub(crate) fn slots<'a>(&'a self, _g: &'a ShardInner<K>) -> impl Iterator<Item = &'a Slot<K>> + 'a {
         self.table().entries.iter().filter_map(|e| {
             let p = e.slot.load(Ordering::Relaxed);
             // SAFETY: slots are type-stable; under the shard lock, indexed slots are live.

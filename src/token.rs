@@ -104,13 +104,7 @@ impl<T> Fenced<T> {
     /// assert_eq!(cell.highest(), None);
     /// ```
     pub fn new(value: T) -> Self {
-        Fenced {
-            state: parking_lot::Mutex::new(FencedState {
-                highest: None,
-                rejected: 0,
-                value,
-            }),
-        }
+        Fenced { state: parking_lot::Mutex::new(FencedState { highest: None, rejected: 0, value }) }
     }
 
     /// Applies `f` to the value if `token` is at least the highest token accepted so far, and
@@ -134,10 +128,7 @@ impl<T> Fenced<T> {
         if let Some(highest) = state.highest {
             if token < highest {
                 state.rejected += 1;
-                return Err(LockError::StaleToken {
-                    presented: token,
-                    highest,
-                });
+                return Err(LockError::StaleToken { presented: token, highest });
             }
         }
         state.highest = Some(token);

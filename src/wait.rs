@@ -90,9 +90,7 @@ impl Waiter {
 
     /// Back to parked after a lost retry (under the slot lock).
     pub(crate) fn rearm(&self) {
-        let _ =
-            self.state
-                .compare_exchange(NOTIFIED, WAITING, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.state.compare_exchange(NOTIFIED, WAITING, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Replaces the task's waker (a future polled from another task).
@@ -164,11 +162,7 @@ pub(crate) fn dispatch<K>(slot: &Slot<K>, _core: &Core, inner: &mut SlotInner) {
     let mut free = capacity.saturating_sub(word::units(w));
     for waiter in inner.queue.iter() {
         let exclusive = waiter.ask.mode.is_exclusive();
-        let fits = if exclusive {
-            free == capacity
-        } else {
-            free >= 1
-        };
+        let fits = if exclusive { free == capacity } else { free >= 1 };
         if !fits {
             break;
         }
@@ -215,17 +209,13 @@ pub(crate) fn hand_off<K>(slot: &Slot<K>, core: &Core, delta: u64, inner: &mut S
     let mut w = slot.word.load(Ordering::Acquire);
     let claim = loop {
         let released = w - delta;
-        let claim =
-            match word::try_claim(released, capacity, front.ask.need(true), core.counter_limit) {
-                Ok(c) if c.record != OVERFLOW => c,
-                _ => return false,
-            };
+        let claim = match word::try_claim(released, capacity, front.ask.need(true), core.counter_limit) {
+            Ok(c) if c.record != OVERFLOW => c,
+            _ => return false,
+        };
         // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
         // Acquire load of its state (after `grant`'s Release) then sees it all.
-        match slot
-            .word
-            .compare_exchange_weak(w, claim.word, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match slot.word.compare_exchange_weak(w, claim.word, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => break claim,
             Err(actual) => w = actual,
         }

@@ -19,12 +19,7 @@ impl<T> Default for Wheel<T> {
 
 impl<T> Wheel<T> {
     pub fn new() -> Self {
-        Wheel {
-            elapsed: 0,
-            seq: 0,
-            by_time: BTreeMap::new(),
-            when: Default::default(),
-        }
+        Wheel { elapsed: 0, seq: 0, by_time: BTreeMap::new(), when: Default::default() }
     }
     pub fn elapsed(&self) -> u64 {
         self.elapsed

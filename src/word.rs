@@ -175,12 +175,7 @@ pub(crate) const fn units_for(need: Need, capacity: u32) -> u32 {
 /// `counter_limit` is the largest counter value a claim may produce (normally [`COUNTER_MAX`];
 /// tests shrink it to exercise rebasing).
 #[inline]
-pub(crate) const fn try_claim(
-    word: u64,
-    capacity: u32,
-    need: Need,
-    counter_limit: u64,
-) -> Result<Claim, Refusal> {
+pub(crate) const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
     if word & (DEAD | CAP_CHANGING) != 0 {
         return Err(Refusal::Unstable);
     }
@@ -196,11 +191,7 @@ pub(crate) const fn try_claim(
         return Err(Refusal::Exhausted);
     }
     let free = !records(word) & 0xF;
-    let record = if free == 0 {
-        OVERFLOW
-    } else {
-        free.trailing_zeros() as RecordIdx
-    };
+    let record = if free == 0 { OVERFLOW } else { free.trailing_zeros() as RecordIdx };
     let units = units_for(need, capacity);
     let mut next = word + units as u64 + COUNTER_ONE;
     if record != OVERFLOW {
@@ -210,11 +201,7 @@ pub(crate) const fn try_claim(
     if need.watch {
         next |= WATCHED;
     }
-    Ok(Claim {
-        word: next,
-        record,
-        units,
-    })
+    Ok(Claim { word: next, record, units })
 }
 
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
@@ -242,39 +229,18 @@ pub(crate) const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
 mod tests {
     use super::*;
 
-    const SHARED: Need = Need {
-        exclusive: false,
-        privileged: false,
-        watch: false,
-    };
-    const EXCL: Need = Need {
-        exclusive: true,
-        privileged: false,
-        watch: false,
-    };
+    const SHARED: Need = Need { exclusive: false, privileged: false, watch: false };
+    const EXCL: Need = Need { exclusive: true, privileged: false, watch: false };
 
     #[test]
     fn fields_do_not_overlap() {
-        let fields = [
-            UNITS_MASK,
-            COUNTER_MASK,
-            RECORDS_MASK,
-            WAITERS,
-            EXCL_WAITING,
-            WATCHED,
-            DEAD,
-            CAP_CHANGING,
-            REF,
-        ];
+        let fields = [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING, REF];
         for (i, a) in fields.iter().enumerate() {
             for b in &fields[i + 1..] {
                 assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
             }
         }
-        assert_eq!(
-            fields.iter().fold(0, |acc, f| acc | f).count_ones(),
-            20 + 32 + 4 + 6
-        );
+        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 6);
     }
 
     /// Exhaustive over every combination of units around the interesting boundaries, every
@@ -284,16 +250,7 @@ mod tests {
     #[test]
     fn claim_and_release_exhaustively() {
         let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
-        let flag_sets = [
-            0,
-            WAITERS,
-            EXCL_WAITING | WAITERS,
-            WATCHED,
-            DEAD,
-            CAP_CHANGING,
-            REF,
-            WAITERS | WATCHED | REF,
-        ];
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, REF, WAITERS | WATCHED | REF];
         let mut checked = 0_u64;
         for &capacity in &capacities {
             let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
@@ -301,18 +258,11 @@ mod tests {
                 for recs in 0..16_u64 {
                     for &flags in &flag_sets {
                         for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
-                            let word = held as u64
-                                | (recs << RECORDS_SHIFT)
-                                | flags
-                                | (counter_value << COUNTER_SHIFT);
+                            let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
                             for exclusive in [false, true] {
                                 for privileged in [false, true] {
                                     for watch in [false, true] {
-                                        let need = Need {
-                                            exclusive,
-                                            privileged,
-                                            watch,
-                                        };
+                                        let need = Need { exclusive, privileged, watch };
                                         check_claim(word, capacity, need);
                                         checked += 1;
                                     }
@@ -330,32 +280,16 @@ mod tests {
         let result = try_claim(word, capacity, need, COUNTER_MAX);
         let held = units(word);
         let unstable = word & (DEAD | CAP_CHANGING) != 0;
-        let busy = if need.exclusive {
-            held != 0
-        } else {
-            held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged)
-        };
+        let busy =
+            if need.exclusive { held != 0 } else { held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) };
         match result {
             Err(Refusal::Unstable) => assert!(unstable, "{word:064b}: refused as unstable"),
-            Err(Refusal::Busy) => assert!(
-                !unstable && busy,
-                "{word:064b} cap {capacity} {need:?}: refused as busy"
-            ),
+            Err(Refusal::Busy) => assert!(!unstable && busy, "{word:064b} cap {capacity} {need:?}: refused as busy"),
             Err(Refusal::Exhausted) => {
-                assert!(
-                    !unstable && !busy && counter(word) == COUNTER_MAX,
-                    "{word:064b}: refused as exhausted"
-                )
+                assert!(!unstable && !busy && counter(word) == COUNTER_MAX, "{word:064b}: refused as exhausted")
             }
-            Ok(Claim {
-                word: next,
-                record,
-                units: claimed,
-            }) => {
-                assert!(
-                    !unstable && !busy,
-                    "{word:064b} cap {capacity} {need:?}: claimed"
-                );
+            Ok(Claim { word: next, record, units: claimed }) => {
+                assert!(!unstable && !busy, "{word:064b} cap {capacity} {need:?}: claimed");
                 let taken = units_for(need, capacity);
                 assert_eq!(claimed, taken);
                 assert_eq!(units(next), held + taken, "{word:064b} -> {next:064b}");
@@ -370,17 +304,10 @@ mod tests {
                 let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING;
                 assert_eq!(next & sticky, word & sticky);
                 if record == OVERFLOW {
-                    assert_eq!(
-                        records(word),
-                        0xF,
-                        "overflow with a free record: {word:064b}"
-                    );
+                    assert_eq!(records(word), 0xF, "overflow with a free record: {word:064b}");
                     assert_eq!(records(next), 0xF);
                 } else {
-                    assert!(
-                        !holds_record(word, record),
-                        "took a held record: {word:064b}"
-                    );
+                    assert!(!holds_record(word, record), "took a held record: {word:064b}");
                     assert!(holds_record(next, record));
                     assert_eq!(records(next), records(word) | (1 << record));
                     // The lowest free record is taken.
@@ -399,37 +326,16 @@ mod tests {
         let cap = MAX_UNITS;
         const FRESH: u64 = 0;
         let x = try_claim(FRESH, cap, EXCL, COUNTER_MAX).expect("free key");
-        assert_eq!(
-            try_claim(x.word, cap, EXCL, COUNTER_MAX),
-            Err(Refusal::Busy)
-        );
-        assert_eq!(
-            try_claim(x.word, cap, SHARED, COUNTER_MAX),
-            Err(Refusal::Busy)
-        );
+        assert_eq!(try_claim(x.word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
+        assert_eq!(try_claim(x.word, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
         let s1 = try_claim(FRESH, cap, SHARED, COUNTER_MAX).expect("free key");
         let s2 = try_claim(s1.word, cap, SHARED, COUNTER_MAX).expect("second reader");
         assert_eq!((s1.record, s2.record), (0, 1));
-        assert_eq!(
-            try_claim(s2.word, cap, EXCL, COUNTER_MAX),
-            Err(Refusal::Busy)
-        );
+        assert_eq!(try_claim(s2.word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
         // A queued writer stops new readers but not a privileged (queued) one.
         let queued = s2.word | WAITERS | EXCL_WAITING;
-        assert_eq!(
-            try_claim(queued, cap, SHARED, COUNTER_MAX),
-            Err(Refusal::Busy)
-        );
-        assert!(try_claim(
-            queued,
-            cap,
-            Need {
-                privileged: true,
-                ..SHARED
-            },
-            COUNTER_MAX
-        )
-        .is_ok());
+        assert_eq!(try_claim(queued, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
+        assert!(try_claim(queued, cap, Need { privileged: true, ..SHARED }, COUNTER_MAX).is_ok());
     }
 
     #[test]
@@ -443,10 +349,7 @@ mod tests {
             taken.push(c.record);
             word = c.word;
         }
-        assert_eq!(
-            try_claim(word, cap, SHARED, COUNTER_MAX),
-            Err(Refusal::Busy)
-        );
+        assert_eq!(try_claim(word, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
         assert_eq!(try_claim(word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
         for r in taken {
             word = release(word, r, 1);
@@ -469,10 +372,7 @@ mod tests {
             word = release(c.word, c.record, MAX_UNITS);
         }
         assert_eq!(counter(word), 3);
-        assert_eq!(
-            try_claim(word, MAX_UNITS, EXCL, limit),
-            Err(Refusal::Exhausted)
-        );
+        assert_eq!(try_claim(word, MAX_UNITS, EXCL, limit), Err(Refusal::Exhausted));
         let word = word & !REBASE_CLEARS;
         assert_eq!(counter(word), 0);
         assert!(try_claim(word, MAX_UNITS, EXCL, limit).is_ok());

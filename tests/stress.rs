@@ -25,10 +25,7 @@ impl Shadow {
             Mode::Exclusive => {
                 let x = self.exclusive.fetch_add(1, Ordering::SeqCst);
                 let s = self.shared.load(Ordering::SeqCst);
-                assert!(
-                    x == 0 && s == 0,
-                    "exclusive beside {x} exclusive and {s} shared holders"
-                );
+                assert!(x == 0 && s == 0, "exclusive beside {x} exclusive and {s} shared holders");
             }
             Mode::Shared | Mode::Semaphore(_) => {
                 let s = self.shared.fetch_add(1, Ordering::SeqCst) + 1;
@@ -72,22 +69,15 @@ fn run_stress(threads: usize, run_for: Duration) {
                 let mut rng = 0x9E37_79B9_7F4A_7C15_u64 ^ (t as u64 + 1);
                 while !stop.load(Ordering::Relaxed) {
                     let r = xorshift(&mut rng);
-                    let (key, shadow_idx) = if r % 5 == 0 {
-                        (100, KEYS as usize)
-                    } else {
-                        (r % KEYS, (r % KEYS) as usize)
-                    };
+                    let (key, shadow_idx) =
+                        if r % 5 == 0 { (100, KEYS as usize) } else { (r % KEYS, (r % KEYS) as usize) };
                     let request = match (key, (r >> 8) % 3) {
                         (100, 0) => locks.exclusive(&key),
                         (100, _) => locks.semaphore(&key, PERMITS),
                         (_, 0) => locks.exclusive(&key),
                         _ => locks.shared(&key),
                     };
-                    let request = if (r >> 12) % 4 == 0 {
-                        request.lease(Duration::from_secs(60))
-                    } else {
-                        request
-                    };
+                    let request = if (r >> 12) % 4 == 0 { request.lease(Duration::from_secs(60)) } else { request };
                     let guard = match (r >> 16) % 4 {
                         0 => request.try_acquire(),
                         1 => request.acquire_timeout(Duration::from_millis(2)),
@@ -108,9 +98,9 @@ fn run_stress(threads: usize, run_for: Duration) {
                     let mode = guard.mode();
                     shadows[shadow_idx].enter(mode);
                     if mode == Mode::Exclusive {
-                        fences[shadow_idx].write(guard.token(), |v| *v += 1).expect(
-                            "an exclusive holder's token is the newest the resource has seen",
-                        );
+                        fences[shadow_idx]
+                            .write(guard.token(), |v| *v += 1)
+                            .expect("an exclusive holder's token is the newest the resource has seen");
                     }
                     for _ in 0..(r >> 20) % 64 {
                         std::hint::spin_loop();
@@ -121,9 +111,7 @@ fn run_stress(threads: usize, run_for: Duration) {
                     shadows[shadow_idx].exit(mode);
                     acquired.fetch_add(1, Ordering::Relaxed);
                     if (r >> 32) % 2 == 0 {
-                        guard
-                            .release()
-                            .expect("a lock nobody expired releases cleanly");
+                        guard.release().expect("a lock nobody expired releases cleanly");
                     }
                 }
             });
@@ -132,21 +120,12 @@ fn run_stress(threads: usize, run_for: Duration) {
         stop.store(true, Ordering::Relaxed);
     });
     let acquired = acquired.load(Ordering::Relaxed);
-    println!(
-        "{threads} threads: {acquired} acquisitions, {} timeouts",
-        timed_out.load(Ordering::Relaxed)
-    );
-    assert!(
-        acquired > 1000,
-        "only {acquired} acquisitions in {run_for:?}"
-    );
+    println!("{threads} threads: {acquired} acquisitions, {} timeouts", timed_out.load(Ordering::Relaxed));
+    assert!(acquired > 1000, "only {acquired} acquisitions in {run_for:?}");
     // Nothing is left held or queued: every key can be taken exclusively at once.
     for key in (0..KEYS).chain([100]) {
         if let Err(e) = locks.exclusive(&key).try_acquire() {
-            panic!(
-                "key {key} is left behind ({e}): {}",
-                locks.debug_state(&key)
-            );
+            panic!("key {key} is left behind ({e}): {}", locks.debug_state(&key));
         }
     }
     locks.reclaim_idle();
@@ -181,11 +160,7 @@ fn every_waiter_gets_the_hot_key() {
             });
         }
         thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            done.load(Ordering::SeqCst),
-            0,
-            "a waiter got a key that is held"
-        );
+        assert_eq!(done.load(Ordering::SeqCst), 0, "a waiter got a key that is held");
         drop(holder);
     });
     assert_eq!(done.load(Ordering::SeqCst), 8);

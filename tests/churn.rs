@@ -1,0 +1,88 @@
+//! Memory follows the locks held, not the keys ever seen.
+
+use leasehold::LockManager;
+
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[test]
+fn ten_million_unique_keys_leave_nothing_behind() {
+    let locks: LockManager<u64> = LockManager::new();
+    // Warm up: allocators and the first chunks.
+    for k in 0..100_000_u64 {
+        drop(locks.exclusive(&k).try_acquire().unwrap());
+    }
+    let before = rss_bytes();
+    let mut most = 0;
+    for k in 100_000..10_100_000_u64 {
+        drop(locks.exclusive(&k).try_acquire().unwrap());
+        if k % 65_536 == 0 {
+            most = most.max(locks.slot_count());
+        }
+    }
+    let after = rss_bytes();
+    // Slots are reclaimed as new keys arrive: the table never holds more than a small cache.
+    let bound = 8 * locks.shard_count();
+    assert!(most <= bound, "{most} slots cached during the churn (bound {bound})");
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0);
+    if let (Some(before), Some(after)) = (before, after) {
+        let grown = after.saturating_sub(before);
+        println!("RSS grew by {grown} bytes over 10 million unique keys; at most {most} slots cached");
+        assert!(grown < 2 << 20, "RSS grew by {grown} bytes");
+    }
+}
+
+#[test]
+fn string_keys_are_dropped_with_their_slots() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A key that counts how many of its copies are alive.
+    #[derive(Debug)]
+    struct Counted(u64, Arc<AtomicUsize>);
+    impl PartialEq for Counted {
+        fn eq(&self, o: &Self) -> bool {
+            self.0 == o.0
+        }
+    }
+    impl Eq for Counted {}
+    impl std::hash::Hash for Counted {
+        fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+            self.0.hash(h)
+        }
+    }
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Counted(self.0, Arc::clone(&self.1))
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    let alive = Arc::new(AtomicUsize::new(0));
+    let locks: LockManager<Counted> = LockManager::new();
+    for k in 0..1_000 {
+        let key = Counted(k, Arc::clone(&alive));
+        alive.fetch_add(1, Ordering::SeqCst);
+        drop(locks.exclusive(&key).try_acquire().unwrap());
+        drop(key);
+    }
+    locks.reclaim_idle();
+    assert_eq!(alive.load(Ordering::SeqCst), 0, "a reclaimed slot kept its key");
+    let key = Counted(7, Arc::clone(&alive));
+    alive.fetch_add(1, Ordering::SeqCst);
+    let g = locks.exclusive(&key).try_acquire().unwrap();
+    drop(key);
+    assert_eq!(alive.load(Ordering::SeqCst), 1, "the held slot owns one copy of its key");
+    drop(g);
+    drop(locks);
+    assert_eq!(alive.load(Ordering::SeqCst), 0, "dropping the manager drops the cached keys");
+}
