@@ -130,11 +130,6 @@ impl Wheelhouse {
         self.wheel.lock().next_expiration()
     }
 
-    /// Number of slots the wheel watches.
-    pub(crate) fn len(&self) -> usize {
-        self.wheel.lock().len()
-    }
-
     /// Records the reaper thread (it parks; registrations unpark it).
     pub(crate) fn set_driver_thread(&self, t: thread::Thread) {
         *self.driver.thread.lock() = Some(t);

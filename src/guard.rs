@@ -10,7 +10,7 @@ use crate::error::LockError;
 use crate::manager::{DefaultHasher, LockManager};
 use crate::mode::{Mode, Owner};
 use crate::request::MAX_TTL;
-use crate::slot::{Holding, Slot};
+use crate::slot::{Holding, RecordRef, Slot};
 use crate::sync::Ordering;
 use crate::token::FenceToken;
 
@@ -43,22 +43,25 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     /// Whether the holding ends through its lease word (a plain holding becomes managed when it
     /// is first renewed).
     managed: AtomicBool,
-    mode: Mode,
-    owner: Option<Owner>,
+    /// `Mode::code`; a semaphore's permits are the slot's capacity.
+    mode: u8,
     done: bool,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
-    pub(crate) fn new(
-        locks: &'m LockManager<K, S>,
-        slot: &'m Slot<K>,
-        holding: Holding,
-        mode: Mode,
-        owner: Option<Owner>,
-    ) -> Self {
-        LockGuard { locks, slot, managed: AtomicBool::new(holding.managed), holding, mode, owner, done: false }
+    #[inline]
+    pub(crate) fn new(locks: &'m LockManager<K, S>, slot: &'m Slot<K>, holding: Holding, mode: Mode) -> Self {
+        LockGuard {
+            locks,
+            slot,
+            managed: AtomicBool::new(holding.managed),
+            holding,
+            mode: mode.code() as u8,
+            done: false,
+        }
     }
 
+    #[inline]
     fn current(&self) -> Holding {
         Holding { managed: self.managed.load(std::sync::atomic::Ordering::Relaxed), ..self.holding }
     }
@@ -89,7 +92,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn mode(&self) -> Mode {
-        self.mode
+        Mode::from_code(self.mode as u64, self.slot.capacity.load(Ordering::Relaxed))
     }
 
     /// The fencing token: strictly greater than every token handed out before for this key.
@@ -107,17 +110,21 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         FenceToken::from_u64(self.holding.token)
     }
 
-    /// The owner label this holding was acquired with.
+    /// The owner label this holding was acquired with (while it is held).
     ///
     /// # Examples
     ///
     /// ```
     /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
     /// assert!(locks.shared(&5).try_acquire()?.owner().is_none());
+    /// assert_eq!(locks.shared(&6).owner("etl").try_acquire()?.owner().unwrap().as_str(), "etl");
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
-    pub fn owner(&self) -> Option<&Owner> {
-        self.owner.as_ref()
+    pub fn owner(&self) -> Option<Owner> {
+        if !self.holding.owned {
+            return None;
+        }
+        self.slot.owner_of(&self.holding)
     }
 
     /// Whether the lock is still held: not released, expired or revoked, and (with a lease) its
@@ -204,8 +211,21 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         self.finish()
     }
 
+    #[inline]
     fn finish(&mut self) -> Result<(), LockError> {
         self.done = true;
+        let core = &self.locks.inner.core;
+        if let (false, RecordRef::Inline(idx)) =
+            (self.managed.load(std::sync::atomic::Ordering::Relaxed), self.holding.record)
+        {
+            self.slot.release_plain(core, idx, self.holding.units);
+            return Ok(());
+        }
+        self.finish_managed()
+    }
+
+    #[inline(never)]
+    fn finish_managed(&mut self) -> Result<(), LockError> {
         let h = self.current();
         match self.slot.release(&self.locks.inner.core, &h) {
             Ok(()) => Ok(()),
@@ -221,6 +241,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 }
 
 impl<K, S> Drop for LockGuard<'_, K, S> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             let _ = self.finish();
@@ -236,9 +257,9 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
             .field("key", self.key())
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .field("token", &self.token())
-            .field("owner", &self.owner)
+            .field("owner", &self.owner())
             .finish()
     }
 }

@@ -74,10 +74,17 @@ pub(crate) const fn held(token: u64, deadline_ns: Option<u64>) -> u64 {
     }
 }
 
-/// The word of a plain holding (no lease, no owner) for `token`.
+/// The word of a plain holding (no lease, no owner) for `token`. With no deadline to keep, its
+/// deadline bits carry the holding's `meta` (mode and units), saving a store on the hot path.
 #[inline]
-pub(crate) const fn plain(token: u64) -> u64 {
-    PLAIN | (tag_of(token) << TAG_SHIFT)
+pub(crate) const fn plain(token: u64, meta: u64) -> u64 {
+    PLAIN | (tag_of(token) << TAG_SHIFT) | (meta << DEADLINE_SHIFT)
+}
+
+/// The `meta` a plain word carries.
+#[inline]
+pub(crate) const fn plain_meta(word: u64) -> u64 {
+    word >> DEADLINE_SHIFT
 }
 
 /// The same holding with a new deadline.
@@ -133,6 +140,16 @@ mod tests {
             assert!(is_leased(r) && is_held_by(r, token));
             assert_eq!(deadline_ns(r), 5_056);
         }
+    }
+
+    #[test]
+    fn plain_words_carry_their_meta() {
+        let meta = 2 | (1_048_575 << 2);
+        let w = plain(0x1234, meta);
+        assert_eq!(state(w), PLAIN);
+        assert_eq!(tag(w), 0x34);
+        assert_eq!(plain_meta(w), meta);
+        assert!(!is_leased(w) && !is_due(w, u64::MAX) && !is_held_by(w, 0x1234));
     }
 
     #[test]

@@ -23,11 +23,15 @@ use crate::word::{self, COUNTER_MAX};
 /// resistant enough to chosen keys for a lock table).
 pub type DefaultHasher = foldhash::fast::RandomState;
 
-/// The idle sweep on every slot creation (amortised reclamation): it looks at up to this many
-/// index entries, and stops once it has reclaimed two slots, so that under a churn of new keys
-/// the cache of idle slots stays small and shrinks back after a burst.
+/// The idle sweep on a slot creation in a shard that already has `idle_per_shard` slots: it looks
+/// at up to this many index entries, and stops once it has reclaimed two slots, so that under a
+/// churn of new keys the shard stays near its bound and shrinks back to it after a burst.
 const SWEEP_ON_INSERT: usize = 32;
 const RECLAIM_ON_INSERT: usize = 2;
+/// Default bound on the slots a shard keeps before creations start reclaiming idle ones. A key
+/// reused within a working set below `shards * idle_per_shard` keeps its slot (no insert and
+/// remove per acquire); cyclic reuse over a larger set would evict every slot before its reuse.
+const IDLE_PER_SHARD: usize = 64;
 /// How often the reaper (or `expire_due`) sweeps every shard for idle slots. With the second
 /// chance, an idle slot outlives its last use by at most two intervals.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,6 +69,8 @@ pub(crate) struct Inner<K, S> {
     shard_shift: u32,
     hasher: S,
     max_slots: usize,
+    /// A shard with this many slots reclaims idle ones as it creates new ones.
+    idle_per_shard: usize,
     /// Slots in the index, over all shards (held, waited on, or idle and cached).
     slots: AtomicUsize,
     /// Clock time of the next periodic sweep.
@@ -102,6 +108,7 @@ enum ReaperMode {
 pub struct Builder<K, S = DefaultHasher> {
     shards: Option<usize>,
     max_slots: usize,
+    idle_slots: Option<usize>,
     tick: Duration,
     reaper: bool,
     clock: Option<ClockSource>,
@@ -126,6 +133,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
         Builder {
             shards: None,
             max_slots: usize::MAX,
+            idle_slots: None,
             tick: Duration::from_millis(1),
             reaper: true,
             clock: None,
@@ -137,8 +145,9 @@ impl<K> Default for Builder<K, DefaultHasher> {
 }
 
 impl<K, S> Builder<K, S> {
-    /// Number of shards: a power of two. The default scales with the available cores (four per
-    /// core, between 4 and 1,024), so threads working on different keys rarely share a lock.
+    /// Number of shards: a power of two. The default scales with the available cores (sixteen per
+    /// core, between 64 and 1,024), so threads creating slots for different keys rarely share a
+    /// shard lock, and the idle-slot cache (64 per shard) holds a large working set.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -149,6 +158,16 @@ impl<K, S> Builder<K, S> {
     /// Default: unbounded.
     pub fn max_slots(mut self, max_slots: usize) -> Self {
         self.max_slots = max_slots;
+        self
+    }
+
+    /// About how many idle slots the table keeps cached for reuse (spread over the shards;
+    /// default 64 per shard). A key reused within a working set smaller than this keeps its slot
+    /// and is acquired without touching the shard lock; beyond it, creating a slot for a new key
+    /// reclaims idle ones. Idle slots beyond the bound are also reclaimed by the reaper within
+    /// about two seconds, and [`LockManager::reclaim_idle`] reclaims them all at once.
+    pub fn idle_slots(mut self, idle_slots: usize) -> Self {
+        self.idle_slots = Some(idle_slots);
         self
     }
 
@@ -179,6 +198,7 @@ impl<K, S> Builder<K, S> {
         Builder {
             shards: self.shards,
             max_slots: self.max_slots,
+            idle_slots: self.idle_slots,
             tick: self.tick,
             reaper: self.reaper,
             clock: self.clock,
@@ -236,6 +256,7 @@ where
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: self.hasher,
             max_slots: self.max_slots,
+            idle_per_shard: self.idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
             slots: AtomicUsize::new(0),
             next_sweep_ns: AtomicU64::new(now.saturating_add(duration_ns(SWEEP_INTERVAL))),
             reaper,
@@ -258,7 +279,7 @@ where
 
 fn default_shards() -> usize {
     let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-    (cores * 4).next_power_of_two().clamp(4, 1024)
+    (cores * 16).next_power_of_two().clamp(64, 1024)
 }
 
 #[cfg(not(leasehold_loom))]
@@ -613,7 +634,11 @@ where
                     }
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
-                let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core.wheel, false);
+                let reclaimed = if g.present >= self.idle_per_shard {
+                    shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core.wheel, false)
+                } else {
+                    0
+                };
                 let slot = shard.alloc(&mut g);
                 let capacity = ask.mode.capacity();
                 // The new incarnation continues the dead slot's counter (word.rs: no word repeats),

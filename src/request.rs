@@ -38,7 +38,7 @@ pub const MAX_TTL: Duration = Duration::from_nanos(MAX_DEADLINE_NS / 2);
 ///     .lease(Duration::from_secs(30))
 ///     .owner("worker-3")
 ///     .acquire_timeout(Duration::from_millis(50))?;
-/// assert_eq!(g.owner().map(|o| o.as_str()), Some("worker-3"));
+/// assert_eq!(g.owner().unwrap().as_str(), "worker-3");
 /// # Ok::<(), leasehold::LockError>(())
 /// ```
 #[must_use = "a request does nothing until one of its acquire methods is called"]
@@ -105,6 +105,7 @@ where
         self
     }
 
+    #[inline]
     fn ask(&self) -> Result<Ask, LockError> {
         if let Mode::Semaphore(n) = self.mode {
             if n == 0 || n > MAX_PERMITS {
@@ -119,8 +120,9 @@ where
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
+    #[inline]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
-        LockGuard::new(self.locks, slot, h, self.mode, self.owner.clone())
+        LockGuard::new(self.locks, slot, h, self.mode)
     }
 
     /// Takes the lock if it is free now; never waits.
@@ -143,6 +145,7 @@ where
     /// assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
     /// # Ok::<(), LockError>(())
     /// ```
+    #[inline]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.ask()?;
         let inner = &*self.locks.inner;

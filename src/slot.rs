@@ -37,6 +37,12 @@ pub(crate) struct Core {
     pub(crate) wheel: Wheelhouse,
 }
 
+/// A holding's mode and units, packed: `mode code | units << 2`.
+#[inline]
+pub(crate) const fn meta(mode: Mode, units: u32) -> u64 {
+    mode.code() | ((units as u64) << 2)
+}
+
 /// "Not known" for `Record::acquired_ns`.
 pub(crate) const UNKNOWN_TIME: u64 = u64::MAX;
 
@@ -48,9 +54,9 @@ pub(crate) struct Record {
     pub(crate) token: AtomicU64,
     /// The lease word (`lease.rs`): the one word renew, release and expiry compare-exchange.
     pub(crate) lease: AtomicU64,
-    /// `mode code | units << 2`.
+    /// `meta(mode, units)` of a managed holding.
     pub(crate) meta: AtomicU64,
-    /// When the holding began, in clock nanoseconds, where known (managed holdings).
+    /// When a managed holding began, in clock nanoseconds.
     pub(crate) acquired_ns: AtomicU64,
 }
 
@@ -64,6 +70,7 @@ impl Record {
         }
     }
 
+    /// Units of the managed holding in this record (plain holdings keep theirs in the lease word).
     pub(crate) fn units(&self) -> u32 {
         (self.meta.load(Ordering::Relaxed) >> 2) as u32
     }
@@ -110,7 +117,7 @@ pub(crate) struct Ask {
 impl Ask {
     #[inline]
     pub(crate) fn managed(&self) -> bool {
-        self.ttl_ns.is_some() || self.owner.is_some()
+        self.ttl_ns.is_some() | self.owner.is_some()
     }
 
     #[inline]
@@ -142,7 +149,9 @@ pub(crate) struct SlotInner {
     pub(crate) queue: WaitQueue,
     /// Owner labels of the inline records' holdings.
     pub(crate) owners: [Option<Owner>; INLINE_RECORDS],
-    /// Overflow records; boxes never move or free while the slot's memory lives.
+    /// Overflow records; boxed so that they never move (guards point at them) or free while
+    /// the slot's memory lives.
+    #[allow(clippy::vec_box)]
     pub(crate) overflow: Vec<Box<Record>>,
     /// Per overflow record: in use, and its owner label.
     pub(crate) overflow_meta: Vec<(bool, Option<Owner>)>,
@@ -297,6 +306,7 @@ impl<K> Slot<K> {
 
     /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
     /// caller holds it (needed to attach an owner label).
+    #[inline]
     pub(crate) fn finish_claim(&self, core: &Core, ask: &Ask, claim: Claim, inner: Option<&mut SlotInner>) -> Holding {
         let idx = claim.record;
         let rec = &self.records[idx as usize];
@@ -316,7 +326,8 @@ impl<K> Slot<K> {
         }
     }
 
-    /// Fills a record for a fresh holding and publishes it by its lease word.
+    /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
+    /// two stores (its mode and units ride in its lease word); a managed one takes the slow lane.
     #[inline]
     fn write_record(
         &self,
@@ -328,13 +339,25 @@ impl<K> Slot<K> {
         set_owner: impl FnOnce(Option<Owner>),
     ) {
         rec.token.store(token, Ordering::Relaxed);
-        rec.meta.store(ask.mode.code() | ((units as u64) << 2), Ordering::Relaxed);
-        if !ask.managed() {
-            rec.acquired_ns.store(UNKNOWN_TIME, Ordering::Relaxed);
-            // Release: a reader that sees this word sees the token and meta above.
-            rec.lease.store(lease::plain(token), Ordering::Release);
-            return;
+        if ask.managed() {
+            self.publish_managed(core, ask, rec, token, units, set_owner);
+        } else {
+            // Release: a reader that sees this word sees the token above.
+            rec.lease.store(lease::plain(token, meta(ask.mode, units)), Ordering::Release);
         }
+    }
+
+    #[inline(never)]
+    fn publish_managed(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        rec: &Record,
+        token: u64,
+        units: u32,
+        set_owner: impl FnOnce(Option<Owner>),
+    ) {
+        rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
         let stamp = core.clock.stamp_ns();
         rec.acquired_ns.store(stamp, Ordering::Relaxed);
         if ask.owner.is_some() {
@@ -428,13 +451,28 @@ impl<K> Slot<K> {
         }
     }
 
+    /// The owner label of a live owned holding.
+    pub(crate) fn owner_of(&self, h: &Holding) -> Option<Owner> {
+        let inner = self.lock();
+        let rec = self.record(h);
+        if !lease::is_held_by(rec.lease.load(Ordering::Acquire), h.token)
+            || rec.token.load(Ordering::Relaxed) != h.token
+        {
+            return None;
+        }
+        match h.record {
+            RecordRef::Inline(idx) => inner.owners[idx as usize].clone(),
+            RecordRef::Overflow(i) => inner.overflow_meta.get(i as usize).and_then(|m| m.1.clone()),
+        }
+    }
+
     /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
     /// deadline at `now_ns`).
     pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
         if !h.managed {
-            return lease::state(l) == lease::PLAIN && rec.token.load(Ordering::Relaxed) == h.token;
+            return lease::state(l) == lease::PLAIN && lease::tag(l) == lease::tag_of(h.token);
         }
         lease::is_held_by(l, h.token)
             && rec.token.load(Ordering::Relaxed) == h.token
@@ -461,12 +499,10 @@ impl<K> Slot<K> {
                     if h.owned {
                         self.lock().owners[idx as usize] = None;
                     }
+                    self.return_units(core, word::release_delta(idx, h.units));
                 } else {
-                    // Nobody but this guard ends a plain holding, so a plain store is enough; it
-                    // must land before the bit clears (lease.rs: no finished lease lingers).
-                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                    self.release_plain(core, idx, h.units);
                 }
-                self.return_units(core, word::release_delta(idx, h.units));
                 Ok(())
             }
             RecordRef::Overflow(index) => {
@@ -501,17 +537,37 @@ impl<K> Slot<K> {
     #[inline]
     pub(crate) fn return_units(&self, core: &Core, delta: u64) {
         if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
-            let mut inner = self.lock();
-            self.return_units_locked(core, delta, &mut inner);
-            return;
+            return self.return_units_queued(core, delta);
         }
         // Release: publishes the holder's critical section to the next claimer's Acquire.
         let prev = self.word.fetch_sub(delta, Ordering::Release);
         if prev & word::WAITERS != 0 {
-            // A waiter queued between the load and the subtraction: wake it.
-            let mut inner = self.lock();
-            wait::dispatch(self, core, &mut inner);
+            self.wake_after_release(core);
         }
+    }
+
+    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
+    #[inline]
+    pub(crate) fn release_plain(&self, core: &Core, idx: RecordIdx, units: u32) {
+        // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
+        // before the bit clears (lease.rs: no finished lease lingers).
+        self.records[idx as usize].lease.store(lease::FREE, Ordering::Relaxed);
+        self.return_units(core, word::release_delta(idx, units));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn return_units_queued(&self, core: &Core, delta: u64) {
+        let mut inner = self.lock();
+        self.return_units_locked(core, delta, &mut inner);
+    }
+
+    /// A waiter queued between the load and the subtraction: wake whoever can proceed.
+    #[cold]
+    #[inline(never)]
+    fn wake_after_release(&self, core: &Core) {
+        let mut inner = self.lock();
+        wait::dispatch(self, core, &mut inner);
     }
 
     /// `return_units` with the slot lock held: hands the units straight to the first waiter if it
@@ -675,11 +731,14 @@ impl<K> Slot<K> {
     pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if l != lease::plain(h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+        if lease::state(l) != lease::PLAIN || lease::tag(l) != lease::tag_of(h.token) {
             return Err(());
         }
-        let deadline = core.clock.now_ns().saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
+        let now = core.clock.now_ns();
+        let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
         let leased = lease::held(h.token, Some(deadline));
+        // Managed holdings keep their mode and units in the record (the plain word had them).
+        rec.meta.store(lease::plain_meta(l), Ordering::Relaxed);
         // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
         rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(drop)?;
         let stored = lease::deadline_ns(leased);

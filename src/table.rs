@@ -70,6 +70,7 @@ pub(crate) struct ShardInner<K> {
     /// The memory of every slot this shard ever allocated.
     chunks: Vec<Box<[Slot<K>]>>,
     /// Outgrown tables, kept until the manager is dropped (readers may still probe them).
+    #[allow(clippy::vec_box)]
     retired: Vec<Box<Table<K>>>,
     /// The highest token handed out by any slot of this shard that has since been reclaimed:
     /// a new incarnation counts from here, so tokens of a key never go back.
@@ -220,7 +221,7 @@ impl<K> Shard<K> {
     fn remove(&self, g: &mut ShardInner<K>, hash: u64, p: *const Slot<K>) {
         let table = self.table();
         let mut i = table.home(hash);
-        while table.entries[i].slot.load(Ordering::Relaxed) as *const _ != p {
+        while !std::ptr::eq(table.entries[i].slot.load(Ordering::Relaxed), p) {
             i = (i + 1) & table.mask;
         }
         let mut hole = i;
@@ -314,15 +315,6 @@ impl<K> Shard<K> {
             }
         }
         reclaimed
-    }
-
-    /// Every slot in the index (under the shard lock).
-    pub(crate) fn slots<'a>(&'a self, _g: &'a ShardInner<K>) -> impl Iterator<Item = &'a Slot<K>> + 'a {
-        self.table().entries.iter().filter_map(|e| {
-            let p = e.slot.load(Ordering::Relaxed);
-            // SAFETY: slots are type-stable; under the shard lock, indexed slots are live.
-            (!p.is_null()).then(|| unsafe { &*p })
-        })
     }
 
     /// Size of the current table, in entries.

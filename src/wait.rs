@@ -67,12 +67,6 @@ impl Waiter {
         })
     }
 
-    /// Whether a release has woken it to retry.
-    pub(crate) fn is_notified(&self) -> bool {
-        // Acquire: pairs with the Release in `notify`.
-        self.state.load(Ordering::Acquire) == NOTIFIED
-    }
-
     /// Whether it is still parked, not woken.
     pub(crate) fn is_waiting(&self) -> bool {
         self.state.load(Ordering::Acquire) == WAITING

@@ -24,8 +24,9 @@ fn ten_million_unique_keys_leave_nothing_behind() {
         }
     }
     let after = rss_bytes();
-    // Slots are reclaimed as new keys arrive: the table never holds more than a small cache.
-    let bound = 8 * locks.shard_count();
+    // Slots are reclaimed as new keys arrive: the table never holds more than its idle cache
+    // (64 per shard by default) and a little slack.
+    let bound = 64 * locks.shard_count() + 4 * locks.shard_count();
     assert!(most <= bound, "{most} slots cached during the churn (bound {bound})");
     locks.reclaim_idle();
     assert_eq!(locks.slot_count(), 0);
