@@ -43,7 +43,8 @@ mod token;
 mod wait;
 #[doc(hidden)]
 pub mod wheel;
-mod word;
+#[doc(hidden)]
+pub mod word;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{ConfigError, LockError};

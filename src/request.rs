@@ -209,7 +209,11 @@ where
         if let (Some(slot), Some(h)) = (found, claimed) {
             return Ok(self.guard(slot, h));
         }
+        #[cfg(leasehold_loom)]
+        let _ = found;
         // Someone holds it: a short spin catches a short critical section without parking.
+        // (Not under loom: a model explores the interleavings a spin would only wait through.)
+        #[cfg(not(leasehold_loom))]
         if let Some(slot) = found {
             let backoff = Backoff::new();
             while !backoff.is_completed() {

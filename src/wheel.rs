@@ -102,6 +102,17 @@ impl Level {
 // Lane masks are u64.
 const _: () = assert!(LANES.is_power_of_two() && LANES <= 64);
 
+/// The levels, built on the heap one at a time: the array is about 96 KiB, too much to build on
+/// a small stack (a loom model's thread, say) before boxing it.
+fn empty_levels() -> Box<[Level; NUM_LEVELS]> {
+    let mut levels = Vec::with_capacity(NUM_LEVELS);
+    levels.resize_with(NUM_LEVELS, || Level::EMPTY);
+    match levels.into_boxed_slice().try_into() {
+        Ok(levels) => levels,
+        Err(_) => unreachable!("exactly NUM_LEVELS levels were built"),
+    }
+}
+
 /// A hierarchical hashed timer wheel; see the module docs.
 pub struct Wheel<T> {
     /// The current tick. Invariant: every node sits in the list
@@ -209,13 +220,7 @@ impl<T> Wheel<T> {
             generation: 0,
             value: None,
         }));
-        Wheel {
-            elapsed: 0,
-            levels: Box::new([Level::EMPTY; NUM_LEVELS]),
-            nodes,
-            free_head: if n == 0 { NIL } else { 0 },
-            len: 0,
-        }
+        Wheel { elapsed: 0, levels: empty_levels(), nodes, free_head: if n == 0 { NIL } else { 0 }, len: 0 }
     }
 
     /// The wheel's current tick.

@@ -38,99 +38,100 @@
 //! those of the word it installs. Only a rebase (once the counter is spent) starts it at zero.
 //!
 //! Every transition is a pure `const fn` here, tested exhaustively below; the slot module does
-//! nothing but load, call one of these, and compare-exchange.
+//! nothing but load, call one of these, and compare-exchange. The module is public but hidden, for
+//! the fuzz target of the transitions; it is not part of the crate's API.
 
 /// Bits of the `units` field.
-pub(crate) const UNITS_BITS: u32 = 20;
+pub const UNITS_BITS: u32 = 20;
 /// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
 pub const MAX_UNITS: u32 = (1 << UNITS_BITS) - 1;
 /// Most permits a semaphore key can have.
 pub const MAX_PERMITS: u32 = MAX_UNITS - 1;
 
 const UNITS_MASK: u64 = MAX_UNITS as u64;
-pub(crate) const COUNTER_SHIFT: u32 = UNITS_BITS;
+pub const COUNTER_SHIFT: u32 = UNITS_BITS;
 /// Bits of the acquisition counter.
-pub(crate) const COUNTER_BITS: u32 = 32;
+pub const COUNTER_BITS: u32 = 32;
 /// The largest counter value; a slot whose counter reaches the limit must be rebased while idle.
-pub(crate) const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
-pub(crate) const COUNTER_MASK: u64 = COUNTER_MAX << COUNTER_SHIFT;
-pub(crate) const COUNTER_ONE: u64 = 1 << COUNTER_SHIFT;
+pub const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
+pub const COUNTER_MASK: u64 = COUNTER_MAX << COUNTER_SHIFT;
+pub const COUNTER_ONE: u64 = 1 << COUNTER_SHIFT;
 
 /// Number of inline holder records per slot.
-pub(crate) const INLINE_RECORDS: usize = 4;
+pub const INLINE_RECORDS: usize = 4;
 const RECORDS_SHIFT: u32 = 52;
 const RECORDS_MASK: u64 = 0xF << RECORDS_SHIFT;
 
-pub(crate) const WAITERS: u64 = 1 << 56;
-pub(crate) const EXCL_WAITING: u64 = 1 << 57;
-pub(crate) const WATCHED: u64 = 1 << 58;
-pub(crate) const DEAD: u64 = 1 << 59;
-pub(crate) const CAP_CHANGING: u64 = 1 << 60;
-pub(crate) const REF: u64 = 1 << 61;
+pub const WAITERS: u64 = 1 << 56;
+pub const EXCL_WAITING: u64 = 1 << 57;
+pub const WATCHED: u64 = 1 << 58;
+pub const DEAD: u64 = 1 << 59;
+pub const CAP_CHANGING: u64 = 1 << 60;
+pub const REF: u64 = 1 << 61;
 
 /// Which inline record a claim took; `OVERFLOW` means none was free.
-pub(crate) type RecordIdx = u8;
+pub type RecordIdx = u8;
 /// No inline record: the holding lives in an overflow record.
-pub(crate) const OVERFLOW: RecordIdx = u8::MAX;
+pub const OVERFLOW: RecordIdx = u8::MAX;
 
 /// The units field.
 #[inline]
-pub(crate) const fn units(word: u64) -> u32 {
+pub const fn units(word: u64) -> u32 {
     (word & UNITS_MASK) as u32
 }
 
 /// The acquisition counter.
 #[inline]
-pub(crate) const fn counter(word: u64) -> u64 {
+pub const fn counter(word: u64) -> u64 {
     (word & COUNTER_MASK) >> COUNTER_SHIFT
 }
 
 /// The inline-record bitmap (bit `i` = record `i` held).
 #[inline]
-pub(crate) const fn records(word: u64) -> u8 {
+pub const fn records(word: u64) -> u8 {
     ((word & RECORDS_MASK) >> RECORDS_SHIFT) as u8
 }
 
 /// The bit of inline record `idx`.
 #[inline]
-pub(crate) const fn record_bit(idx: RecordIdx) -> u64 {
+pub const fn record_bit(idx: RecordIdx) -> u64 {
     1 << (RECORDS_SHIFT + idx as u32)
 }
 
 /// Whether inline record `idx` is held in `word`.
 #[inline]
-pub(crate) const fn holds_record(word: u64, idx: RecordIdx) -> bool {
+pub const fn holds_record(word: u64, idx: RecordIdx) -> bool {
     word & record_bit(idx) != 0
 }
 
 /// A slot nobody holds or waits on, that is not dead or changing: the sweep may reclaim it.
 #[inline]
-pub(crate) const fn is_idle(word: u64) -> bool {
+pub const fn is_idle(word: u64) -> bool {
     word & (UNITS_MASK | RECORDS_MASK | WAITERS | DEAD | CAP_CHANGING) == 0
 }
 
 /// Nobody holds a unit (waiters may be queued), and the slot is live and stable: the acquisition
 /// counter may be reset.
 #[inline]
-pub(crate) const fn is_unheld(word: u64) -> bool {
+pub const fn is_unheld(word: u64) -> bool {
     word & (UNITS_MASK | RECORDS_MASK | DEAD | CAP_CHANGING) == 0
 }
 
 /// The word a slot's next incarnation starts from: idle, continuing the dead slot's counter.
 #[inline]
-pub(crate) const fn reborn(dead: u64) -> u64 {
+pub const fn reborn(dead: u64) -> u64 {
     dead & COUNTER_MASK
 }
 
 /// The word of a dead slot that was live with `last`: it keeps the counter (see the module docs).
 #[inline]
-pub(crate) const fn dead_from(last: u64) -> u64 {
+pub const fn dead_from(last: u64) -> u64 {
     DEAD | (last & COUNTER_MASK)
 }
 
 /// What a request needs from the word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Need {
+pub struct Need {
     /// Exclusive (takes the whole capacity) or not (takes one unit).
     pub exclusive: bool,
     /// A queued waiter retrying after a wake-up may pass the writer-waiting flag: it is in the
@@ -142,7 +143,7 @@ pub(crate) struct Need {
 
 /// Why a claim cannot be made from this word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// Held in a conflicting mode, or a writer is queued ahead of this reader: wait.
     Busy,
     /// The slot is dead or changing capacity: look it up again.
@@ -153,7 +154,7 @@ pub(crate) enum Refusal {
 
 /// A successful claim: the word to install and the record it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Claim {
+pub struct Claim {
     pub word: u64,
     pub record: RecordIdx,
     /// Units the claim took, from the capacity it was computed with.
@@ -162,7 +163,7 @@ pub(crate) struct Claim {
 
 /// The units a request of this kind holds on a key of this capacity.
 #[inline]
-pub(crate) const fn units_for(need: Need, capacity: u32) -> u32 {
+pub const fn units_for(need: Need, capacity: u32) -> u32 {
     if need.exclusive {
         capacity
     } else {
@@ -175,7 +176,7 @@ pub(crate) const fn units_for(need: Need, capacity: u32) -> u32 {
 /// `counter_limit` is the largest counter value a claim may produce (normally [`COUNTER_MAX`];
 /// tests shrink it to exercise rebasing).
 #[inline]
-pub(crate) const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
+pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
     if word & (DEAD | CAP_CHANGING) != 0 {
         return Err(Refusal::Unstable);
     }
@@ -207,7 +208,7 @@ pub(crate) const fn try_claim(word: u64, capacity: u32, need: Need, counter_limi
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
 /// Subtracting it (a single `fetch_sub`) clears the bit, because the bit is set.
 #[inline]
-pub(crate) const fn release_delta(record: RecordIdx, units: u32) -> u64 {
+pub const fn release_delta(record: RecordIdx, units: u32) -> u64 {
     if record == OVERFLOW {
         units as u64
     } else {
@@ -223,7 +224,7 @@ const fn release(word: u64, record: RecordIdx, units: u32) -> u64 {
 
 /// The bits a rebase clears: the acquisition counter, and the `CAP_CHANGING` flag it held the
 /// slot with.
-pub(crate) const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
+pub const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
 
 #[cfg(test)]
 mod tests {
