@@ -1,30 +1,4 @@
-//! # leasehold
-//!
-//! An embedded, in-process lock manager: a table of locks keyed by resource id, with exclusive,
-//! shared (read/write, writers not starved) and semaphore modes, leases that expire on a
-//! hierarchical timer wheel, and fencing tokens that let a resource reject a stale holder's late
-//! writes. The hot path is one lock-free lookup and one compare-exchange.
-//!
-//! ```
-//! use leasehold::{Fenced, LockError, LockManager};
-//! use std::time::Duration;
-//!
-//! let locks: LockManager<String> = LockManager::new();
-//! let account = Fenced::new(100_i64);
-//!
-//! let g = locks.exclusive("acct/7").lease(Duration::from_secs(30)).acquire()?;
-//! account.write(g.token(), |balance| *balance -= 30)?;
-//! g.renew(Duration::from_secs(30))?;
-//! g.release()?;
-//!
-//! let readers = (locks.shared("acct/7").try_acquire()?, locks.shared("acct/7").try_acquire()?);
-//! assert_eq!(locks.exclusive("acct/7").try_acquire().unwrap_err(), LockError::WouldBlock);
-//! drop(readers);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! See `README.md` for the design, the guarantees and the benchmarks.
-
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
