@@ -27,7 +27,7 @@
 //! of `scheduled`, against the driver's SeqCst store of `scheduled` and load of the lease: either
 //! the driver's scan sees the new deadline, or the renewer sees `NONE` and registers.
 
-use crate::sync::{thread, AtomicU64, Mutex, Ordering, UnsafeCell};
+use crate::sync::{thread, AtomicU64, Mutex, Ordering};
 use crate::wheel::{EntryKey, Wheel};
 use crate::word;
 
@@ -38,18 +38,22 @@ pub(crate) const NONE: u64 = u64::MAX;
 pub(crate) struct Watch {
     /// The wheel fires this slot no later than this (clock nanoseconds); `NONE` if not scheduled.
     pub(crate) scheduled: AtomicU64,
-    /// The slot's wheel entry. Only touched under the wheel lock.
-    entry: UnsafeCell<Option<EntryKey>>,
+    /// The slot's wheel entry (`EntryKey::to_bits`, `NONE` for none). Only read and written under
+    /// the wheel lock, so Relaxed is enough; an atomic only to keep the slot `Sync` without unsafe.
+    entry: AtomicU64,
 }
-
-// SAFETY: `entry` is only accessed under the wheel lock (see `Wheelhouse`).
-unsafe impl Sync for Watch {}
-// SAFETY: as above.
-unsafe impl Send for Watch {}
 
 impl Watch {
     pub(crate) fn new() -> Self {
-        Watch { scheduled: AtomicU64::new(NONE), entry: UnsafeCell::new(None) }
+        Watch { scheduled: AtomicU64::new(NONE), entry: AtomicU64::new(NONE) }
+    }
+
+    fn entry(&self) -> Option<EntryKey> {
+        EntryKey::from_bits(self.entry.load(Ordering::Relaxed))
+    }
+
+    fn set_entry(&self, key: Option<EntryKey>) {
+        self.entry.store(key.map_or(NONE, EntryKey::to_bits), Ordering::Relaxed);
     }
 }
 
@@ -86,11 +90,9 @@ impl Wheelhouse {
         {
             let mut wheel = self.wheel.lock();
             if watch.scheduled.load(Ordering::Relaxed) > deadline {
-                // SAFETY: under the wheel lock.
-                let entry = watch.entry.with_mut(|e| unsafe { &mut *e });
-                match *entry {
+                match watch.entry() {
                     Some(key) if wheel.reschedule(key, tick) => {}
-                    _ => *entry = Some(wheel.insert(tick, addr)),
+                    _ => watch.set_entry(Some(wheel.insert(tick, addr))),
                 }
                 // SeqCst: see the module docs (renewal); Release for claimers that read it
                 // through the word's release sequence.
@@ -105,10 +107,9 @@ impl Wheelhouse {
     /// Drops a slot's entry (the slot is being reclaimed).
     pub(crate) fn unregister(&self, watch: &Watch) {
         let mut wheel = self.wheel.lock();
-        // SAFETY: under the wheel lock.
-        let entry = watch.entry.with_mut(|e| unsafe { &mut *e });
-        if let Some(key) = entry.take() {
+        if let Some(key) = watch.entry() {
             wheel.remove(key);
+            watch.set_entry(None);
         }
         watch.scheduled.store(NONE, Ordering::SeqCst);
     }
@@ -120,8 +121,7 @@ impl Wheelhouse {
         let (_, addr) = wheel.poll(now_tick)?;
         // SAFETY: `watch_of` gives the watch of a type-stable slot.
         let watch = unsafe { &*watch_of(addr) };
-        // SAFETY: under the wheel lock.
-        watch.entry.with_mut(|e| unsafe { *e = None });
+        watch.set_entry(None);
         watch.scheduled.store(NONE, Ordering::SeqCst);
         Some(addr)
     }

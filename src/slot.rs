@@ -147,34 +147,119 @@ pub(crate) enum Blocked {
 #[derive(Default)]
 pub(crate) struct SlotInner {
     pub(crate) queue: WaitQueue,
+    /// Owner labels and overflow records: most slots never need them, so they are allocated on
+    /// first use and kept with the slot's memory.
+    extra: Option<Box<SlotExtra>>,
+}
+
+#[derive(Default)]
+struct SlotExtra {
     /// Owner labels of the inline records' holdings.
-    pub(crate) owners: [Option<Owner>; INLINE_RECORDS],
+    owners: [Option<Owner>; INLINE_RECORDS],
     /// Overflow records; boxed so that they never move (guards point at them) or free while
     /// the slot's memory lives.
     #[allow(clippy::vec_box)]
-    pub(crate) overflow: Vec<Box<Record>>,
+    overflow: Vec<Box<Record>>,
     /// Per overflow record: in use, and its owner label.
-    pub(crate) overflow_meta: Vec<(bool, Option<Owner>)>,
+    overflow_meta: Vec<(bool, Option<Owner>)>,
+}
+
+impl SlotInner {
+    fn extra(&mut self) -> &mut SlotExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Attaches (or with `None`, clears) the owner label of a holding's record.
+    pub(crate) fn set_owner(&mut self, record: RecordRef, owner: Option<Owner>) {
+        if owner.is_none() && self.extra.is_none() {
+            return;
+        }
+        let extra = self.extra();
+        match record {
+            RecordRef::Inline(idx) => extra.owners[idx as usize] = owner,
+            RecordRef::Overflow(i) => {
+                if let Some(meta) = extra.overflow_meta.get_mut(i as usize) {
+                    meta.1 = owner;
+                }
+            }
+        }
+    }
+
+    /// The owner label of a holding's record.
+    pub(crate) fn owner(&self, record: RecordRef) -> Option<Owner> {
+        let extra = self.extra.as_ref()?;
+        match record {
+            RecordRef::Inline(idx) => extra.owners[idx as usize].clone(),
+            RecordRef::Overflow(i) => extra.overflow_meta.get(i as usize).and_then(|m| m.1.clone()),
+        }
+    }
+
+    /// The overflow records in use, with their indices.
+    pub(crate) fn overflow_in_use(&self) -> impl Iterator<Item = (u32, &Record)> + '_ {
+        self.extra.iter().flat_map(|e| {
+            e.overflow
+                .iter()
+                .zip(&e.overflow_meta)
+                .enumerate()
+                .filter(|(_, (_, m))| m.0)
+                .map(|(i, (r, _))| (i as u32, &**r))
+        })
+    }
+
+    /// A stable pointer to overflow record `i`.
+    pub(crate) fn overflow_record(&self, i: u32) -> Option<*const Record> {
+        self.extra.as_ref()?.overflow.get(i as usize).map(|r| &**r as *const Record)
+    }
+
+    /// Takes a free overflow record (allocating one if none is free).
+    fn take_overflow(&mut self) -> u32 {
+        let extra = self.extra();
+        let index = match extra.overflow_meta.iter().position(|(in_use, _)| !in_use) {
+            Some(i) => i,
+            None => {
+                extra.overflow.push(Box::new(Record::new()));
+                extra.overflow_meta.push((false, None));
+                extra.overflow.len() - 1
+            }
+        };
+        extra.overflow_meta[index] = (true, None);
+        index as u32
+    }
+
+    /// Gives an overflow record back.
+    fn free_overflow(&mut self, i: u32) {
+        if let Some(meta) = self.extra().overflow_meta.get_mut(i as usize) {
+            *meta = (false, None);
+        }
+    }
 }
 
 /// One key's lock.
+///
+/// Laid out so that an uncontended acquire and release of the first holder touch one cache line
+/// (the word, hash, token base, capacity and record 0), and aligned so that two slots never share
+/// a line: threads working on different keys do not disturb each other.
+#[repr(C, align(64))]
 pub(crate) struct Slot<K> {
     /// The state word (`word.rs`).
     pub(crate) word: AtomicU64,
     /// The key's hash; written while the slot is dead, before it is published.
     pub(crate) hash: AtomicU64,
+    /// Tokens of this incarnation are `token_base + counter`.
+    pub(crate) token_base: AtomicU64,
     /// The key's capacity: `MAX_UNITS` for a read/write key, `n` for a semaphore. Changed only
     /// while idle, under the `CAP_CHANGING` flag.
     pub(crate) capacity: AtomicU32,
     /// Guards of expired or revoked holdings that are still alive: they may read the key, so a
     /// slot with zombies is not reclaimed. May dip below zero for a moment (wrapping).
     pub(crate) zombies: AtomicU32,
-    /// Tokens of this incarnation are `token_base + counter`.
-    pub(crate) token_base: AtomicU64,
-    /// The timer wheel's view of this slot (`expiry.rs`).
-    pub(crate) watch: Watch,
     /// Inline holder records, one per bit of the word's record bitmap.
     pub(crate) records: [Record; INLINE_RECORDS],
+    /// The timer wheel's view of this slot (`expiry.rs`).
+    pub(crate) watch: Watch,
+    /// The acquisition counter the idle sweep saw last: a slot claimed since is spared once
+    /// (second chance). Only touched under the shard lock.
+    pub(crate) swept: AtomicU64,
     pub(crate) inner: Mutex<SlotInner>,
     /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).
     key: UnsafeCell<MaybeUninit<K>>,
@@ -196,6 +281,7 @@ impl<K> Slot<K> {
             zombies: AtomicU32::new(0),
             token_base: AtomicU64::new(0),
             watch: Watch::new(),
+            swept: AtomicU64::new(u64::MAX),
             records: [Record::new(), Record::new(), Record::new(), Record::new()],
             inner: Mutex::new(SlotInner::default()),
             key: UnsafeCell::new(MaybeUninit::uninit()),
@@ -313,8 +399,8 @@ impl<K> Slot<K> {
         let token = self.token_of(claim.word);
         let units = claim.units;
         self.write_record(core, ask, rec, token, units, |owner| match inner {
-            Some(inner) => inner.owners[idx as usize] = owner,
-            None => self.lock().owners[idx as usize] = owner,
+            Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
+            None => self.lock().set_owner(RecordRef::Inline(idx), owner),
         });
         Holding {
             record: RecordRef::Inline(idx),
@@ -426,29 +512,15 @@ impl<K> Slot<K> {
 
     /// Writes an overflow record for a claim that took units but no inline record.
     fn finish_overflow(&self, core: &Core, ask: &Ask, claim: Claim, inner: &mut SlotInner) -> Holding {
-        let index = match inner.overflow_meta.iter().position(|(in_use, _)| !in_use) {
-            Some(i) => i,
-            None => {
-                inner.overflow.push(Box::new(Record::new()));
-                inner.overflow_meta.push((false, None));
-                inner.overflow.len() - 1
-            }
-        };
-        inner.overflow_meta[index].0 = true;
-        let rec: *const Record = &*inner.overflow[index];
+        let index = inner.take_overflow();
+        let rec = inner.overflow_record(index).expect("just taken");
         // SAFETY: the box lives as long as the slot's memory and is never handed out as `&mut`.
         let rec_ref = unsafe { &*rec };
         let token = self.token_of(claim.word);
         let units = claim.units;
-        self.write_record(core, ask, rec_ref, token, units, |owner| inner.overflow_meta[index].1 = owner);
-        Holding {
-            record: RecordRef::Overflow(index as u32),
-            rec,
-            token,
-            units,
-            managed: ask.managed(),
-            owned: ask.owner.is_some(),
-        }
+        let record = RecordRef::Overflow(index);
+        self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
+        Holding { record, rec, token, units, managed: ask.managed(), owned: ask.owner.is_some() }
     }
 
     /// The owner label of a live owned holding.
@@ -460,10 +532,7 @@ impl<K> Slot<K> {
         {
             return None;
         }
-        match h.record {
-            RecordRef::Inline(idx) => inner.owners[idx as usize].clone(),
-            RecordRef::Overflow(i) => inner.overflow_meta.get(i as usize).and_then(|m| m.1.clone()),
-        }
+        inner.owner(h.record)
     }
 
     /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
@@ -497,7 +566,7 @@ impl<K> Slot<K> {
                 if h.managed {
                     self.end_managed(h, rec)?;
                     if h.owned {
-                        self.lock().owners[idx as usize] = None;
+                        self.lock().set_owner(h.record, None);
                     }
                     self.return_units(core, word::release_delta(idx, h.units));
                 } else {
@@ -513,7 +582,7 @@ impl<K> Slot<K> {
                 } else {
                     rec.lease.store(lease::FREE, Ordering::Relaxed);
                 }
-                inner.overflow_meta[index as usize] = (false, None);
+                inner.free_overflow(index);
                 self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
                 Ok(())
             }
@@ -592,7 +661,8 @@ impl<K> Slot<K> {
     ) -> Option<(u64, u32)> {
         let rec: &Record = match record {
             RecordRef::Inline(idx) => &self.records[idx as usize],
-            RecordRef::Overflow(i) => inner.overflow.get(i as usize)?,
+            // SAFETY: overflow boxes never move or free while the slot's memory lives.
+            RecordRef::Overflow(i) => unsafe { &*inner.overflow_record(i)? },
         };
         let l = rec.lease.load(Ordering::Acquire);
         if lease::state(l) != lease::HELD {
@@ -616,11 +686,11 @@ impl<K> Slot<K> {
         let units = rec.units();
         match record {
             RecordRef::Inline(idx) => {
-                inner.owners[idx as usize] = None;
+                inner.set_owner(record, None);
                 self.return_units_locked(core, word::release_delta(idx, units), inner);
             }
             RecordRef::Overflow(i) => {
-                inner.overflow_meta[i as usize] = (false, None);
+                inner.free_overflow(i);
                 self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
             }
         }
@@ -663,12 +733,10 @@ impl<K> Slot<K> {
                 visit(self, RecordRef::Inline(idx), &self.records[idx as usize], inner);
             }
         }
-        for i in 0..inner.overflow.len() {
-            if inner.overflow_meta[i].0 {
-                let rec: *const Record = &*inner.overflow[i];
-                // SAFETY: overflow boxes never move or free while the slot's memory lives.
-                visit(self, RecordRef::Overflow(i as u32), unsafe { &*rec }, inner);
-            }
+        let in_use: Vec<(u32, *const Record)> = inner.overflow_in_use().map(|(i, r)| (i, r as *const Record)).collect();
+        for (i, rec) in in_use {
+            // SAFETY: overflow boxes never move or free while the slot's memory lives.
+            visit(self, RecordRef::Overflow(i), unsafe { &*rec }, inner);
         }
         result
     }
@@ -679,12 +747,7 @@ impl<K> Slot<K> {
         let inline = (0..INLINE_RECORDS as RecordIdx)
             .filter(|&i| word::holds_record(w, i))
             .map(|i| self.records[i as usize].lease.load(Ordering::Acquire));
-        let overflow = inner
-            .overflow
-            .iter()
-            .zip(&inner.overflow_meta)
-            .filter(|(_, (in_use, _))| *in_use)
-            .map(|(r, _)| r.lease.load(Ordering::Acquire));
+        let overflow = inner.overflow_in_use().map(|(_, r)| r.lease.load(Ordering::Acquire));
         inline
             .chain(overflow)
             .filter(|&l| lease::state(l) == lease::HELD && lease::is_leased(l))
@@ -807,4 +870,18 @@ pub(crate) struct ScanResult {
     pub(crate) expired: usize,
     pub(crate) earliest: u64,
     pub(crate) in_flux: bool,
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod layout {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_fits_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Record>(), 32);
+        assert_eq!(std::mem::align_of::<Slot<u64>>(), 64);
+        assert!(std::mem::offset_of!(Slot<u64>, records) + std::mem::size_of::<Record>() <= 64);
+        let size = std::mem::size_of::<Slot<String>>();
+        assert!(size <= 256, "a slot grew to {size} bytes");
+    }
 }

@@ -260,8 +260,10 @@ impl<K> Shard<K> {
         if !word::is_idle(w) || slot.zombies.load(Ordering::Acquire) != 0 {
             return Reclaim::Busy;
         }
-        if second_chance && w & word::REF != 0 {
-            let _ = slot.word.compare_exchange(w, w & !word::REF, Ordering::Relaxed, Ordering::Relaxed);
+        // Second chance: a slot claimed since the sweep last looked is spared this time. The
+        // counter tells, so the sweep writes nothing into the word (claimers own it).
+        if second_chance && slot.swept.load(Ordering::Relaxed) != word::counter(w) {
+            slot.swept.store(word::counter(w), Ordering::Relaxed);
             return Reclaim::Spared;
         }
         // Only from idle: a claim racing this compare-exchange either wins (and the slot stays) or

@@ -62,6 +62,18 @@ const NIL: u32 = u32::MAX;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct EntryKey(u32, u32);
 
+impl EntryKey {
+    /// The key as one `u64` (never `u64::MAX`: the slab index is never `NIL`).
+    pub fn to_bits(self) -> u64 {
+        (self.1 as u64) << 32 | self.0 as u64
+    }
+
+    /// A key from [`to_bits`](EntryKey::to_bits); `None` for `u64::MAX`.
+    pub fn from_bits(bits: u64) -> Option<EntryKey> {
+        (bits != u64::MAX).then_some(EntryKey(bits as u32, (bits >> 32) as u32))
+    }
+}
+
 /// One slab cell: an entry, or a vacant cell on the free list. One struct
 /// rather than parallel arrays: the last cascade touches a node shortly before
 /// it fires, so the value is then already in cache. Aligned so a node never

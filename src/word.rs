@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  63  62  61  60  59  58  57  56  55..52   51 ........ 20   19 ........ 0
-//! [ - | UP| REF|CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
+//! [ - | UP| - |CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
 //! ```
 //!
 //! | field | bits | meaning |
@@ -15,7 +15,6 @@
 //! | `WCH` watched | 58 | the timer wheel has an entry for this slot that fires no later than `Slot::scheduled`. |
 //! | `DEAD` | 59 | the slot is reclaimed (or never used): no claim may succeed; look the key up again. |
 //! | `CAP` changing | 60 | an idle slot's capacity is being changed by a request of another kind. |
-//! | `REF` | 61 | claimed since the last sweep: the idle sweep gives it a second chance. |
 //! | `UP` | 62 | reserved for an upgradable-shared holder. |
 //!
 //! States (units `u`, records `r`, capacity `c`):
@@ -67,7 +66,6 @@ pub const EXCL_WAITING: u64 = 1 << 57;
 pub const WATCHED: u64 = 1 << 58;
 pub const DEAD: u64 = 1 << 59;
 pub const CAP_CHANGING: u64 = 1 << 60;
-pub const REF: u64 = 1 << 61;
 
 /// Which inline record a claim took; `OVERFLOW` means none was free.
 pub type RecordIdx = u8;
@@ -198,7 +196,6 @@ pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64)
     if record != OVERFLOW {
         next |= record_bit(record);
     }
-    next |= REF;
     if need.watch {
         next |= WATCHED;
     }
@@ -235,13 +232,13 @@ mod tests {
 
     #[test]
     fn fields_do_not_overlap() {
-        let fields = [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING, REF];
+        let fields = [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING];
         for (i, a) in fields.iter().enumerate() {
             for b in &fields[i + 1..] {
                 assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
             }
         }
-        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 6);
+        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 5);
     }
 
     /// Exhaustive over every combination of units around the interesting boundaries, every
@@ -251,7 +248,7 @@ mod tests {
     #[test]
     fn claim_and_release_exhaustively() {
         let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
-        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, REF, WAITERS | WATCHED | REF];
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, WAITERS | WATCHED];
         let mut checked = 0_u64;
         for &capacity in &capacities {
             let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
@@ -299,9 +296,8 @@ mod tests {
                     assert_eq!(held, 0, "exclusive beside a holder: {word:064b}");
                 }
                 assert_eq!(counter(next), counter(word) + 1);
-                assert!(next & REF != 0);
                 assert_eq!(next & WATCHED != 0, need.watch || word & WATCHED != 0);
-                // Flags other than REF and WATCHED are untouched.
+                // Flags other than WATCHED are untouched.
                 let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING;
                 assert_eq!(next & sticky, word & sticky);
                 if record == OVERFLOW {
