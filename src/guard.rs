@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use crate::clock::duration_ns;
 use crate::error::LockError;
+use crate::events::EventKind;
 use crate::manager::{DefaultHasher, LockManager};
+use crate::metrics::ShardStats;
 use crate::mode::{Mode, Owner};
 use crate::request::MAX_TTL;
-use crate::slot::{Holding, RecordRef, Slot};
+use crate::slot::{Holding, Lost, RecordRef, Slot};
 use crate::sync::Ordering;
 use crate::token::FenceToken;
 
@@ -184,12 +186,70 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         }
         let core = &self.locks.inner.core;
         let h = self.current();
-        if h.managed {
-            return self.slot.renew(core, &h, duration_ns(ttl)).map(drop).map_err(|()| LockError::Expired);
+        let stats = core.stats.of(self.slot.hash.load(Ordering::Relaxed));
+        let renewed = if h.managed {
+            match self.slot.renew(core, &h, duration_ns(ttl)) {
+                Ok(_) => Ok(()),
+                Err(Lost::Gone) => Err(LockError::Expired),
+                Err(Lost::PastDeadline(now)) => {
+                    // Lost even though nobody expired it yet: expire it now, so that release and
+                    // expiry agree with this answer.
+                    let events = &self.locks.inner.events;
+                    let mut si = self.slot.lock();
+                    self.slot.force_end(core, h.record, Some(now), Some(h.token), &mut si, &mut |e| {
+                        if events.is_active() {
+                            // SAFETY: the units are not back yet: the slot is pinned.
+                            let key = unsafe { self.slot.key() };
+                            events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+                        }
+                    });
+                    Err(LockError::Expired)
+                }
+            }
+        } else {
+            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired);
+            if promoted.is_ok() {
+                self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            promoted.map(drop)
+        };
+        match renewed {
+            Ok(()) => {
+                ShardStats::bump(&stats.renewals);
+                self.emit(EventKind::Renewed);
+            }
+            Err(_) => ShardStats::bump(&stats.renew_failures),
         }
-        self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired)?;
-        self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        renewed
+    }
+
+    /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
+    fn emit(&self, kind: EventKind) {
+        if let Some(event) = self.prepare(kind) {
+            self.locks.inner.events.send(event);
+        }
+    }
+
+    /// Builds an event about this holding, if anyone listens.
+    #[inline]
+    fn prepare(&self, kind: EventKind) -> Option<crate::events::LockEvent<K>> {
+        let inner = &self.locks.inner;
+        if !inner.events.is_active() {
+            return None;
+        }
+        let owner = if self.holding.owned { self.slot.owner_of(&self.holding) } else { None };
+        // SAFETY: pinned by this guard (held, or zombie-counted).
+        let key = unsafe { self.slot.key() };
+        inner.events.prepare(kind, key, self.mode(), self.holding.token, owner, inner.core.clock.now_ns())
+    }
+
+    /// Records the hold time of a sampled holding that is about to end (read while still held).
+    #[cold]
+    #[inline(never)]
+    fn record_hold(&self) {
+        let core = &self.locks.inner.core;
+        let held = core.clock.now_ns().saturating_sub(self.slot.sampled_start(&self.holding));
+        core.stats.of(self.slot.hash.load(Ordering::Relaxed)).hold.record(held);
     }
 
     /// Releases the lock now.
@@ -214,21 +274,33 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline]
     fn finish(&mut self) -> Result<(), LockError> {
         self.done = true;
+        if self.holding.is_sampled() {
+            self.record_hold();
+        }
         let core = &self.locks.inner.core;
-        if let (false, RecordRef::Inline(idx)) =
-            (self.managed.load(std::sync::atomic::Ordering::Relaxed), self.holding.record)
-        {
+        if let (false, RecordRef::Inline(idx), false) = (
+            self.managed.load(std::sync::atomic::Ordering::Relaxed),
+            self.holding.record,
+            self.locks.inner.events.is_active(),
+        ) {
             self.slot.release_plain(core, idx, self.holding.units);
             return Ok(());
         }
-        self.finish_managed()
+        self.finish_slow()
     }
 
     #[inline(never)]
-    fn finish_managed(&mut self) -> Result<(), LockError> {
+    fn finish_slow(&mut self) -> Result<(), LockError> {
         let h = self.current();
+        // Built while the holding still pins the key; sent only if the release wins.
+        let event = self.prepare(EventKind::Released);
         match self.slot.release(&self.locks.inner.core, &h) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(event) = event {
+                    self.locks.inner.events.send(event);
+                }
+                Ok(())
+            }
             Err(()) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the

@@ -2,12 +2,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod audit;
 mod clock;
 mod error;
+mod events;
 mod expiry;
 mod guard;
+mod inspect;
 mod lease;
 mod manager;
+mod metrics;
 mod mode;
 mod request;
 mod slot;
@@ -20,10 +24,14 @@ pub mod wheel;
 #[doc(hidden)]
 pub mod word;
 
+pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{ConfigError, LockError};
+pub use events::{EventKind, EventReceiver, LockEvent};
 pub use guard::LockGuard;
+pub use inspect::{HolderInfo, LockInfo, WaiterInfo};
 pub use manager::{Builder, DefaultHasher, LockManager};
+pub use metrics::{HistogramSnapshot, MetricsSnapshot, HOLD_SAMPLE};
 pub use mode::{Mode, Owner};
 pub use request::{AcquireFuture, Request, MAX_TTL};
 pub use token::{FenceToken, Fenced};

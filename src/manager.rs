@@ -10,12 +10,16 @@ use std::time::Duration;
 
 use crate::clock::{duration_ns, Clock, ClockSource, MonotonicClock, TimeListener};
 use crate::error::{ConfigError, LockError};
+use crate::events::{EventBus, EventKind, EventReceiver};
 use crate::expiry::Wheelhouse;
-use crate::mode::Mode;
+use crate::inspect::{self, LockInfo};
+use crate::metrics::{MetricsSnapshot, ShardStats, Stats};
+use crate::mode::{Mode, Owner};
 use crate::request::Request;
-use crate::slot::{Ask, Blocked, Core, Holding, Slot, SlotInner};
+use crate::slot::{Ask, Blocked, Core, Ended, Holding, RecordRef, Slot, SlotInner};
 use crate::sync::{Arc as SyncArc, AtomicU64, Ordering};
 use crate::table::{key_matches, Shard};
+use crate::token::Fenced;
 use crate::wait::{self, Waiter};
 use crate::word::{self, COUNTER_MAX};
 
@@ -64,6 +68,10 @@ pub struct LockManager<K, S = DefaultHasher> {
 
 pub(crate) struct Inner<K, S> {
     pub(crate) core: Core,
+    pub(crate) events: EventBus<K>,
+    /// How `tracing` output names a key (see `Builder::describe_keys`).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    describe_key: Option<fn(&K) -> String>,
     shards: Box<[Shard<K>]>,
     /// `hash >> shard_shift` is the shard (the index uses the low bits).
     shard_shift: u32,
@@ -114,6 +122,7 @@ pub struct Builder<K, S = DefaultHasher> {
     clock: Option<ClockSource>,
     hasher: S,
     counter_limit: u64,
+    describe_key: Option<fn(&K) -> String>,
     _key: PhantomData<fn(K)>,
 }
 
@@ -139,6 +148,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             clock: None,
             hasher: DefaultHasher::default(),
             counter_limit: COUNTER_MAX,
+            describe_key: None,
             _key: PhantomData,
         }
     }
@@ -204,8 +214,19 @@ impl<K, S> Builder<K, S> {
             clock: self.clock,
             hasher,
             counter_limit: self.counter_limit,
+            describe_key: self.describe_key,
             _key: PhantomData,
         }
+    }
+
+    /// Names keys in `tracing` output by their `Debug` form (with the `tracing` feature; without
+    /// this, slow-path trace events carry the key's hash).
+    pub fn describe_keys(mut self) -> Self
+    where
+        K: fmt::Debug,
+    {
+        self.describe_key = Some(|k| format!("{k:?}"));
+        self
     }
 
     /// Acquisitions per slot incarnation before its counter is rebased (tests shrink it).
@@ -251,7 +272,14 @@ where
         };
         let now = clock.now_ns();
         let inner = Arc::new(Inner {
-            core: Core { clock, counter_limit: self.counter_limit, wheel: Wheelhouse::new(duration_ns(self.tick)) },
+            core: Core {
+                clock,
+                counter_limit: self.counter_limit,
+                wheel: Wheelhouse::new(duration_ns(self.tick)),
+                stats: Stats::new(shards, 64 - shards.trailing_zeros()),
+            },
+            events: EventBus::new(),
+            describe_key: self.describe_key,
             shards: (0..shards).map(|_| Shard::new()).collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: self.hasher,
@@ -481,6 +509,212 @@ where
         self.inner.slots.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A snapshot of the manager's metrics: acquisitions, refusals, timeouts, contention, wait and
+    /// hold times, renewals, expiries, revocations, fence rejections, and the live gauges.
+    ///
+    /// The counters cost the hot path nothing (see [`MetricsSnapshot`]); this call visits every
+    /// slot, one shard at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// drop(locks.shared(&1).try_acquire()?);
+    /// assert_eq!(locks.metrics().acquisitions, 1);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics()
+    }
+
+    /// Publishes [`metrics`](LockManager::metrics) through the `metrics` crate facade (counters
+    /// as absolute values, gauges, and wait and hold quantiles as gauges), for whatever exporter
+    /// the application installed. The reaper thread calls it once a second.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        crate::metrics::publish(&self.metrics());
+    }
+
+    /// Who holds `key` and who waits for it; `None` if nobody does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// assert!(locks.inspect("k").is_none());
+    /// let _r = locks.shared("k").try_acquire()?;
+    /// assert_eq!(locks.inspect("k").unwrap().holders.len(), 1);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn inspect<Q>(&self, key: &Q) -> Option<LockInfo<K>>
+    where
+        K: Borrow<Q> + Clone,
+        Q: ?Sized + Hash + Eq,
+    {
+        let hash = self.inner.hash(key);
+        let shard = self.inner.shard(hash);
+        let g = shard.lock();
+        let slot = shard.find_locked(&g, hash, key)?;
+        let si = slot.lock();
+        let description = inspect::describe(slot, &si)?;
+        // SAFETY: the shard lock pins the slot.
+        Some(description.with_key(unsafe { slot.key() }.clone()))
+    }
+
+    /// Every key held or waited on, with its holders and waiters. Visits one shard at a time: it
+    /// never stops the whole table, so keys may come and go while it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let _a = locks.exclusive(&1).try_acquire()?;
+    /// let _b = locks.semaphore(&2, 3).try_acquire()?;
+    /// let mut keys: Vec<u64> = locks.snapshot().into_iter().map(|i| i.key).collect();
+    /// keys.sort();
+    /// assert_eq!(keys, [1, 2]);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn snapshot(&self) -> Vec<LockInfo<K>>
+    where
+        K: Clone,
+    {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            let g = shard.lock();
+            for slot in shard.slots(&g) {
+                let si = slot.lock();
+                if let Some(description) = inspect::describe(slot, &si) {
+                    // SAFETY: the shard lock pins the slot.
+                    out.push(description.with_key(unsafe { slot.key() }.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Subscribes to lock events (acquired, released, renewed, expired, revoked), in a queue of
+    /// `capacity` events. A subscriber that falls behind loses events (counted by
+    /// [`EventReceiver::dropped`] and in the metrics); it never slows a lock operation. Dropping
+    /// the receiver unsubscribes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::EventKind;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let events = locks.subscribe(64);
+    /// drop(locks.exclusive(&1).try_acquire()?);
+    /// let kinds: Vec<EventKind> = events.drain().map(|e| e.kind).collect();
+    /// assert_eq!(kinds, [EventKind::Acquired, EventKind::Released]);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn subscribe(&self, capacity: usize) -> EventReceiver<K>
+    where
+        K: Clone,
+    {
+        self.inner.events.subscribe(capacity)
+    }
+
+    /// Takes back one holding of `key`, the one with fencing token `token`: its unit goes to the
+    /// next holder (with a larger token), its guard then behaves as expired, and waiters are woken.
+    ///
+    /// Only holdings with a lease or an owner label can be revoked; a plain holding is ended by
+    /// its guard alone (so its release costs one atomic operation).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::NotHeld`] if no revocable holding of `key` has that token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::LockError;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let stuck = locks.exclusive("job").owner("host-7").try_acquire()?;
+    /// locks.revoke("job", stuck.token())?;
+    /// assert!(!stuck.is_held());
+    /// assert!(locks.exclusive("job").try_acquire().is_ok());
+    /// assert_eq!(stuck.release(), Err(LockError::Expired));
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn revoke<Q>(&self, key: &Q, token: crate::token::FenceToken) -> Result<(), LockError>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let inner = &*self.inner;
+        let hash = inner.hash(key);
+        let shard = inner.shard(hash);
+        let g = shard.lock();
+        let slot = shard.find_locked(&g, hash, key).ok_or(LockError::NotHeld)?;
+        let mut si = slot.lock();
+        let token = token.as_u64();
+        for record in holding_records(slot, &si) {
+            if slot
+                .force_end(&inner.core, record, None, Some(token), &mut si, &mut |e| inner.emit_ended(slot, e))
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(LockError::NotHeld)
+    }
+
+    /// Revokes every holding labelled `owner` (say, of a host that died), shard by shard. Returns
+    /// how many it revoked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let a = locks.exclusive(&1).owner("host-7").try_acquire()?;
+    /// let b = locks.shared(&2).owner("host-7").try_acquire()?;
+    /// let c = locks.shared(&2).owner("host-8").try_acquire()?;
+    /// assert_eq!(locks.revoke_owner("host-7"), 2);
+    /// assert!(!a.is_held() && !b.is_held() && c.is_held());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn revoke_owner(&self, owner: impl Into<Owner>) -> usize {
+        let owner = owner.into();
+        let inner = &*self.inner;
+        let mut revoked = 0;
+        for shard in inner.shards.iter() {
+            let g = shard.lock();
+            for slot in shard.slots(&g) {
+                if word::units(slot.word.load(Ordering::Acquire)) == 0 {
+                    continue;
+                }
+                let mut si = slot.lock();
+                let mine: Vec<RecordRef> =
+                    holding_records(slot, &si).into_iter().filter(|&r| si.owner(r).as_ref() == Some(&owner)).collect();
+                for record in mine {
+                    let ended =
+                        slot.force_end(&inner.core, record, None, None, &mut si, &mut |e| inner.emit_ended(slot, e));
+                    revoked += usize::from(ended.is_some());
+                }
+            }
+        }
+        revoked
+    }
+
+    /// A fenced resource whose refused writes count in this manager's metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::FenceToken;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let cell = locks.fenced(0_u32);
+    /// cell.write(FenceToken::from_u64(2), |v| *v = 2)?;
+    /// assert!(cell.write(FenceToken::from_u64(1), |v| *v = 1).is_err());
+    /// assert_eq!(locks.metrics().fence_rejections, 1);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn fenced<T>(&self, value: T) -> Fenced<T> {
+        Fenced::counted(value, std::sync::Arc::clone(&self.inner.core.stats.fence_rejections))
+    }
+
     /// A one-line dump of a key's slot state, for debugging this crate.
     #[doc(hidden)]
     pub fn debug_state<Q>(&self, key: &Q) -> String
@@ -546,6 +780,16 @@ impl<K, S> Drop for LockManager<K, S> {
     }
 }
 
+/// The records of a slot's live holdings (under its lock).
+fn holding_records<K>(slot: &Slot<K>, si: &SlotInner) -> Vec<RecordRef> {
+    let w = slot.word.load(Ordering::Acquire);
+    (0..word::INLINE_RECORDS as word::RecordIdx)
+        .filter(|&i| word::holds_record(w, i))
+        .map(RecordRef::Inline)
+        .chain(si.overflow_in_use().map(|(i, _)| RecordRef::Overflow(i)))
+        .collect()
+}
+
 /// What the locked path did.
 pub(crate) enum Attempt<'a, K> {
     Acquired(&'a Slot<K>, Holding),
@@ -602,8 +846,111 @@ where
     }
 
     /// The authoritative path, under the shard lock: finds or creates the slot, claims, or (with
-    /// `waiter`) queues. Expired holders blocking the request are expired first.
+    /// `waiter`) queues. Expired holders blocking the request are expired first. Refusals are
+    /// counted.
     pub(crate) fn attempt<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ask: &Ask,
+        waiter: Option<&dyn Fn() -> SyncArc<Waiter>>,
+    ) -> Attempt<'_, K>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+    {
+        let attempt = self.attempt_locked(hash, key, ask, waiter);
+        if let Attempt::Failed(e) = &attempt {
+            self.count_refusal(hash, e);
+        }
+        attempt
+    }
+
+    /// Counts a refused request.
+    #[cold]
+    pub(crate) fn count_refusal(&self, hash: u64, e: &LockError) {
+        let stats = self.core.stats.of(hash);
+        ShardStats::bump(match e {
+            LockError::WouldBlock => &stats.would_block,
+            LockError::TimedOut => &stats.timeouts,
+            _ => &stats.refused,
+        });
+    }
+
+    /// See [`LockManager::metrics`].
+    pub(crate) fn metrics(&self) -> MetricsSnapshot {
+        let inner = self;
+        let mut m = MetricsSnapshot::default();
+        for shard in inner.shards.iter() {
+            let g = shard.lock();
+            for slot in shard.slots(&g) {
+                let w = slot.word.load(Ordering::Acquire);
+                m.acquisitions = m.acquisitions.wrapping_add(word::counter(w));
+                let records = word::records(w).count_ones() as u64;
+                let queued = w & word::WAITERS != 0;
+                if word::units(w) == 0 && !queued {
+                    continue;
+                }
+                m.live_slots += 1;
+                m.live_holders += records;
+                if records as usize == word::INLINE_RECORDS || queued {
+                    let si = slot.lock();
+                    m.live_holders += si.overflow_in_use().count() as u64;
+                    m.waiters += si.queue.len() as u64;
+                }
+            }
+        }
+        inner.core.stats.add_to(&mut m);
+        m.events_dropped = inner.events.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        m
+    }
+
+    /// Counts an acquisition that had to wait, and how long it waited.
+    pub(crate) fn count_contended(&self, slot: &Slot<K>, waiter: &Waiter) {
+        let stats = self.core.stats.of(slot.hash.load(Ordering::Relaxed));
+        ShardStats::bump(&stats.contended);
+        stats.wait.record(crate::clock::duration_ns(waiter.waited()));
+    }
+
+    /// Tells subscribers that a holding began (the caller holds it, so the key is pinned).
+    #[inline]
+    pub(crate) fn emit_acquired(&self, slot: &Slot<K>, h: &Holding, mode: Mode, owner: Option<&Owner>) {
+        if self.events.is_active() {
+            self.emit(EventKind::Acquired, slot, h.token, mode, owner.cloned());
+        }
+    }
+
+    /// Tells subscribers about a holding event. The slot must be pinned.
+    #[cold]
+    pub(crate) fn emit(&self, kind: EventKind, slot: &Slot<K>, token: u64, mode: Mode, owner: Option<Owner>) {
+        // SAFETY: the caller has the slot pinned (it holds the holding, or an expirer has not yet
+        // returned its units).
+        let key = unsafe { slot.key() };
+        self.events.emit(kind, key, mode, token, owner, self.core.clock.now_ns());
+    }
+
+    /// A slow-path trace event (the `tracing` feature), naming the key if the slot is pinned.
+    #[cfg(feature = "tracing")]
+    #[cold]
+    pub(crate) fn trace(&self, what: &str, slot: &Slot<K>, token: Option<u64>, owner: Option<&Owner>) {
+        // SAFETY: callers have the slot pinned.
+        let key = self.describe_key.map(|d| d(unsafe { slot.key() }));
+        let hash = slot.hash.load(Ordering::Relaxed);
+        tracing::debug!(target: "leasehold", key = key.as_deref().unwrap_or("?"), key_hash = hash, token, owner = owner.map(Owner::as_str), "{what}");
+    }
+
+    /// Tells subscribers that an expirer or revoker ended a holding (called before its units go back).
+    fn emit_ended(&self, slot: &Slot<K>, e: &Ended) {
+        #[cfg(feature = "tracing")]
+        self.trace(if e.expired { "lease expired" } else { "holding revoked" }, slot, Some(e.token), e.owner.as_ref());
+        if self.events.is_active() {
+            let mode = Mode::from_code(e.meta & 0b11, slot.capacity.load(Ordering::Relaxed));
+            let kind = if e.expired { EventKind::Expired } else { EventKind::Revoked };
+            self.emit(kind, slot, e.token, mode, e.owner.clone());
+        }
+    }
+
+    fn attempt_locked<Q>(
         &self,
         hash: u64,
         key: &Q,
@@ -621,7 +968,7 @@ where
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
                 if self.slots.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots {
-                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core.wheel, true);
+                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, true);
                     if reclaimed > 0 {
                         self.slots.fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
                         continue;
@@ -635,7 +982,7 @@ where
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
                 let reclaimed = if g.present >= self.idle_per_shard {
-                    shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core.wheel, false)
+                    shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core, false)
                 } else {
                     0
                 };
@@ -649,6 +996,8 @@ where
                     start = 0;
                 }
                 let base = g.high_water - word::counter(start);
+                // The counter it continues from was counted when the dead slot was reclaimed.
+                self.core.stats.of(hash).retired_acquisitions.fetch_sub(word::counter(start), Ordering::Relaxed);
                 let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
                     .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
@@ -685,7 +1034,7 @@ where
                     return Attempt::Queued(slot, w);
                 }
                 Err(Blocked::Exhausted) => {
-                    if slot.rebase() {
+                    if slot.rebase(&self.core) {
                         continue;
                     }
                     if self.expire_blockers(slot, &mut inner) > 0 {
@@ -706,7 +1055,7 @@ where
                     return Attempt::Failed(LockError::PermitMismatch { live, requested });
                 }
                 Err(Blocked::Reshape) => {
-                    slot.reshape(ask.mode.capacity());
+                    slot.reshape(&self.core, ask.mode.capacity());
                 }
                 Err(Blocked::Unstable | Blocked::Overflow) => crate::sync::spin_loop(),
             }
@@ -726,7 +1075,7 @@ where
                     wait::leave(slot, &self.core, waiter, inner);
                     return Some(h);
                 }
-                Err(Blocked::Exhausted) if slot.rebase() => continue,
+                Err(Blocked::Exhausted) if slot.rebase(&self.core) => continue,
                 Err(Blocked::Busy | Blocked::Exhausted) => {
                     if self.expire_blockers(slot, inner) > 0 {
                         continue;
@@ -749,7 +1098,7 @@ where
         }
         let now = self.core.clock.now_ns();
         let w = slot.word.load(Ordering::Acquire);
-        slot.expire_due(&self.core, now, w, inner, |_, _, _| {}).expired
+        slot.expire_due(&self.core, now, w, inner, &mut |e| self.emit_ended(slot, e)).expired
     }
 
     /// How long a queued waiter may sleep before it must look at the holders' deadlines itself.
@@ -788,6 +1137,8 @@ where
                 .is_ok()
         {
             self.sweep_all(false);
+            #[cfg(feature = "metrics")]
+            crate::metrics::publish(&self.metrics());
         }
         expired
     }
@@ -801,7 +1152,7 @@ where
             return 0;
         }
         let mut inner = slot.lock();
-        let scan = slot.expire_due(&self.core, now, w, &mut inner, |_, _, _| {});
+        let scan = slot.expire_due(&self.core, now, w, &mut inner, &mut |e| self.emit_ended(slot, e));
         drop(inner);
         let mut next = scan.earliest;
         if scan.in_flux {
@@ -818,7 +1169,7 @@ where
         let mut total = 0;
         for shard in self.shards.iter() {
             let mut g = shard.lock();
-            let n = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core.wheel, thorough);
+            let n = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, thorough);
             drop(g);
             if n > 0 {
                 self.slots.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);

@@ -122,7 +122,17 @@ where
 
     #[inline]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
+        self.locks.inner.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
         LockGuard::new(self.locks, slot, h, self.mode)
+    }
+
+    /// Validates the request, counting a refusal.
+    #[inline]
+    fn checked_ask(&self) -> Result<Ask, LockError> {
+        self.ask().inspect_err(|e| {
+            let inner = &*self.locks.inner;
+            inner.count_refusal(inner.hash(self.key), e);
+        })
     }
 
     /// Takes the lock if it is free now; never waits.
@@ -147,7 +157,7 @@ where
     /// ```
     #[inline]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
-        let ask = self.ask()?;
+        let ask = self.checked_ask()?;
         let inner = &*self.locks.inner;
         let hash = inner.hash(self.key);
         if let (Some(slot), Some(h)) = inner.try_fast(hash, self.key, &ask) {
@@ -202,7 +212,7 @@ where
     }
 
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
-        let ask = self.ask()?;
+        let ask = self.checked_ask()?;
         let inner = &*self.locks.inner;
         let hash = inner.hash(self.key);
         let (found, claimed) = inner.try_fast(hash, self.key, &ask);
@@ -253,7 +263,7 @@ where
     /// # }
     /// ```
     pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
-        let ask = self.ask();
+        let ask = self.checked_ask();
         AcquireFuture { request: self, ask, state: FutureState::Start }
     }
 }
@@ -292,14 +302,16 @@ where
             crate::sync::park(timeout);
         }
         let mut g = slot.lock();
-        if let Some(h) = waiter.take_grant() {
-            return Ok(h);
-        }
-        if let Some(h) = inner.retry_queued(slot, waiter, &mut g) {
+        if let Some(h) = waiter.take_grant().or_else(|| inner.retry_queued(slot, waiter, &mut g)) {
+            inner.count_contended(slot, waiter);
             return Ok(h);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            #[cfg(feature = "tracing")]
+            inner.trace("gave up waiting", slot, None, waiter.ask.owner.as_ref());
             wait::leave(slot, &inner.core, waiter, &mut g);
+            drop(g);
+            inner.count_refusal(slot.hash.load(crate::sync::Ordering::Relaxed), &LockError::TimedOut);
             return Err(LockError::TimedOut);
         }
     }
@@ -381,6 +393,7 @@ where
                 let (slot, waiter) = (*slot, Arc::clone(waiter));
                 if let Some(h) = waiter.take_grant() {
                     this.state = FutureState::Done;
+                    inner.count_contended(slot, &waiter);
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
                 if waiter.is_waiting() {
@@ -390,16 +403,12 @@ where
                     }
                 }
                 let mut g = slot.lock();
-                if let Some(h) = waiter.take_grant() {
-                    drop(g);
-                    this.state = FutureState::Done;
-                    return Poll::Ready(Ok(this.request.guard(slot, h)));
-                }
-                // Under the slot lock, so no wake-up slips between these two.
+                // The waker first, under the slot lock, so no wake-up slips between it and the retry.
                 waiter.set_waker(cx.waker());
-                if let Some(h) = inner.retry_queued(slot, &waiter, &mut g) {
+                if let Some(h) = waiter.take_grant().or_else(|| inner.retry_queued(slot, &waiter, &mut g)) {
                     drop(g);
                     this.state = FutureState::Done;
+                    inner.count_contended(slot, &waiter);
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
                 Poll::Pending
@@ -422,7 +431,11 @@ impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
                         slot.zombies.fetch_sub(1, crate::sync::Ordering::Release);
                     }
                 }
-                None => wait::leave(slot, core, &waiter, &mut g),
+                None => {
+                    wait::leave(slot, core, &waiter, &mut g);
+                    let stats = core.stats.of(slot.hash.load(crate::sync::Ordering::Relaxed));
+                    crate::metrics::ShardStats::bump(&stats.cancelled);
+                }
             }
         }
     }

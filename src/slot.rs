@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 use crate::clock::ClockSource;
 use crate::expiry::{Watch, Wheelhouse};
 use crate::lease;
+use crate::metrics::{ShardStats, Stats, HOLD_SAMPLE};
 use crate::mode::{Mode, Owner};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
 use crate::wait::{self, WaitQueue};
@@ -35,6 +36,7 @@ pub(crate) struct Core {
     /// The largest acquisition counter a claim may produce (see `word::COUNTER_MAX`).
     pub(crate) counter_limit: u64,
     pub(crate) wheel: Wheelhouse,
+    pub(crate) stats: Stats,
 }
 
 /// A holding's mode and units, packed: `mode code | units << 2`.
@@ -98,6 +100,16 @@ pub(crate) struct Holding {
     pub(crate) managed: bool,
     /// Has an owner label to clear when it ends.
     pub(crate) owned: bool,
+}
+
+impl Holding {
+    /// Whether this holding is one of the one-in-`HOLD_SAMPLE` timed for the hold-time histogram:
+    /// its token picks it, so choosing costs a test of a value at hand. Its start time is then in
+    /// its record's `acquired_ns`.
+    #[inline]
+    pub(crate) fn is_sampled(&self) -> bool {
+        self.token % HOLD_SAMPLE == 0
+    }
 }
 
 // SAFETY: `rec` points into type-stable slot memory owned by the manager, which the guard borrows;
@@ -425,6 +437,11 @@ impl<K> Slot<K> {
         set_owner: impl FnOnce(Option<Owner>),
     ) {
         rec.token.store(token, Ordering::Relaxed);
+        if token % HOLD_SAMPLE == 0 {
+            // A sampled holding: its start, exactly, for the hold-time histogram (before the lease
+            // word publishes it, like the rest of the record).
+            rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
+        }
         if ask.managed() {
             self.publish_managed(core, ask, rec, token, units, set_owner);
         } else {
@@ -445,7 +462,9 @@ impl<K> Slot<K> {
     ) {
         rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
         let stamp = core.clock.stamp_ns();
-        rec.acquired_ns.store(stamp, Ordering::Relaxed);
+        if token % HOLD_SAMPLE != 0 {
+            rec.acquired_ns.store(stamp, Ordering::Relaxed);
+        }
         if ask.owner.is_some() {
             // The owner is attached before the holding is published, so that a revoke-by-owner
             // that sees the holding also sees its owner.
@@ -521,6 +540,11 @@ impl<K> Slot<K> {
         let record = RecordRef::Overflow(index);
         self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
         Holding { record, rec, token, units, managed: ask.managed(), owned: ask.owner.is_some() }
+    }
+
+    /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
+    pub(crate) fn sampled_start(&self, h: &Holding) -> u64 {
+        self.record(h).acquired_ns.load(Ordering::Relaxed)
     }
 
     /// The owner label of a live owned holding.
@@ -658,6 +682,7 @@ impl<K> Slot<K> {
         due_at: Option<u64>,
         token: Option<u64>,
         inner: &mut SlotInner,
+        on_end: &mut dyn FnMut(&Ended),
     ) -> Option<(u64, u32)> {
         let rec: &Record = match record {
             RecordRef::Inline(idx) => &self.records[idx as usize],
@@ -683,12 +708,15 @@ impl<K> Slot<K> {
         // The guard is now a zombie; count it before the units go back, so that the slot is not
         // reclaimed under it (the reclaimer's Acquire on the word sees this increment).
         self.zombies.fetch_add(1, Ordering::Relaxed);
+        let stats = core.stats.of(self.hash.load(Ordering::Relaxed));
+        ShardStats::bump(if due_at.is_some() { &stats.expiries } else { &stats.revocations });
         let units = rec.units();
+        let owner = inner.owner(record);
+        inner.set_owner(record, None);
+        // The units are not back yet, so the slot (and its key) is still pinned for the callback.
+        on_end(&Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() });
         match record {
-            RecordRef::Inline(idx) => {
-                inner.set_owner(record, None);
-                self.return_units_locked(core, word::release_delta(idx, units), inner);
-            }
+            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), inner),
             RecordRef::Overflow(i) => {
                 inner.free_overflow(i);
                 self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
@@ -706,7 +734,7 @@ impl<K> Slot<K> {
         now_ns: u64,
         word_seen: u64,
         inner: &mut SlotInner,
-        mut on_expired: impl FnMut(RecordRef, u64, u32),
+        on_expired: &mut dyn FnMut(&Ended),
     ) -> ScanResult {
         let mut result = ScanResult { expired: 0, earliest: u64::MAX, in_flux: false };
         let mut visit = |this: &Self, record: RecordRef, rec: &Record, inner: &mut SlotInner| {
@@ -714,9 +742,8 @@ impl<K> Slot<K> {
             match lease::state(l) {
                 lease::HELD if lease::is_leased(l) => {
                     if lease::deadline_ns(l) <= now_ns {
-                        if let Some((t, u)) = this.force_end(core, record, Some(now_ns), None, inner) {
+                        if this.force_end(core, record, Some(now_ns), None, inner, on_expired).is_some() {
                             result.expired += 1;
-                            on_expired(record, t, u);
                         } else {
                             result.in_flux = true;
                         }
@@ -756,21 +783,18 @@ impl<K> Slot<K> {
     }
 
     /// Renews a managed holding: one compare-exchange on its lease word. Returns the new deadline,
-    /// or `Err` if the holding is gone (a holding found past its deadline is expired here).
-    pub(crate) fn renew(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
+    /// or why not: gone already, or found past its deadline (the caller then expires it, so that
+    /// release and expiry agree with the answer).
+    pub(crate) fn renew(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, Lost> {
         let rec = self.record(h);
         loop {
             let l = rec.lease.load(Ordering::Acquire);
             if !lease::is_held_by(l, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
-                return Err(());
+                return Err(Lost::Gone);
             }
             let now = core.clock.now_ns();
             if lease::is_leased(l) && lease::deadline_ns(l) <= now {
-                // Past its deadline: the holding is lost even if nobody has expired it yet. End it
-                // now so that release and expiry agree with this answer.
-                let mut inner = self.lock();
-                self.force_end(core, h.record, Some(now), Some(h.token), &mut inner);
-                return Err(());
+                return Err(Lost::PastDeadline(now));
             }
             let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
             // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
@@ -816,7 +840,7 @@ impl<K> Slot<K> {
 
     /// Changes the capacity of an idle slot (a request of another kind found it idle). Returns
     /// false if the slot was not idle any more.
-    pub(crate) fn reshape(&self, capacity: u32) -> bool {
+    pub(crate) fn reshape(&self, core: &Core, capacity: u32) -> bool {
         let w = self.word.load(Ordering::Acquire);
         if !word::is_idle(w) {
             return false;
@@ -825,6 +849,7 @@ impl<K> Slot<K> {
             return false;
         }
         self.capacity.store(capacity, Ordering::Relaxed);
+        ShardStats::bump(&core.stats.of(self.hash.load(Ordering::Relaxed)).reshapes);
         // The change counts as an acquisition, so the word never returns to a value a claimer may
         // have read with the old capacity (word.rs). A spent counter is rebased on the way.
         let counter = word::counter(w);
@@ -832,6 +857,7 @@ impl<K> Slot<K> {
             word::COUNTER_ONE
         } else {
             self.token_base.store(self.token_base.load(Ordering::Relaxed) + counter, Ordering::Relaxed);
+            core.stats.of(self.hash.load(Ordering::Relaxed)).retired_acquisitions.fetch_add(counter, Ordering::Relaxed);
             word::COUNTER_ONE.wrapping_sub(counter << word::COUNTER_SHIFT)
         };
         // Release: a claimer that sees the new word sees the new capacity (and base). A
@@ -842,7 +868,7 @@ impl<K> Slot<K> {
 
     /// Resets the acquisition counter of an idle slot whose counter is spent, moving the token
     /// base past every token handed out. Returns false if the slot was not idle.
-    pub(crate) fn rebase(&self) -> bool {
+    pub(crate) fn rebase(&self, core: &Core) -> bool {
         let w = self.word.load(Ordering::Acquire);
         if !word::is_unheld(w) {
             return false;
@@ -852,6 +878,11 @@ impl<K> Slot<K> {
         }
         let base = self.token_base.load(Ordering::Relaxed) + word::counter(w);
         self.token_base.store(base, Ordering::Relaxed);
+        // The acquisitions this counter counted now live in the shard's total.
+        core.stats
+            .of(self.hash.load(Ordering::Relaxed))
+            .retired_acquisitions
+            .fetch_add(word::counter(w), Ordering::Relaxed);
         // Release: a claimer that reads the reset counter also reads the new base. A read-modify-
         // write, not a store: the reaper may clear `WATCHED` meanwhile.
         self.word.fetch_and(!word::REBASE_CLEARS, Ordering::Release);
@@ -862,6 +893,26 @@ impl<K> Slot<K> {
     pub(crate) fn last_token_dead(&self, last_word: u64) -> u64 {
         self.token_base.load(Ordering::Relaxed) + word::counter(last_word)
     }
+}
+
+/// A holding an expirer or revoker ended, as its callback sees it (before its units go back).
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) token: u64,
+    /// `meta(mode, units)`.
+    pub(crate) meta: u64,
+    pub(crate) owner: Option<Owner>,
+    /// Expired (true) or revoked.
+    pub(crate) expired: bool,
+}
+
+/// Why a renewal failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// Expired, revoked or released already.
+    Gone,
+    /// Still held, but its deadline passed at this clock reading.
+    PastDeadline(u64),
 }
 
 /// What a scan of a slot's holdings found.

@@ -18,7 +18,7 @@ use std::hash::Hash;
 
 use crossbeam_utils::CachePadded;
 
-use crate::expiry::Wheelhouse;
+use crate::slot::Core;
 use crate::slot::Slot;
 use crate::sync::{AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::word;
@@ -251,7 +251,7 @@ impl<K> Shard<K> {
         &self,
         g: &mut ShardInner<K>,
         slot: &Slot<K>,
-        wheel: &Wheelhouse,
+        core: &Core,
         second_chance: bool,
     ) -> Reclaim {
         // Acquire: pairs with the last release's Release, so the zombie count read below includes
@@ -272,8 +272,14 @@ impl<K> Shard<K> {
             return Reclaim::Busy;
         }
         if w & word::WATCHED != 0 {
-            wheel.unregister(&slot.watch);
+            core.wheel.unregister(&slot.watch);
         }
+        // Its acquisitions move into the shard's total (the next incarnation subtracts the counter
+        // it continues from).
+        core.stats
+            .of(slot.hash.load(Ordering::Relaxed))
+            .retired_acquisitions
+            .fetch_add(word::counter(w), Ordering::Relaxed);
         g.high_water = g.high_water.max(slot.last_token_dead(w));
         let hash = slot.hash.load(Ordering::Relaxed);
         self.remove(g, hash, slot);
@@ -291,7 +297,7 @@ impl<K> Shard<K> {
         g: &mut ShardInner<K>,
         budget: usize,
         enough: usize,
-        wheel: &Wheelhouse,
+        core: &Core,
         thorough: bool,
     ) -> usize {
         let mut reclaimed = 0;
@@ -310,13 +316,22 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim(g, slot, wheel, !thorough) {
+            match self.try_reclaim(g, slot, core, !thorough) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => reclaimed += 1,
                 Reclaim::Spared | Reclaim::Busy => g.hand = g.hand.wrapping_add(1),
             }
         }
         reclaimed
+    }
+
+    /// Every slot in the index (under the shard lock, where indexed slots are live).
+    pub(crate) fn slots<'a>(&'a self, _g: &'a ShardInner<K>) -> impl Iterator<Item = &'a Slot<K>> + 'a {
+        self.table().entries.iter().filter_map(|e| {
+            let p = e.slot.load(Ordering::Relaxed);
+            // SAFETY: slots are type-stable; under the shard lock, indexed slots are live.
+            (!p.is_null()).then(|| unsafe { &*p })
+        })
     }
 
     /// Size of the current table, in entries.

@@ -85,6 +85,8 @@ impl fmt::Display for FenceToken {
 #[derive(Debug, Default)]
 pub struct Fenced<T> {
     state: parking_lot::Mutex<FencedState<T>>,
+    /// The manager's count of refused writes, for resources made by `LockManager::fenced`.
+    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +106,11 @@ impl<T> Fenced<T> {
     /// assert_eq!(cell.highest(), None);
     /// ```
     pub fn new(value: T) -> Self {
-        Fenced { state: parking_lot::Mutex::new(FencedState { highest: None, rejected: 0, value }) }
+        Fenced { state: parking_lot::Mutex::new(FencedState { highest: None, rejected: 0, value }), counter: None }
+    }
+
+    pub(crate) fn counted(value: T, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Fenced { counter: Some(counter), ..Fenced::new(value) }
     }
 
     /// Applies `f` to the value if `token` is at least the highest token accepted so far, and
@@ -128,6 +134,9 @@ impl<T> Fenced<T> {
         if let Some(highest) = state.highest {
             if token < highest {
                 state.rejected += 1;
+                if let Some(c) = &self.counter {
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 return Err(LockError::StaleToken { presented: token, highest });
             }
         }

@@ -67,6 +67,11 @@ impl Waiter {
         })
     }
 
+    /// How long it has been queued (real time).
+    pub(crate) fn waited(&self) -> Duration {
+        self.since.elapsed()
+    }
+
     /// Whether it is still parked, not woken.
     pub(crate) fn is_waiting(&self) -> bool {
         self.state.load(Ordering::Acquire) == WAITING
