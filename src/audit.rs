@@ -1,5 +1,7 @@
 //! An audit trail: lock events as JSON lines in an append-only file.
 
+#![deny(unsafe_code)]
+
 use std::fmt::{self, Display, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

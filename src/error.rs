@@ -1,5 +1,7 @@
 //! Errors: what went wrong, in words a caller can act on.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! channel with `try_send`: a slow subscriber never blocks a lock operation; what does not fit is
 //! counted as dropped, per subscriber and in the manager's metrics.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

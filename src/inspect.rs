@@ -1,5 +1,7 @@
 //! Introspection: who holds what, since when, until when, and who is waiting.
 
+#![deny(unsafe_code)]
+
 use std::time::Duration;
 
 use crate::lease;

@@ -18,6 +18,8 @@
 //! whose bit is set, sees either the current holding or an in-flux `FREE`/`EXPIRING`, never a
 //! finished holding's stale deadline.
 
+#![deny(unsafe_code)]
+
 pub(crate) const FREE: u64 = 0;
 pub(crate) const HELD: u64 = 1;
 pub(crate) const EXPIRING: u64 = 2;

@@ -8,6 +8,8 @@
 //! one acquisition in [`HOLD_SAMPLE`], chosen by the slot's counter, is timed from acquire to
 //! release. A snapshot is exact when nothing runs, and a consistent-enough sum while threads churn.
 
+#![deny(unsafe_code)]
+
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

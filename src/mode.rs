@@ -1,5 +1,7 @@
 //! Lock modes and owner labels.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::sync::Arc;
 

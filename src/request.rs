@@ -1,5 +1,7 @@
 //! Requests: the builder every acquisition goes through, and the ways to wait.
 
+#![deny(unsafe_code)]
+
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;

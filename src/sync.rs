@@ -5,6 +5,8 @@
 //! declared in `Cargo.toml`'s check-cfg, so it switches loom on in this crate and nowhere else)
 //! they are loom's model-checked twins.
 
+#![deny(unsafe_code)]
+
 #[cfg(not(leasehold_loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};

@@ -159,9 +159,10 @@ impl<K> Shard<K> {
                 return None;
             }
             if entry.hash.load(Ordering::Relaxed) == hash {
+                // SAFETY: slots are type-stable (module ground rules).
+                let slot = unsafe { &*p };
                 // SAFETY: slots in the index are live while we hold the shard lock (reclamation
                 // needs it), so their keys are initialised and stay put.
-                let slot = unsafe { &*p };
                 if unsafe { slot.key() }.borrow() == key {
                     return Some(slot);
                 }

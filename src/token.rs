@@ -5,6 +5,8 @@
 //! accepted can therefore reject the late write of a holder whose lease ran out: that holder's
 //! token is lower than the one its successor already wrote with.
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 
 use crate::error::LockError;

@@ -9,6 +9,8 @@
 //! longer than [`FAIR_AFTER`] is not woken to retry but handed the units directly by the release,
 //! so nobody waits forever.
 
+#![deny(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::{Duration, Instant};

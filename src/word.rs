@@ -40,6 +40,8 @@
 //! nothing but load, call one of these, and compare-exchange. The module is public but hidden, for
 //! the fuzz target of the transitions; it is not part of the crate's API.
 
+#![deny(unsafe_code)]
+
 /// Bits of the `units` field.
 pub const UNITS_BITS: u32 = 20;
 /// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
