@@ -114,16 +114,26 @@ impl Wheelhouse {
         watch.scheduled.store(NONE, Ordering::SeqCst);
     }
 
-    /// Takes the next slot whose entry is due at `now_tick`, clearing its registration (step 2 of
-    /// the protocol). The caller then scans the slot.
-    pub(crate) fn pop_due(&self, now_tick: u64, watch_of: impl FnOnce(usize) -> *const Watch) -> Option<usize> {
+    /// Takes up to `batch.capacity()` slots whose entries are due at `now_tick` into `batch`,
+    /// clearing their registrations (step 2 of the protocol), under one hold of the wheel lock.
+    /// The caller then scans each slot. Returns false once nothing is due.
+    pub(crate) fn pop_due(
+        &self,
+        now_tick: u64,
+        batch: &mut Vec<usize>,
+        watch_of: impl Fn(usize) -> *const Watch,
+    ) -> bool {
+        batch.clear();
         let mut wheel = self.wheel.lock();
-        let (_, addr) = wheel.poll(now_tick)?;
-        // SAFETY: `watch_of` gives the watch of a type-stable slot.
-        let watch = unsafe { &*watch_of(addr) };
-        watch.set_entry(None);
-        watch.scheduled.store(NONE, Ordering::SeqCst);
-        Some(addr)
+        while batch.len() < batch.capacity() {
+            let Some((_, addr)) = wheel.poll(now_tick) else { break };
+            // SAFETY: `watch_of` gives the watch of a type-stable slot.
+            let watch = unsafe { &*watch_of(addr) };
+            watch.set_entry(None);
+            watch.scheduled.store(NONE, Ordering::SeqCst);
+            batch.push(addr);
+        }
+        !batch.is_empty()
     }
 
     /// The next tick at which an entry may fire.

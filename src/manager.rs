@@ -36,9 +36,16 @@ const RECLAIM_ON_INSERT: usize = 2;
 /// reused within a working set below `shards * idle_per_shard` keeps its slot (no insert and
 /// remove per acquire); cyclic reuse over a larger set would evict every slot before its reuse.
 const IDLE_PER_SHARD: usize = 64;
-/// How often the reaper (or `expire_due`) sweeps every shard for idle slots. With the second
-/// chance, an idle slot outlives its last use by at most two intervals.
+/// How often the reaper (or `expire_due`) sweeps for idle slots.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Index entries the periodic sweep looks at per shard per interval: a table of up to this many
+/// entries per shard is swept whole every interval (with the second chance, an idle slot then
+/// outlives its last use by at most two intervals); a larger one a stretch at a time.
+const SWEEP_PER_INTERVAL: usize = 4096;
+/// Most creations an insert-time sweep that found nothing lets pass before it looks again.
+const MAX_SWEEP_BACKOFF: u32 = 1024;
+/// Fired wheel entries taken per hold of the wheel lock.
+const EXPIRY_BATCH: usize = 256;
 
 /// A table of locks keyed by resource id.
 ///
@@ -981,10 +988,16 @@ where
                     }
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
-                let reclaimed = if g.present >= self.idle_per_shard {
-                    shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core, false)
-                } else {
+                let reclaimed = if g.present < self.idle_per_shard {
                     0
+                } else if g.sweep_skip > 0 {
+                    g.sweep_skip -= 1;
+                    0
+                } else {
+                    let n = shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core, false);
+                    g.sweep_backoff = if n == 0 { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
+                    g.sweep_skip = g.sweep_backoff;
+                    n
                 };
                 let slot = shard.alloc(&mut g);
                 let capacity = ask.mode.capacity();
@@ -1116,13 +1129,30 @@ where
         let now = self.core.clock.now_ns();
         let now_tick = now / self.core.wheel.tick_ns;
         let mut expired = 0;
-        while let Some(addr) = self.core.wheel.pop_due(now_tick, |a| {
+        // Fired entries are taken a batch at a time, so the wheel lock is taken once per batch.
+        let mut batch = Vec::with_capacity(EXPIRY_BATCH);
+        while self.core.wheel.pop_due(now_tick, &mut batch, |a| {
             // SAFETY: wheel entries are addresses of this manager's type-stable slots.
             unsafe { &(*(a as *const Slot<K>)).watch }
         }) {
-            // SAFETY: as above.
-            let slot = unsafe { &*(addr as *const Slot<K>) };
-            expired += self.scan_slot(slot, addr, now);
+            // Touch every slot of the batch first: independent loads, so their cache misses
+            // overlap instead of coming one after another in the scans below.
+            #[cfg(not(leasehold_loom))]
+            {
+                let mut touched = 0_u64;
+                for &addr in &batch {
+                    // SAFETY: as above.
+                    let slot = unsafe { &*(addr as *const Slot<K>) };
+                    touched ^= slot.word.load(Ordering::Relaxed) ^ slot.watch.scheduled.load(Ordering::Relaxed);
+                    touched ^= slot.swept.load(Ordering::Relaxed);
+                }
+                std::hint::black_box(touched);
+            }
+            for &addr in &batch {
+                // SAFETY: as above.
+                let slot = unsafe { &*(addr as *const Slot<K>) };
+                expired += self.scan_slot(slot, addr, now);
+            }
         }
         let next_sweep = self.next_sweep_ns.load(Ordering::Relaxed);
         if now >= next_sweep
@@ -1136,7 +1166,7 @@ where
                 )
                 .is_ok()
         {
-            self.sweep_all(false);
+            self.sweep_periodic();
             #[cfg(feature = "metrics")]
             crate::metrics::publish(&self.metrics());
         }
@@ -1162,6 +1192,23 @@ where
             self.core.wheel.register(&slot.watch, &slot.word, addr, next);
         }
         scan.expired
+    }
+
+    /// The periodic sweep: a bounded stretch of every shard (the hand moves on from where it
+    /// stopped), with a second chance for recently used slots, so the reaper never stalls on a
+    /// huge table. An idle slot outlives its last use by at most two full turns of the hand.
+    fn sweep_periodic(&self) -> usize {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            let mut g = shard.lock();
+            let n = shard.sweep(&mut g, SWEEP_PER_INTERVAL, usize::MAX, &self.core, false);
+            drop(g);
+            if n > 0 {
+                self.slots.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            total += n;
+        }
+        total
     }
 
     /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.

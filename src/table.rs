@@ -77,6 +77,11 @@ pub(crate) struct ShardInner<K> {
     pub(crate) high_water: u64,
     /// Where the idle sweep resumes.
     hand: usize,
+    /// Creations to let pass before the next insert-time sweep: a sweep that found nothing to
+    /// reclaim (a shard full of held slots) doubles it, one that did resets it, so a shard of
+    /// long-held locks does not pay a fruitless scan per new key.
+    pub(crate) sweep_backoff: u32,
+    pub(crate) sweep_skip: u32,
 }
 
 // SAFETY: the raw slot pointers point into `chunks`, owned by this shard and freed only on drop.
@@ -104,6 +109,8 @@ impl<K> Shard<K> {
                 retired: Vec::new(),
                 high_water: 0,
                 hand: 0,
+                sweep_backoff: 0,
+                sweep_skip: 0,
             }),
         }
     }
