@@ -995,7 +995,8 @@ where
                     0
                 } else {
                     let n = shard.sweep(&mut g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, &self.core, false);
-                    g.sweep_backoff = if n == 0 { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
+                    let fruitless = n == 0 && !g.last_sweep_found_idle;
+                    g.sweep_backoff = if fruitless { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
                     g.sweep_skip = g.sweep_backoff;
                     n
                 };

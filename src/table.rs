@@ -77,11 +77,13 @@ pub(crate) struct ShardInner<K> {
     pub(crate) high_water: u64,
     /// Where the idle sweep resumes.
     hand: usize,
-    /// Creations to let pass before the next insert-time sweep: a sweep that found nothing to
-    /// reclaim (a shard full of held slots) doubles it, one that did resets it, so a shard of
-    /// long-held locks does not pay a fruitless scan per new key.
+    /// Creations to let pass before the next insert-time sweep: a sweep that found only held
+    /// slots (a shard full of long-held locks) doubles it, any other resets it, so such a shard
+    /// does not pay a fruitless scan per new key.
     pub(crate) sweep_backoff: u32,
     pub(crate) sweep_skip: u32,
+    /// The last sweep saw an idle slot it spared (so it was not fruitless).
+    pub(crate) last_sweep_found_idle: bool,
 }
 
 // SAFETY: the raw slot pointers point into `chunks`, owned by this shard and freed only on drop.
@@ -111,6 +113,7 @@ impl<K> Shard<K> {
                 hand: 0,
                 sweep_backoff: 0,
                 sweep_skip: 0,
+                last_sweep_found_idle: false,
             }),
         }
     }
@@ -310,6 +313,7 @@ impl<K> Shard<K> {
     ) -> usize {
         let mut reclaimed = 0;
         let mut examined = 0;
+        g.last_sweep_found_idle = false;
         // Twice the table: a reclaimed entry's position is looked at again (the shift may have
         // moved another entry into it), so one full turn needs up to `len + reclaimed` steps.
         let budget = budget.min(2 * self.table_len());
@@ -327,7 +331,11 @@ impl<K> Shard<K> {
             match self.try_reclaim(g, slot, core, !thorough) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => reclaimed += 1,
-                Reclaim::Spared | Reclaim::Busy => g.hand = g.hand.wrapping_add(1),
+                Reclaim::Spared => {
+                    g.last_sweep_found_idle = true;
+                    g.hand = g.hand.wrapping_add(1);
+                }
+                Reclaim::Busy => g.hand = g.hand.wrapping_add(1),
             }
         }
         reclaimed
