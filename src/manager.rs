@@ -1016,6 +1016,9 @@ where
                     .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
                 unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
+                // A key used once since its creation gets no second chance from the sweep; one
+                // claimed again since (a hot key) does.
+                slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
                 shard.insert(&mut g, hash, slot);
                 let before = self.slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if reclaimed > 0 {

@@ -269,8 +269,8 @@ pub(crate) struct Slot<K> {
     pub(crate) records: [Record; INLINE_RECORDS],
     /// The timer wheel's view of this slot (`expiry.rs`).
     pub(crate) watch: Watch,
-    /// The acquisition counter the idle sweep saw last: a slot claimed since is spared once
-    /// (second chance). Only touched under the shard lock.
+    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
+    /// since is spared once (second chance). Only touched under the shard lock.
     pub(crate) swept: AtomicU64,
     pub(crate) inner: Mutex<SlotInner>,
     /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).

@@ -196,7 +196,9 @@ impl<K> Shard<K> {
 
     /// Publishes a slot (already initialised) in the index.
     pub(crate) fn insert(&self, g: &mut ShardInner<K>, hash: u64, slot: &Slot<K>) {
-        if (g.present + 1) * 2 > self.table().mask + 1 {
+        // Grown at a load of 1/4: a miss (every new key's first probe) then looks at ~1.4 entries
+        // on average instead of ~2.5 at 1/2, for 16 bytes more per slot.
+        if (g.present + 1) * 4 > self.table().mask + 1 {
             self.grow(g);
         }
         self.place(self.table(), hash, slot as *const Slot<K> as *mut Slot<K>);
@@ -316,9 +318,9 @@ impl<K> Shard<K> {
         g.last_sweep_found_idle = false;
         // Twice the table: a reclaimed entry's position is looked at again (the shift may have
         // moved another entry into it), so one full turn needs up to `len + reclaimed` steps.
-        let budget = budget.min(2 * self.table_len());
+        let table = self.table(); // only this thread (holding the lock) could swap it
+        let budget = budget.min(2 * (table.mask + 1));
         while examined < budget && g.present > 0 && reclaimed < enough {
-            let table = self.table();
             let i = g.hand & table.mask;
             let p = table.entries[i].slot.load(Ordering::Relaxed);
             examined += 1;
