@@ -351,11 +351,6 @@ impl<K> Shard<K> {
             (!p.is_null()).then(|| unsafe { &*p })
         })
     }
-
-    /// Size of the current table, in entries.
-    pub(crate) fn table_len(&self) -> usize {
-        self.table().mask + 1
-    }
 }
 
 impl<K> Drop for Shard<K> {
