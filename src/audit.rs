@@ -59,6 +59,18 @@ impl AuditLog {
     /// # Errors
     ///
     /// If the file cannot be opened or the writer thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let path = std::env::temp_dir().join(format!("leasehold-start-{}.jsonl", std::process::id()));
+    /// let audit = leasehold::AuditLog::start(locks.subscribe(256), &path)?;
+    /// drop(locks.exclusive(&1).try_acquire());
+    /// audit.stop()?;
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start<K: Display + Send + 'static>(
         events: EventReceiver<K>,
         path: impl AsRef<Path>,
@@ -71,6 +83,18 @@ impl AuditLog {
     /// # Errors
     ///
     /// If the file cannot be opened or the writer thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let path = std::env::temp_dir().join(format!("leasehold-flush-{}.jsonl", std::process::id()));
+    /// let audit = leasehold::AuditLog::with_flush_interval(locks.subscribe(256), &path, Duration::from_millis(10))?;
+    /// # drop(audit);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn with_flush_interval<K: Display + Send + 'static>(
         events: EventReceiver<K>,
         path: impl AsRef<Path>,
@@ -87,6 +111,18 @@ impl AuditLog {
     }
 
     /// Lines written so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let path = std::env::temp_dir().join(format!("leasehold-written-{}.jsonl", std::process::id()));
+    /// let audit = leasehold::AuditLog::start(locks.subscribe(256), &path)?;
+    /// assert_eq!(audit.written(), 0);
+    /// # drop(audit);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
@@ -96,6 +132,18 @@ impl AuditLog {
     /// # Errors
     ///
     /// The first write or flush error the writer met.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let path = std::env::temp_dir().join(format!("leasehold-stop-{}.jsonl", std::process::id()));
+    /// let audit = leasehold::AuditLog::start(locks.subscribe(256), &path)?;
+    /// drop(locks.shared(&1).try_acquire());
+    /// assert_eq!(audit.stop()?, 2); // acquired, released
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn stop(mut self) -> io::Result<u64> {
         self.finish()?;
         Ok(self.written())

@@ -75,6 +75,13 @@ fn clock_ns(id: libc::clockid_t) -> u64 {
 
 impl MonotonicClock {
     /// A clock whose origin is now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{Clock, MonotonicClock};
+    /// assert!(MonotonicClock::new().now() < std::time::Duration::from_secs(1));
+    /// ```
     pub fn new() -> Self {
         #[cfg(target_os = "linux")]
         {
@@ -177,6 +184,13 @@ impl Default for ManualClock {
 
 impl ManualClock {
     /// A clock at time zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{Clock, ManualClock};
+    /// assert_eq!(ManualClock::new().now(), std::time::Duration::ZERO);
+    /// ```
     pub fn new() -> Self {
         ManualClock { inner: Arc::new(ManualInner { now_ns: AtomicU64::new(0), listeners: Mutex::new(Vec::new()) }) }
     }

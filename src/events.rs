@@ -35,6 +35,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// The kind as a lower-case word (`"acquired"`, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(leasehold::EventKind::Expired.as_str(), "expired");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Acquired => "acquired",
@@ -98,21 +104,60 @@ impl<K> fmt::Debug for EventReceiver<K> {
 
 impl<K> EventReceiver<K> {
     /// The next event if one is queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let events = locks.subscribe(8);
+    /// assert!(events.try_recv().is_none());
+    /// let _g = locks.exclusive(&1).try_acquire()?;
+    /// assert!(events.try_recv().is_some());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
     pub fn try_recv(&self) -> Option<LockEvent<K>> {
         self.rx.try_recv().ok()
     }
 
     /// The next event, waiting up to `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let events = locks.subscribe(8);
+    /// assert!(events.recv_timeout(std::time::Duration::from_millis(1)).is_none());
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Option<LockEvent<K>> {
         self.rx.recv_timeout(timeout).ok()
     }
 
     /// Every event queued now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let events = locks.subscribe(8);
+    /// drop(locks.exclusive(&1).try_acquire()?);
+    /// assert_eq!(events.drain().count(), 2);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
     pub fn drain(&self) -> impl Iterator<Item = LockEvent<K>> + '_ {
         self.rx.try_iter()
     }
 
     /// Events this subscriber missed because its queue was full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let events = locks.subscribe(1);
+    /// drop(locks.exclusive(&1).try_acquire()?); // two events, room for one
+    /// assert_eq!(events.dropped(), 1);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -165,6 +165,14 @@ impl<K, S> Builder<K, S> {
     /// Number of shards: a power of two. The default scales with the available cores (sixteen per
     /// core, between 64 and 1,024), so threads creating slots for different keys rarely share a
     /// shard lock, and the idle-slot cache (64 per shard) holds a large working set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().shards(128).build()?;
+    /// assert_eq!(locks.shard_count(), 128);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -173,6 +181,15 @@ impl<K, S> Builder<K, S> {
     /// Bound on slots in the table (held, waited on, or cached idle). An acquire that needs a new
     /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`].
     /// Default: unbounded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().max_slots(1).build()?;
+    /// let _a = locks.exclusive(&1).try_acquire().unwrap();
+    /// assert!(matches!(locks.exclusive(&2).try_acquire(), Err(leasehold::LockError::Capacity { .. })));
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn max_slots(mut self, max_slots: usize) -> Self {
         self.max_slots = max_slots;
         self
@@ -183,12 +200,26 @@ impl<K, S> Builder<K, S> {
     /// and is acquired without touching the shard lock; beyond it, creating a slot for a new key
     /// reclaims idle ones. Idle slots beyond the bound are also reclaimed by the reaper within
     /// about two seconds, and [`LockManager::reclaim_idle`] reclaims them all at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().idle_slots(100_000).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn idle_slots(mut self, idle_slots: usize) -> Self {
         self.idle_slots = Some(idle_slots);
         self
     }
 
     /// Timer-wheel resolution: leases expire within one tick after their deadline. Default 1 ms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().tick(std::time::Duration::from_micros(100)).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
         self
@@ -197,6 +228,14 @@ impl<K, S> Builder<K, S> {
     /// Whether a background reaper thread drives lease expiry (default `true`). With `false`, the
     /// embedder calls [`LockManager::expire_due`] from its own threads. Either way a contender
     /// never waits on a holder whose deadline has passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().reaper(false).build()?;
+    /// locks.expire_due(); // from the engine's own thread, as often as it likes
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn reaper(mut self, reaper: bool) -> Self {
         self.reaper = reaper;
         self
@@ -205,12 +244,28 @@ impl<K, S> Builder<K, S> {
     /// The clock leases are measured by (default [`MonotonicClock`]). With a
     /// [`ManualClock`](crate::ManualClock) and the reaper on, expiry runs inside
     /// `ManualClock::advance` instead of on a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let clock = leasehold::ManualClock::new();
+    /// let locks = leasehold::LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn clock<C: Clock>(mut self, clock: C) -> Self {
         self.clock = Some(ClockSource::from_clock(clock));
         self
     }
 
     /// The hasher for keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().hasher(std::collections::hash_map::RandomState::new()).build()?;
+    /// assert!(locks.exclusive(&1).try_acquire().is_ok());
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn hasher<S2>(self, hasher: S2) -> Builder<K, S2> {
         Builder {
             shards: self.shards,
@@ -228,6 +283,13 @@ impl<K, S> Builder<K, S> {
 
     /// Names keys in `tracing` output by their `Debug` form (with the `tracing` feature; without
     /// this, slow-path trace events carry the key's hash).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<String>::builder().describe_keys().build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn describe_keys(mut self) -> Self
     where
         K: fmt::Debug,
@@ -255,6 +317,15 @@ where
     ///
     /// A [`ConfigError`] for a shard count that is not a power of two in 1..=65,536, a zero
     /// `max_slots`, a tick outside 1 µs..=1 s, or a reaper thread that could not start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().build()?;
+    /// assert_eq!(leasehold::LockManager::<u64>::builder().max_slots(0).build().unwrap_err(),
+    ///            leasehold::ConfigError::MaxSlots { max_slots: 0 });
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
     pub fn build(self) -> Result<LockManager<K, S>, ConfigError> {
         let shards = match self.shards {
             Some(n) if n == 0 || !n.is_power_of_two() || n > 65_536 => return Err(ConfigError::Shards { shards: n }),

@@ -169,22 +169,54 @@ impl Default for HistogramSnapshot {
 
 impl HistogramSnapshot {
     /// Number of durations recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert_eq!(locks.metrics().hold_time.count(), 0);
+    /// ```
     pub fn count(&self) -> u64 {
         self.count
     }
 
     /// Their sum.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert_eq!(locks.metrics().wait_time.sum(), std::time::Duration::ZERO);
+    /// ```
     pub fn sum(&self) -> Duration {
         self.sum
     }
 
     /// `(upper bound, count)` per bucket: durations below the bound and at least the previous one.
     /// The last bucket's bound is `Duration::MAX`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.metrics().wait_time.buckets().all(|(_, n)| n == 0));
+    /// ```
     pub fn buckets(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
         self.counts.iter().enumerate().map(|(i, &n)| (bucket_bound(i), n))
     }
 
     /// The upper bound of the bucket holding the `q`-quantile (`0.0..=1.0`); `None` when empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// for _ in 0..leasehold::HOLD_SAMPLE {
+    ///     drop(locks.exclusive(&1).try_acquire()?);
+    /// }
+    /// assert!(locks.metrics().hold_time.quantile(0.5).is_some());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         if self.count == 0 {
             return None;
@@ -266,11 +298,29 @@ pub struct MetricsSnapshot {
 
 impl MetricsSnapshot {
     /// Every acquire call that finished: succeeded, refused, timed out or cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let _g = locks.exclusive(&1).try_acquire()?;
+    /// let _ = locks.exclusive(&1).try_acquire();
+    /// assert_eq!(locks.metrics().attempts(), 2);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
     pub fn attempts(&self) -> u64 {
         self.acquisitions + self.would_block + self.timeouts + self.refused + self.cancelled
     }
 
     /// The Prometheus text exposition format (version 0.0.4), metric names prefixed `leasehold_`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let text = locks.metrics().to_prometheus();
+    /// assert!(text.contains("# TYPE leasehold_acquisitions_total counter"));
+    /// ```
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {

@@ -89,6 +89,12 @@ pub struct Owner(Arc<str>);
 
 impl Owner {
     /// The label.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(leasehold::Owner::from("w").as_str(), "w");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
