@@ -8,20 +8,21 @@
 # builds, from a fresh clone with empty target directories; see the numbers below):
 #
 #   1. Loom models (loom-tests/), release mode, LOOM_MAX_PREEMPTIONS=2.
-#      Bound 2 is what the models are written for (tokio and crossbeam use the same in CI): every
+#      Bound 2 is what the models are written for (tokio uses the same in CI): every
 #      bug these models were shown to catch (a release that forgets to wake waiters, tokens that
 #      restart after reclamation) is found at bound 2, and the suite explores all twelve models in
-#      about 10 s. Bound 3 takes about 2 minutes (the two three-thread exclusion models dominate):
-#      run it by hand after changing the slot protocols:
+#      about 5 s (13 s with cargo's start). Bound 3 takes about 50 s (the two three-thread exclusion
+#      models, 340,000 and 420,000 executions, dominate): run it by hand after changing the slot
+#      protocols:
 #        cd loom-tests && RUSTFLAGS="--cfg leasehold_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release
-#      Release mode: the models run some 300,000 executions in all, about 10 times faster than
-#      in debug. Own target directory: a different RUSTFLAGS would otherwise rebuild the crate's
+#      Release mode: the models run some 75,000 executions in all at bound 2, many times faster
+#      than in debug. Own target directory: a different RUSTFLAGS would otherwise rebuild the crate's
 #      normal build (and the normal build the loom one) each time.
-#      Here: build ~1 min cold, models ~10 s.
+#      Here: build 25 s cold, models 5 s.
 #
 #   2. Fuzz smoke run, only if `cargo +nightly` works (cargo-fuzz needs nightly for the
 #      sanitizer flags); without nightly it says so and skips, without failing. cargo-fuzz is
-#      installed if missing (`cargo install cargo-fuzz --locked`, kept in ~/.cargo/bin, ~1 min
+#      installed if missing (`cargo install cargo-fuzz --locked`, kept in ~/.cargo/bin, 45 s
 #      once). Each target runs FUZZ_SECONDS (20 s) from its committed seed corpus (fuzz/corpus/),
 #      with AddressSanitizer and debug assertions (cargo-fuzz's defaults), writing new inputs to a
 #      scratch corpus so the committed seeds do not grow. 20 s is a regression check (the seeds
@@ -29,11 +30,12 @@
 #      search: it catches a change that breaks what the seeds reach, in about a minute for all
 #      three targets. Longer runs are by hand:
 #        cd fuzz && cargo +nightly fuzz run ops -- -max_total_time=600
-#      Here: build ~1 min cold, runs 3 x 20 s.
+#      Here: build 30 s cold, runs 3 x 21 s.
 #
-# Measured here (fresh clone, cold target directories, 2 cores shared): see VERIFY_TIMINGS at the
-# end of the output; the last full run took about 4 minutes (loom build 65 s, loom models 12 s,
-# fuzz build 75 s, fuzz runs 66 s; cargo-fuzz was already installed).
+# Measured here (fresh clone, cold target directories, registry already downloaded, cargo-fuzz
+# already installed, one of the two cores busy with another fuzzer): 124 s in all (VERIFY_TIMINGS:
+# loom 30 s, fuzz build 30 s, fuzz runs 21 + 21 + 22 s). The script prints VERIFY_TIMINGS at the
+# end of every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -91,7 +93,13 @@ else
             -max_total_time="$FUZZ_SECONDS" -timeout=10 -print_final_stats=1 >"$scratch/$target.log" 2>&1 ||
             status=$?
         if [ "$status" -ne 0 ]; then
-            tail -n 120 "$scratch/$target.log"
+            # The panic (with its reproducer) or the sanitizer's report, then libFuzzer's ending.
+            first=$(grep -n -m1 -E 'panicked at|ERROR: (AddressSanitizer|libFuzzer)' "$scratch/$target.log" | cut -d: -f1)
+            if [ -n "$first" ]; then
+                tail -n +"$first" "$scratch/$target.log" | head -n 150
+                echo "[...]"
+            fi
+            tail -n 30 "$scratch/$target.log"
             echo "verify: fuzz target $target failed (exit $status); the input is in fuzz/artifacts/$target/" >&2
             exit 1
         fi
