@@ -1,0 +1,121 @@
+//! Leases: the holder's release or renewal racing the expirer on the same lease word. The
+//! manual clock is moved on the main thread before the race (no reaper runs under loom); the
+//! expirer is `expire_due` on another thread.
+
+#![cfg(leasehold_loom)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{manager, Seen, KEY};
+use leasehold::LockError;
+use loom::thread;
+
+const TTL: Duration = Duration::from_millis(10);
+
+static RELEASE_WON: Seen = Seen::new();
+static EXPIRY_WON: Seen = Seen::new();
+
+/// A holding past its deadline: the guard releases while `expire_due` runs. Exactly one of them
+/// ends it (release `Ok` xor `expire_due() == 1`), and its unit comes back exactly once: the key
+/// can be taken exclusively again, and afterwards the slot is idle (no unit returned twice, no
+/// record bit or zombie count left behind), so it is reclaimed.
+#[test]
+fn release_races_expiry_one_winner() {
+    loom::model(|| {
+        let (locks, clock) = manager();
+        let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
+        clock.advance(TTL);
+        let expirer = {
+            let locks = locks.clone();
+            thread::spawn(move || locks.expire_due())
+        };
+        let released = g.release();
+        let expired = expirer.join().expect("expire_due finished");
+        match (released, expired) {
+            (Ok(()), 0) => RELEASE_WON.mark(),
+            (Err(LockError::Expired), 1) => EXPIRY_WON.mark(),
+            (released, expired) => panic!("release {released:?} and expire_due {expired}: not exactly one winner"),
+        }
+        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
+        drop(again);
+        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
+        assert_eq!(locks.slot_count(), 0);
+    });
+    assert!(RELEASE_WON.get(), "no execution had the release win");
+    assert!(EXPIRY_WON.get(), "no execution had the expiry win");
+}
+
+static RENEW_WON: Seen = Seen::new();
+static RENEW_LOST: Seen = Seen::new();
+
+/// The holder renews while another thread moves the clock past the old deadline and runs
+/// `expire_due`. Either the renewal wins (the holding lives on, and the wheel still expires it at
+/// its new deadline: no lease is missed) or it fails with `Expired` (and the holding was ended
+/// exactly once, by whichever of the two got there first).
+#[test]
+fn renew_races_expiry_one_winner() {
+    loom::model(|| {
+        let (locks, clock) = manager();
+        let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
+        let expirer = {
+            let (locks, clock) = (locks.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(TTL);
+                locks.expire_due()
+            })
+        };
+        let renewed = g.renew(TTL * 10);
+        let expired = expirer.join().expect("expire_due finished");
+        match renewed {
+            Ok(()) => {
+                RENEW_WON.mark();
+                assert_eq!(expired, 0, "a renewed holding was expired at its old deadline");
+                assert!(g.is_held());
+                assert_eq!(locks.exclusive(&KEY).try_acquire().unwrap_err(), LockError::WouldBlock);
+                // The new deadline is at most 10 ttl after the old one: the wheel fires there.
+                clock.advance(TTL * 10);
+                assert_eq!(locks.expire_due(), 1, "the renewed lease was never expired");
+                assert!(!g.is_held());
+                assert_eq!(g.release(), Err(LockError::Expired));
+            }
+            Err(e) => {
+                RENEW_LOST.mark();
+                assert_eq!(e, LockError::Expired);
+                assert!(expired <= 1);
+                assert!(!g.is_held());
+                assert_eq!(g.release(), Err(LockError::Expired));
+            }
+        }
+        drop(locks.exclusive(&KEY).try_acquire().expect("the unit came back"));
+        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
+    });
+    assert!(RENEW_WON.get(), "no execution had the renewal win");
+    assert!(RENEW_LOST.get(), "no execution had the renewal lose");
+}
+
+/// A holder's lease runs out while another thread is parked in `acquire()`: the expirer returns
+/// the unit under the slot lock and must wake the waiter (loom reports a deadlock otherwise).
+#[test]
+fn expiry_wakes_a_parked_waiter() {
+    loom::model(|| {
+        let (locks, clock) = manager();
+        let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
+        let first = g.token();
+        let waiter = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first);
+            })
+        };
+        clock.advance(TTL);
+        let expired = locks.expire_due();
+        waiter.join().expect("the waiter got the lock");
+        // The waiter may have expired the holder itself (a contender never waits on a holder past
+        // its deadline), so `expire_due` found it at most once.
+        assert!(expired <= 1);
+        assert_eq!(g.release(), Err(LockError::Expired));
+    });
+}
