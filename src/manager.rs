@@ -25,7 +25,12 @@ use crate::word::{self, COUNTER_MAX};
 
 /// The hasher a manager uses unless told otherwise: foldhash's, seeded per process (fast, and
 /// resistant enough to chosen keys for a lock table).
+#[cfg(not(leasehold_loom))]
 pub type DefaultHasher = foldhash::fast::RandomState;
+/// Under loom, a fixed seed: loom replays each execution step by step and needs every run of a
+/// model to hash (and so to probe and sweep) the same way.
+#[cfg(leasehold_loom)]
+pub type DefaultHasher = foldhash::fast::FixedState;
 
 /// The idle sweep on a slot creation in a shard that already has `idle_per_shard` slots: it looks
 /// at up to this many index entries, and stops once it has reclaimed two slots, so that under a

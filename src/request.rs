@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+#[cfg(not(leasehold_loom))]
 use crossbeam_utils::Backoff;
 
 use crate::clock::duration_ns;

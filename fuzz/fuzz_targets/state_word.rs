@@ -12,10 +12,13 @@
 use arbitrary::Arbitrary;
 use leasehold::word::{
     self, Need, Refusal, CAP_CHANGING, COUNTER_MASK, COUNTER_MAX, COUNTER_ONE, DEAD, EXCL_WAITING, INLINE_RECORDS,
-    OVERFLOW, REBASE_CLEARS, REF, WAITERS, WATCHED,
+    OVERFLOW, REBASE_CLEARS, WAITERS, WATCHED,
 };
 use leasehold::{MAX_PERMITS, MAX_UNITS};
 use libfuzzer_sys::fuzz_target;
+
+/// Bit 61, unused by the layout (it held a REF flag once): transitions must leave it alone.
+const SPARE: u64 = 1 << 61;
 
 const MAX_STEPS: usize = 256;
 
@@ -74,7 +77,8 @@ enum Flag {
     Waiters,
     ExclWaiting,
     Watched,
-    Ref,
+    /// A bit the layout leaves unused (bit 61): no transition may touch it.
+    Spare,
 }
 
 impl Flag {
@@ -83,7 +87,7 @@ impl Flag {
             Flag::Waiters => WAITERS,
             Flag::ExclWaiting => EXCL_WAITING,
             Flag::Watched => WATCHED,
-            Flag::Ref => REF,
+            Flag::Spare => SPARE,
         }
     }
 }
@@ -157,15 +161,15 @@ fn check_single(s: &Single) {
                 assert!(!word::holds_record(word, c.record), "{ctx}: took a held record");
                 assert_eq!(word::records(c.word), recs | (1 << c.record), "{ctx}: records");
             }
-            // Besides units, records and the counter, the claim sets REF (and WATCHED for a
-            // lease), and nothing else moves.
+            // Besides units, records and the counter, the claim sets WATCHED for a lease, and
+            // nothing else moves.
             let watch = if need.watch { WATCHED } else { 0 };
-            let rest = !(COUNTER_MASK | 0xF << 52 | u64::from(MAX_UNITS) | REF | WATCHED);
+            let rest = !(COUNTER_MASK | 0xF << 52 | u64::from(MAX_UNITS) | WATCHED);
             assert_eq!(c.word & rest, word & rest, "{ctx}: other bits moved: {:#066b}", c.word);
-            assert_eq!(c.word & (REF | WATCHED), REF | watch | (word & WATCHED), "{ctx}: REF/WATCHED");
-            // A release gives back the word, the claim's counter and sticky bits apart.
+            assert_eq!(c.word & WATCHED, watch | (word & WATCHED), "{ctx}: WATCHED");
+            // A release gives back the word, the claim's counter and WATCHED apart.
             let back = c.word - word::release_delta(c.record, c.units);
-            assert_eq!(back, (word + COUNTER_ONE) | REF | watch, "{ctx}: the release does not give back the word");
+            assert_eq!(back, (word + COUNTER_ONE) | watch, "{ctx}: the release does not give back the word");
         }
         (got, want) => panic!("{ctx} gave {got:?}, but the refusal should be {want:?}"),
     }
@@ -198,7 +202,7 @@ fn run_sequence(s: &Sequence) {
     let limit = limit(s.limit);
     let mut counter = u64::from(s.counter) % (COUNTER_MAX + 1);
     let mut flags = 0;
-    for (on, flag) in s.flags.iter().zip([WAITERS, EXCL_WAITING, WATCHED, REF]) {
+    for (on, flag) in s.flags.iter().zip([WAITERS, EXCL_WAITING, WATCHED, SPARE]) {
         if *on {
             flags |= flag;
         }
@@ -228,7 +232,7 @@ fn run_sequence(s: &Sequence) {
                         holdings.push(Holding { record: c.record, units: c.units, exclusive: need.exclusive });
                         word = c.word;
                         counter += 1;
-                        flags |= REF | if need.watch { WATCHED } else { 0 };
+                        flags |= if need.watch { WATCHED } else { 0 };
                     }
                     Err(r) => assert_eq!(Some(r), want, "wrong refusal; {}", ctx(&log, word)),
                 }
@@ -271,7 +275,7 @@ fn run_sequence(s: &Sequence) {
         let records = holdings.iter().filter(|h| h.record != OVERFLOW).fold(0_u8, |acc, h| acc | 1 << h.record);
         assert_eq!(word::records(word), records, "record bits; {}", ctx(&log, word));
         assert_eq!(word::counter(word), counter, "counter; {}", ctx(&log, word));
-        let all_flags = WAITERS | EXCL_WAITING | WATCHED | REF | DEAD | CAP_CHANGING;
+        let all_flags = WAITERS | EXCL_WAITING | WATCHED | SPARE | DEAD | CAP_CHANGING;
         assert_eq!(word & all_flags, flags, "flags; {}", ctx(&log, word));
         assert_eq!(word::is_idle(word), holdings.is_empty() && flags & WAITERS == 0, "is_idle; {}", ctx(&log, word));
         assert_eq!(word::is_unheld(word), holdings.is_empty(), "is_unheld; {}", ctx(&log, word));
