@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example lockbench -- [--quick] [--threads 1,2,4] [--reps N]
-//!     [--workloads W1,W2,W3,W4,S,L] [--csv PATH] [--plot PATH.svg]
+//!     [--workloads W1,W2,W3,W4,S,L] [--peers leasehold,bare-mutex,...] [--csv PATH] [--plot PATH.svg]
 //! ```
 //!
 //! Modules: `peers` (the trait and the eight peers), `workloads` (the key streams and the one
@@ -33,17 +33,20 @@ struct Args {
     threads: Vec<usize>,
     reps: Option<usize>,
     workloads: Vec<Workload>,
+    peers: Vec<PeerId>,
     csv: Option<String>,
     plot: Option<String>,
 }
 
 const USAGE: &str = "\
 usage: lockbench [--quick] [--threads 1,2,4] [--reps N] [--workloads W1,W2,W3,W4,S,L]
-                 [--csv PATH] [--plot PATH.svg]
+                 [--peers leasehold,bare-mutex,...] [--csv PATH] [--plot PATH.svg]
   --quick      short windows, 1M churn ops, 3 repetitions (about half a minute on 2 cores)
   --threads    thread counts (default: powers of two up to the core count, and the core count)
   --reps       repetitions (default 5, or 3 with --quick); figures are medians across them
-  --workloads  a subset of the workloads (F and the goals need W1)
+  --workloads  a subset of the workloads (F is measured whatever the subset)
+  --peers      a subset of the peers: leasehold, leasehold+lease, std-mutex-map, dashmap-keep,
+               dashmap-remove, lockable, tokio-semaphore, striped-1024, bare-mutex
   --csv        write the medians as CSV
   --plot       draw throughput against threads per workload as SVG";
 
@@ -63,6 +66,7 @@ fn parse() -> Result<Args, String> {
         threads: default_threads(),
         reps: None,
         workloads: workloads::ALL.to_vec(),
+        peers: peers::ALL.to_vec(),
         csv: None,
         plot: None,
     };
@@ -93,6 +97,13 @@ fn parse() -> Result<Args, String> {
                             .find(|x| x.name().eq_ignore_ascii_case(w.trim()))
                             .ok_or(format!("unknown workload {w:?}"))
                     })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--peers" => {
+                let v = value("--peers")?;
+                a.peers = v
+                    .split(',')
+                    .map(|p| peers::ALL.into_iter().find(|x| x.name() == p.trim()).ok_or(format!("unknown peer {p:?}")))
                     .collect::<Result<_, _>>()?;
             }
             "--csv" => a.csv = Some(value("--csv")?),
@@ -198,7 +209,7 @@ fn main() -> ExitCode {
 
     let mut plan: Vec<(Workload, PeerId, usize)> = Vec::new();
     for &w in &args.workloads {
-        for peer in w.peers() {
+        for peer in w.peers().into_iter().filter(|p| args.peers.contains(p)) {
             for &t in &threads {
                 if !(w == Workload::W1 && peer == PeerId::BareMutex && t == 1) {
                     plan.push((w, peer, t));
@@ -224,7 +235,10 @@ fn main() -> ExitCode {
             progress.step(rep, reps, Workload::W1, PeerId::BareMutex, 1);
             let m = workloads::run_cell(Workload::W1, PeerId::BareMutex, 1, &zipf, sizes);
             fs.push(m.ns_per_op());
-            if fs.len() == 1 && threads.contains(&1) && args.workloads.contains(&Workload::W1) {
+            let keep = threads.contains(&1)
+                && args.workloads.contains(&Workload::W1)
+                && args.peers.contains(&PeerId::BareMutex);
+            if fs.len() == 1 && keep {
                 cells.push(Row::new(rep, Workload::W1, PeerId::BareMutex, 1, m));
             }
             for &(pw, peer, t) in plan.iter().filter(|p| p.0 == w) {

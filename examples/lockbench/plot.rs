@@ -37,7 +37,12 @@ pub fn svg(path: &str, cells: &[Cell], threads: &[usize], title: &str) -> Result
         }
     };
     for (area, w) in panels.iter().zip(ALL) {
-        let mine: Vec<&Cell> = cells.iter().filter(|c| c.w == w && c.mops > 0.0).collect();
+        // L is read against leasehold's own W1: draw both.
+        let mine: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.mops > 0.0)
+            .filter(|c| c.w == w || (w == Workload::L && c.w == Workload::W1 && c.peer == PeerId::Leasehold))
+            .collect();
         if mine.is_empty() {
             continue;
         }
@@ -57,6 +62,7 @@ pub fn svg(path: &str, cells: &[Cell], threads: &[usize], title: &str) -> Result
             .x_labels(n.max(2))
             .x_label_formatter(&label_threads)
             .y_label_formatter(&|v| if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.2}") })
+            .light_line_style(TRANSPARENT)
             .x_desc("threads")
             .y_desc("Mops/s (log)")
             .draw()?;
@@ -78,7 +84,7 @@ pub fn svg(path: &str, cells: &[Cell], threads: &[usize], title: &str) -> Result
             let width = if matches!(peer, PeerId::Leasehold | PeerId::LeaseholdLease) { 3 } else { 1 };
             chart
                 .draw_series(LineSeries::new(pts.clone(), col.stroke_width(width)))?
-                .label(peer.name())
+                .label(if w == Workload::L && peer == PeerId::Leasehold { "leasehold (its W1)" } else { peer.name() })
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(width)));
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
         }
