@@ -78,6 +78,15 @@ pub struct UsageDelta {
 }
 
 impl UsageDelta {
+    /// The share of all CPU time that other processes used.
+    pub fn others_share(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.busy.saturating_sub(self.ours) as f64 / self.total as f64
+        }
+    }
+
     pub fn describe(&self) -> String {
         let pct = |x: u64| if self.total == 0 { 0.0 } else { 100.0 * x as f64 / self.total as f64 };
         format!(

@@ -43,7 +43,7 @@ usage: lockbench [--quick] [--threads 1,2,4] [--reps N] [--workloads W1,W2,W3,W4
                  [--peers leasehold,bare-mutex,...] [--csv PATH] [--plot PATH.svg]
   --quick      short windows, 1M churn ops, 3 repetitions (about half a minute on 2 cores)
   --threads    thread counts (default: powers of two up to the core count, and the core count)
-  --reps       repetitions (default 5, or 3 with --quick); figures are medians across them
+  --reps       repetitions (default 7, or 3 with --quick); figures are medians across them
   --workloads  a subset of the workloads (F is measured whatever the subset)
   --peers      a subset of the peers: leasehold, leasehold+lease, std-mutex-map, dashmap-keep,
                dashmap-remove, lockable, tokio-semaphore, striped-1024, bare-mutex
@@ -179,12 +179,12 @@ fn main() -> ExitCode {
     } else {
         Sizes {
             warm: Duration::from_millis(60),
-            window: Duration::from_millis(300),
+            window: Duration::from_millis(250),
             churn_ops: 10_000_000,
             churn_warm: 200_000,
         }
     };
-    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 5 });
+    let reps = args.reps.unwrap_or(if args.quick { 3 } else { 7 });
     let threads = args.threads.clone();
     let max_threads = *threads.iter().max().expect("at least one thread count");
     let started = Instant::now();
@@ -279,6 +279,13 @@ fn main() -> ExitCode {
          {:.1} and {:.1} after.\n",
         probe_before.0, probe_before.1, probe_after.0, probe_after.1
     );
+    let serial = |p: (f64, f64)| max_threads > 1 && p.1 > 1.3 * p.0;
+    if serial(probe_before) || serial(probe_after) || usage.others_share() > 0.25 {
+        println!(
+            "**Warning: other processes took a large share of the machine during this run; figures for more \
+             than one thread (and, less so, all figures) are unreliable. Rerun on a quiet machine.**\n"
+        );
+    }
     println!(
         "F = one bare `parking_lot::Mutex` lock+unlock on one thread, through the same loop, measured before \
          each workload of each repetition: {f:.1} ns (median; per repetition {}). The same lock+unlock in a \
