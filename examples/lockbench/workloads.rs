@@ -198,7 +198,7 @@ fn batch<L: KeyedLock, S: Stream, const SAMPLE: bool>(lock: &L, s: &S, i: usize,
     let (k, m) = s.at(i);
     if SAMPLE {
         let t = Instant::now();
-        let d = lock.with(m, k, || t.elapsed());
+        let d = lock.with(m, k, Instant::now) - t;
         if samples.len() < samples.capacity() {
             samples.push(d.as_nanos().min(u32::MAX as u128) as u32);
         }
