@@ -73,21 +73,33 @@ fn unsupported(peer: &str, mode: &str) -> ! {
 // ---------------------------------------------------------------------------------------------
 // 1. leasehold
 
-/// `LockManager<u64>` with default settings; `lease` puts a lease on every acquire (workload L).
-pub struct Leasehold {
+/// `LockManager<u64>` with default settings, blocking `acquire()`. With `LEASED`, every acquire
+/// carries a [`LEASE`] (workload L); a const parameter, so the plain peer pays no branch for it.
+pub struct Leasehold<const LEASED: bool> {
     locks: LockManager<u64>,
-    lease: Option<Duration>,
 }
 
-impl Leasehold {
-    pub fn new(lease: Option<Duration>) -> Self {
-        Leasehold { locks: LockManager::new(), lease }
+impl<const LEASED: bool> Leasehold<LEASED> {
+    pub fn new() -> Self {
+        Leasehold { locks: LockManager::new() }
+    }
+
+    #[inline(always)]
+    fn hold<'m, R>(&self, req: leasehold::Request<'m, '_, u64, u64>, f: impl FnOnce() -> R) -> R
+    where
+        Self: 'm,
+    {
+        let req = if LEASED { req.lease(LEASE) } else { req };
+        let g = req.acquire().expect("leasehold acquire");
+        let r = f();
+        drop(g);
+        r
     }
 }
 
-impl KeyedLock for Leasehold {
+impl<const LEASED: bool> KeyedLock for Leasehold<LEASED> {
     fn name(&self) -> &'static str {
-        if self.lease.is_some() {
+        if LEASED {
             "leasehold+lease"
         } else {
             "leasehold"
@@ -98,36 +110,15 @@ impl KeyedLock for Leasehold {
     }
     #[inline(always)]
     fn exclusive<R>(&self, key: u64, f: impl FnOnce() -> R) -> R {
-        let mut req = self.locks.exclusive(&key);
-        if let Some(ttl) = self.lease {
-            req = req.lease(ttl);
-        }
-        let g = req.acquire().expect("leasehold exclusive acquire");
-        let r = f();
-        drop(g);
-        r
+        self.hold(self.locks.exclusive(&key), f)
     }
     #[inline(always)]
     fn shared<R>(&self, key: u64, f: impl FnOnce() -> R) -> R {
-        let mut req = self.locks.shared(&key);
-        if let Some(ttl) = self.lease {
-            req = req.lease(ttl);
-        }
-        let g = req.acquire().expect("leasehold shared acquire");
-        let r = f();
-        drop(g);
-        r
+        self.hold(self.locks.shared(&key), f)
     }
     #[inline(always)]
     fn permit<R>(&self, key: u64, permits: u32, f: impl FnOnce() -> R) -> R {
-        let mut req = self.locks.semaphore(&key, permits);
-        if let Some(ttl) = self.lease {
-            req = req.lease(ttl);
-        }
-        let g = req.acquire().expect("leasehold semaphore acquire");
-        let r = f();
-        drop(g);
-        r
+        self.hold(self.locks.semaphore(&key, permits), f)
     }
     fn entries(&self) -> Entries {
         let now = self.locks.slot_count();
@@ -526,8 +517,8 @@ impl PeerId {
     /// Builds a fresh peer and runs `v` on it; the peer is dropped afterwards.
     pub fn with<V: Visit>(self, permits: u32, v: V) -> V::Out {
         match self {
-            PeerId::Leasehold => v.visit(&Leasehold::new(None)),
-            PeerId::LeaseholdLease => v.visit(&Leasehold::new(Some(LEASE))),
+            PeerId::Leasehold => v.visit(&Leasehold::<false>::new()),
+            PeerId::LeaseholdLease => v.visit(&Leasehold::<true>::new()),
             PeerId::StdMutexMap => v.visit(&StdMutexMap::default()),
             PeerId::DashMapKeep => v.visit(&DashMapLocks::new(false)),
             PeerId::DashMapRemove => v.visit(&DashMapLocks::new(true)),
