@@ -24,9 +24,22 @@ pub fn short() -> String {
     format!("{} cores, {}", cores(), cpu_model())
 }
 
-/// The machine in one sentence.
+/// The machine in one sentence (and this process's scheduling priority, when it is not the
+/// default: a raised priority is how a run on a shared machine keeps its cores).
 pub fn describe() -> String {
-    format!("Machine: {} ({} {})", short(), std::env::consts::OS, std::env::consts::ARCH)
+    let mut s = format!("Machine: {} ({} {})", short(), std::env::consts::OS, std::env::consts::ARCH);
+    // SAFETY: getpriority has no preconditions.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let group = std::fs::read_to_string("/proc/self/autogroup")
+        .ok()
+        .and_then(|a| a.split_whitespace().skip_while(|w| *w != "nice").nth(1).and_then(|n| n.parse::<i32>().ok()));
+    if nice != 0 || group.is_some_and(|g| g != 0) {
+        s += &format!(", run at nice {nice}");
+        if let Some(g) = group {
+            s += &format!(" in a scheduler autogroup at nice {g}");
+        }
+    }
+    s
 }
 
 /// CPU time of the whole machine and of this process, from `/proc`.
