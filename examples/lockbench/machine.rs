@@ -91,20 +91,11 @@ pub struct UsageDelta {
 }
 
 impl UsageDelta {
-    /// The share of all CPU time that other processes used.
-    pub fn others_share(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.busy.saturating_sub(self.ours) as f64 / self.total as f64
-        }
-    }
-
     pub fn describe(&self) -> String {
         let pct = |x: u64| if self.total == 0 { 0.0 } else { 100.0 * x as f64 / self.total as f64 };
         format!(
             "Machine load while it ran: this process used {:.0}% of all CPU time, other processes {:.0}% \
-             (load average {} before, {} after).",
+             (they can use the core that one-thread cells leave idle; load average {} before, {} after).",
             pct(self.ours),
             pct(self.busy.saturating_sub(self.ours)),
             self.load_before,

@@ -198,8 +198,13 @@ fn main() -> ExitCode {
 
     let zipf = if args.workloads.contains(&Workload::W2) { workloads::zipf_streams(max_threads) } else { Vec::new() };
     let f_tight = machine::tight_mutex_ns(20_000_000);
-    let probe_window = Duration::from_millis(200);
-    let probe_before = (machine::parallel_probe(1, probe_window), machine::parallel_probe(max_threads, probe_window));
+    // The parallel probe, at the start of every repetition and at the end: the most threads, each
+    // on its own mutex, against one thread. A ratio near 1 means the threads really ran in parallel.
+    let probe = || {
+        let w = Duration::from_millis(100);
+        machine::parallel_probe(max_threads, w) / machine::parallel_probe(1, w)
+    };
+    let mut probes = Vec::new();
 
     // Every peer, once, untimed: page in code and allocator arenas.
     for peer in Workload::W1.peers() {
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
     };
     let mut rows: Vec<Row> = Vec::new();
     for rep in 0..reps {
+        probes.push(probe());
         // F: the bare mutex through the same loop, one thread, before each workload of this
         // repetition; the repetition's F is the median of those (robust to a passing burst of
         // load from other processes). The first one is also the bare-mutex W1 1-thread cell.
@@ -251,7 +257,7 @@ fn main() -> ExitCode {
     }
     progress.finish();
     let usage = machine::Usage::now().since(&usage0);
-    let probe_after = (machine::parallel_probe(1, probe_window), machine::parallel_probe(max_threads, probe_window));
+    probes.push(probe());
     let took = started.elapsed();
 
     // Table order: workload, peer, threads.
@@ -273,18 +279,19 @@ fn main() -> ExitCode {
         took.as_secs_f64()
     );
     println!("{}", usage.describe());
-    println!(
-        "Parallel probe (each thread locks its own mutex; equal figures mean the threads really ran in \
-         parallel): 1 thread {:.1} ns/op, {max_threads} threads {:.1} ns/op per thread before the run; \
-         {:.1} and {:.1} after.\n",
-        probe_before.0, probe_before.1, probe_after.0, probe_after.1
-    );
-    let serial = |p: (f64, f64)| max_threads > 1 && p.1 > 1.3 * p.0;
-    if serial(probe_before) || serial(probe_after) || usage.others_share() > 0.25 {
+    if max_threads > 1 {
+        let median = report::median(probes.clone());
         println!(
-            "**Warning: other processes took a large share of the machine during this run; figures for more \
-             than one thread (and, less so, all figures) are unreliable. Rerun on a quiet machine.**\n"
+            "Parallel probe ({max_threads} threads each locking its own mutex, ns/op per thread over one thread's; \
+             1.00 means they really ran in parallel), at the start of each repetition and at the end: {}.\n",
+            probes.iter().map(|p| format!("{p:.2}")).collect::<Vec<_>>().join(", ")
         );
+        if median > 1.15 {
+            println!(
+                "**Warning: the threads did not get a core each during most of this run (median probe \
+                 {median:.2}); figures for more than one thread are unreliable. Rerun on a quiet machine.**\n"
+            );
+        }
     }
     println!(
         "F = one bare `parking_lot::Mutex` lock+unlock on one thread, through the same loop, measured before \
