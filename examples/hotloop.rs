@@ -7,7 +7,7 @@ fn main() {
     let mask: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1023);
     let t = std::time::Instant::now();
     for i in 0..n {
-        let g = locks.exclusive(&(i & mask)).try_acquire().unwrap();
+        let g = locks.exclusive(&(i & mask)).acquire().unwrap();
         std::hint::black_box(g.token());
         drop(g);
     }

@@ -169,6 +169,14 @@ impl Wheelhouse {
         self.driver.sleeping_until.store(0, Ordering::SeqCst);
     }
 
+    /// Wakes the reaper if it sleeps with nothing scheduled (the first slot of an empty shard
+    /// gives it a sweep to schedule).
+    pub(crate) fn wake_driver_if_idle(&self) {
+        if self.driver.sleeping_until.load(Ordering::SeqCst) == NONE {
+            self.wake_driver();
+        }
+    }
+
     /// Wakes the reaper (shutdown, or the first slot of an empty table).
     pub(crate) fn wake_driver(&self) {
         if let Some(t) = self.driver.thread.lock().as_ref() {

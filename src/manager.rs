@@ -91,8 +91,9 @@ pub(crate) struct Inner<K, S> {
     max_slots: usize,
     /// A shard with this many slots reclaims idle ones as it creates new ones.
     idle_per_shard: usize,
-    /// Slots in the index, over all shards (held, waited on, or idle and cached).
-    slots: AtomicUsize,
+    /// Slots in the index over all shards, kept only when `max_slots` is bounded (a counter every
+    /// slot creation and reclamation writes; unbounded managers sum the shards' own counts).
+    bounded: Option<AtomicUsize>,
     /// Clock time of the next periodic sweep.
     next_sweep_ns: AtomicU64,
     reaper: ReaperMode,
@@ -368,7 +369,7 @@ where
             hasher: self.hasher,
             max_slots: self.max_slots,
             idle_per_shard: self.idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
-            slots: AtomicUsize::new(0),
+            bounded: (self.max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
             next_sweep_ns: AtomicU64::new(now.saturating_add(duration_ns(SWEEP_INTERVAL))),
             reaper,
             shutdown: AtomicBool::new(false),
@@ -462,7 +463,7 @@ impl<K, S> fmt::Debug for LockManager<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockManager")
             .field("shards", &self.inner.shards.len())
-            .field("slots", &self.inner.slots.load(std::sync::atomic::Ordering::Relaxed))
+            .field("slots", &self.inner.shards.iter().map(Shard::count).sum::<usize>())
             .finish_non_exhaustive()
     }
 }
@@ -589,7 +590,7 @@ where
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn slot_count(&self) -> usize {
-        self.inner.slots.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.total_slots()
     }
 
     /// A snapshot of the manager's metrics: acquisitions, refusals, timeouts, contention, wait and
@@ -960,6 +961,18 @@ where
         });
     }
 
+    /// Slots in the table (held, waited on, or idle and cached), summed over the shards.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.shards.iter().map(Shard::count).sum()
+    }
+
+    /// Keeps the bounded count in step with `n` slots reclaimed.
+    fn note_reclaimed(&self, n: usize) {
+        if let (Some(count), true) = (&self.bounded, n > 0) {
+            count.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// See [`LockManager::metrics`].
     pub(crate) fn metrics(&self) -> MetricsSnapshot {
         let inner = self;
@@ -1050,10 +1063,11 @@ where
         loop {
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
-                if self.slots.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots {
+                if self.bounded.as_ref().is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots)
+                {
                     let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, true);
                     if reclaimed > 0 {
-                        self.slots.fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                        self.note_reclaimed(reclaimed);
                         continue;
                     }
                     drop(g);
@@ -1096,14 +1110,15 @@ where
                 // claimed again since (a hot key) does.
                 slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
                 shard.insert(&mut g, hash, slot);
-                let before = self.slots.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if reclaimed > 0 {
-                    self.slots.fetch_sub(reclaimed, std::sync::atomic::Ordering::Relaxed);
+                let first_in_shard = g.present == 1;
+                if let Some(n) = &self.bounded {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                self.note_reclaimed(reclaimed);
                 drop(g);
-                if before == 0 && self.reaper == ReaperMode::Thread {
+                if first_in_shard && self.reaper == ReaperMode::Thread {
                     // The reaper sleeps without a sweep timer while the table is empty.
-                    self.core.wheel.wake_driver();
+                    self.core.wheel.wake_driver_if_idle();
                 }
                 let h = slot.finish_claim(&self.core, ask, claim, None);
                 return Attempt::Acquired(slot, h);
@@ -1283,9 +1298,7 @@ where
             let mut g = shard.lock();
             let n = shard.sweep(&mut g, SWEEP_PER_INTERVAL, usize::MAX, &self.core, false);
             drop(g);
-            if n > 0 {
-                self.slots.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.note_reclaimed(n);
             total += n;
         }
         total
@@ -1298,9 +1311,7 @@ where
             let mut g = shard.lock();
             let n = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, thorough);
             drop(g);
-            if n > 0 {
-                self.slots.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-            }
+            self.note_reclaimed(n);
             total += n;
         }
         total
@@ -1318,8 +1329,8 @@ where
             self.run_expiry();
             let now = self.core.clock.now_ns();
             let now_tick = now / tick;
-            let sweep_tick = (self.slots.load(StdOrdering::Relaxed) > 0)
-                .then(|| self.next_sweep_ns.load(Ordering::Relaxed).div_ceil(tick));
+            let sweep_tick =
+                (self.total_slots() > 0).then(|| self.next_sweep_ns.load(Ordering::Relaxed).div_ceil(tick));
             if self.shutdown.load(StdOrdering::SeqCst) {
                 return;
             }

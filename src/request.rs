@@ -163,14 +163,15 @@ where
         let ask = self.checked_ask()?;
         let inner = &*self.locks.inner;
         let hash = inner.hash(self.key);
-        if let (Some(slot), Some(h)) = inner.try_fast(hash, self.key, &ask) {
-            return Ok(self.guard(slot, h));
-        }
-        match inner.attempt(hash, self.key, &ask, None) {
-            Attempt::Acquired(slot, h) => Ok(self.guard(slot, h)),
-            Attempt::Failed(e) => Err(e),
-            Attempt::Queued(..) => unreachable!("no waiter was offered"),
-        }
+        let (slot, h) = match inner.try_fast(hash, self.key, &ask) {
+            (Some(slot), Some(h)) => (slot, h),
+            _ => match inner.attempt(hash, self.key, &ask, None) {
+                Attempt::Acquired(slot, h) => (slot, h),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Queued(..) => unreachable!("no waiter was offered"),
+            },
+        };
+        Ok(self.guard(slot, h))
     }
 
     /// Waits as long as it takes to get the lock.
@@ -189,6 +190,7 @@ where
     /// let g = locks.exclusive(&42).acquire()?;
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
+    #[inline]
     pub fn acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
         self.acquire_until(None)
     }
@@ -210,18 +212,35 @@ where
     /// assert_eq!(err, LockError::TimedOut);
     /// # Ok::<(), LockError>(())
     /// ```
+    #[inline]
     pub fn acquire_timeout(self, timeout: Duration) -> Result<LockGuard<'m, K, S>, LockError> {
         self.acquire_until(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
     }
 
+    /// The fast path, inlined into the caller like `try_acquire`'s; everything else is cold.
+    #[inline]
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
         let inner = &*self.locks.inner;
         let hash = inner.hash(self.key);
         let (found, claimed) = inner.try_fast(hash, self.key, &ask);
-        if let (Some(slot), Some(h)) = (found, claimed) {
-            return Ok(self.guard(slot, h));
-        }
+        let (slot, h) = match (found, claimed) {
+            (Some(slot), Some(h)) => (slot, h),
+            // The guard is built here for both paths, so the slow path returns only what it got.
+            _ => self.acquire_slow(ask, hash, found, deadline)?,
+        };
+        Ok(self.guard(slot, h))
+    }
+
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        ask: Ask,
+        hash: u64,
+        found: Option<&'m Slot<K>>,
+        deadline: Option<Instant>,
+    ) -> Result<(&'m Slot<K>, Holding), LockError> {
+        let inner = &*self.locks.inner;
         #[cfg(leasehold_loom)]
         let _ = found;
         // Someone holds it: a short spin catches a short critical section without parking.
@@ -232,17 +251,17 @@ where
             while !backoff.is_completed() {
                 backoff.snooze();
                 if let Some(h) = inner.claim_found(slot, self.key, &ask) {
-                    return Ok(self.guard(slot, h));
+                    return Ok((slot, h));
                 }
             }
         }
         let make = || Waiter::for_thread(ask.clone());
         match inner.attempt(hash, self.key, &ask, Some(&make)) {
-            Attempt::Acquired(slot, h) => Ok(self.guard(slot, h)),
+            Attempt::Acquired(slot, h) => Ok((slot, h)),
             Attempt::Failed(e) => Err(e),
             Attempt::Queued(slot, waiter) => {
                 let h = wait_blocking(inner, slot, &waiter, deadline)?;
-                Ok(self.guard(slot, h))
+                Ok((slot, h))
             }
         }
     }

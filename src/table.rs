@@ -58,6 +58,9 @@ impl<K> Table<K> {
 pub(crate) struct Shard<K> {
     /// The current table. Swapped (Release) under the lock when the table grows.
     table: CachePadded<AtomicPtr<Table<K>>>,
+    /// `ShardInner::present`, mirrored for readers that do not take the lock (`slot_count`); its
+    /// own line, written with a plain store under the lock.
+    count: CachePadded<std::sync::atomic::AtomicUsize>,
     inner: Mutex<ShardInner<K>>,
 }
 
@@ -104,6 +107,7 @@ impl<K> Shard<K> {
     pub(crate) fn new() -> Self {
         Shard {
             table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
+            count: CachePadded::new(std::sync::atomic::AtomicUsize::new(0)),
             inner: Mutex::new(ShardInner {
                 present: 0,
                 free: Vec::new(),
@@ -148,6 +152,11 @@ impl<K> Shard<K> {
             i = (i + 1) & table.mask;
         }
         None
+    }
+
+    /// Slots in this shard's index, read without the lock.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ShardInner<K>> {
@@ -203,6 +212,7 @@ impl<K> Shard<K> {
         }
         self.place(self.table(), hash, slot as *const Slot<K> as *mut Slot<K>);
         g.present += 1;
+        self.count.store(g.present, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn place(&self, table: &Table<K>, hash: u64, p: *mut Slot<K>) {
@@ -256,6 +266,7 @@ impl<K> Shard<K> {
         }
         table.entries[hole].slot.store(std::ptr::null_mut(), Ordering::Release);
         g.present -= 1;
+        self.count.store(g.present, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Tries to reclaim `slot` (under the shard lock): an idle slot with no zombies becomes dead,
