@@ -1130,19 +1130,9 @@ where
             // `WAITERS` flag prevents that; if neither happens we go round again.
             match slot.claim_locked(&self.core, ask, false, waiter.is_some(), &mut inner) {
                 Ok(h) => return Attempt::Acquired(slot, h),
-                Err(Blocked::Busy) => {
-                    if self.expire_blockers(slot, &mut inner) > 0 {
-                        continue;
-                    }
-                    let Some(make) = waiter else {
-                        return Attempt::Failed(LockError::WouldBlock);
-                    };
-                    let w = make();
-                    wait::enqueue(slot, SyncArc::clone(&w), &mut inner);
-                    return Attempt::Queued(slot, w);
-                }
-                Err(Blocked::Exhausted) => {
-                    if slot.rebase(&self.core) {
+                Err(blocked @ (Blocked::Busy | Blocked::Exhausted)) => {
+                    // A spent counter is reset once nobody holds a unit; until then, wait.
+                    if blocked == Blocked::Exhausted && slot.rebase(&self.core) {
                         continue;
                     }
                     if self.expire_blockers(slot, &mut inner) > 0 {
@@ -1152,6 +1142,8 @@ where
                         return Attempt::Failed(LockError::WouldBlock);
                     };
                     let w = make();
+                    #[cfg(feature = "tracing")]
+                    self.trace("waiting", slot, None, ask.owner.as_ref());
                     wait::enqueue(slot, SyncArc::clone(&w), &mut inner);
                     return Attempt::Queued(slot, w);
                 }
