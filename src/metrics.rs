@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 /// One acquisition in this many is timed for the hold-time histogram.
-pub const HOLD_SAMPLE: u64 = 64;
+pub const HOLD_SAMPLE: u64 = 256;
 
 /// Histogram buckets: bucket `i` counts durations below `2^i` ns (and at least `2^(i-1)`); the
 /// last one is open-ended. 2^40 ns is about 18 minutes.
@@ -352,7 +352,7 @@ impl MetricsSnapshot {
         gauge("live_holders", "Holdings live now.", self.live_holders);
         gauge("waiters", "Requests queued now.", self.waiters);
         histogram(&mut out, "acquire_wait_seconds", "Wait of contended acquisitions.", &self.wait_time);
-        histogram(&mut out, "hold_seconds", "Hold time, one acquisition in 64 sampled.", &self.hold_time);
+        histogram(&mut out, "hold_seconds", "Hold time, one acquisition in 256 sampled.", &self.hold_time);
         out
     }
 }
