@@ -1285,23 +1285,20 @@ where
     /// stopped), with a second chance for recently used slots, so the reaper never stalls on a
     /// huge table. An idle slot outlives its last use by at most two full turns of the hand.
     fn sweep_periodic(&self) -> usize {
-        let mut total = 0;
-        for shard in self.shards.iter() {
-            let mut g = shard.lock();
-            let n = shard.sweep(&mut g, SWEEP_PER_INTERVAL, usize::MAX, &self.core, false);
-            drop(g);
-            self.note_reclaimed(n);
-            total += n;
-        }
-        total
+        self.sweep_shards(SWEEP_PER_INTERVAL, false)
     }
 
     /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.
     pub(crate) fn sweep_all(&self, thorough: bool) -> usize {
+        self.sweep_shards(usize::MAX, thorough)
+    }
+
+    /// Sweeps up to `budget` index entries of each shard, one shard lock at a time.
+    fn sweep_shards(&self, budget: usize, thorough: bool) -> usize {
         let mut total = 0;
         for shard in self.shards.iter() {
             let mut g = shard.lock();
-            let n = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, thorough);
+            let n = shard.sweep(&mut g, budget, usize::MAX, &self.core, thorough);
             drop(g);
             self.note_reclaimed(n);
             total += n;

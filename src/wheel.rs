@@ -109,6 +109,19 @@ struct Level {
 
 impl Level {
     const EMPTY: Level = Level { occupied: 0, lanes: [0; SLOTS], heads: [[NIL; LANES]; SLOTS] };
+
+    /// Makes `head` the head of lane `lane` of slot `slot` after its old head left, clearing the
+    /// lane's bit (and the slot's) when that emptied it.
+    #[inline]
+    fn set_head(&mut self, slot: usize, lane: usize, head: u32) {
+        self.heads[slot][lane] = head;
+        if head == NIL {
+            self.lanes[slot] &= !(1u64 << lane);
+            if self.lanes[slot] == 0 {
+                self.occupied &= !(1u64 << slot);
+            }
+        }
+    }
 }
 
 // Lane masks are u64.
@@ -358,13 +371,8 @@ impl<T> Wheel<T> {
             self.elapsed
         );
         let (next, key) = (node.next, EntryKey(idx, node.generation));
-        lvl.heads[slot][lane] = next;
-        if next == NIL {
-            lvl.lanes[slot] &= !(1u64 << lane);
-            if lvl.lanes[slot] == 0 {
-                lvl.occupied &= !(1u64 << slot);
-            }
-        } else {
+        lvl.set_head(slot, lane, next);
+        if next != NIL {
             self.nodes[next as usize].prev = NIL;
         }
         (key, self.vacate(idx))
@@ -466,13 +474,7 @@ impl<T> Wheel<T> {
             let lane = lane_of(idx);
             let lvl = &mut self.levels[level];
             debug_assert_eq!(lvl.heads[slot][lane], idx, "node not where place() says");
-            lvl.heads[slot][lane] = next;
-            if next == NIL {
-                lvl.lanes[slot] &= !(1u64 << lane);
-                if lvl.lanes[slot] == 0 {
-                    lvl.occupied &= !(1u64 << slot);
-                }
-            }
+            lvl.set_head(slot, lane, next);
         } else {
             self.nodes[prev as usize].next = next;
         }
