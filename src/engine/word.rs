@@ -44,10 +44,9 @@
 
 /// Bits of the `units` field.
 pub const UNITS_BITS: u32 = 20;
-/// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
-pub const MAX_UNITS: u32 = (1 << UNITS_BITS) - 1;
-/// Most permits a semaphore key can have.
-pub const MAX_PERMITS: u32 = MAX_UNITS - 1;
+pub use crate::vocab::mode::{MAX_PERMITS, MAX_UNITS};
+// The public limit is what the `units` field counts.
+const _: () = assert!(MAX_UNITS as u64 == (1 << UNITS_BITS) - 1);
 
 const UNITS_MASK: u64 = MAX_UNITS as u64;
 pub const COUNTER_SHIFT: u32 = UNITS_BITS;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::primitives::sync::{AtomicU64, Ordering};
 
 /// A source of monotonic time for leases.
 ///

@@ -21,14 +21,14 @@
 
 use std::mem::MaybeUninit;
 
-use crate::clock::ClockSource;
-use crate::expiry::{Watch, Wheelhouse};
-use crate::lease;
-use crate::metrics::{ShardStats, Stats, HOLD_SAMPLE};
-use crate::mode::{Mode, Owner};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
-use crate::wait::{self, WaitQueue};
-use crate::word::{self, Claim, Need, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+use crate::engine::lease;
+use crate::engine::queue::{self as wait, WaitQueue};
+use crate::engine::watch::{Watch, Wheelhouse};
+use crate::engine::word::{self, Claim, Need, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+use crate::primitives::clock::ClockSource;
+use crate::primitives::counters::{ShardStats, Stats, HOLD_SAMPLE};
+use crate::primitives::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::vocab::mode::{Mode, Owner};
 
 /// What the slot protocols need from the manager (nothing generic).
 pub(crate) struct Core {

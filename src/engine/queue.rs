@@ -15,9 +15,9 @@ use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::slot::{Ask, Core, Holding, Slot, SlotInner};
-use crate::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
-use crate::word::{self, OVERFLOW};
+use crate::engine::slot::{Ask, Core, Holding, Slot, SlotInner};
+use crate::engine::word::{self, OVERFLOW};
+use crate::primitives::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
 
 /// How long a waiter may lose to bargers before a release hands the lock to it directly.
 pub(crate) const FAIR_AFTER: Duration = Duration::from_micros(500);
