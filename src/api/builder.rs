@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::api::manager::LockManager;
 use crate::api::state::State;
-use crate::engine::slot::Core;
+use crate::engine::core::Core;
 use crate::engine::table::{DefaultHasher, Table, TableConfig};
 use crate::engine::watch::Wheelhouse;
 use crate::engine::word::COUNTER_MAX;

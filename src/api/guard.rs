@@ -6,8 +6,9 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use crate::api::state::State;
+use crate::engine::holding::{Holding, RecordRef};
 use crate::engine::lease::MAX_TTL;
-use crate::engine::slot::{Holding, Lost, RecordRef, Slot};
+use crate::engine::slot::{Lost, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
 use crate::primitives::clock::duration_ns;

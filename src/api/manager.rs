@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::api::fenced::Fenced;
 use crate::api::request::Request;
 use crate::api::state::State;
-use crate::engine::slot::RecordRef;
+use crate::engine::holding::RecordRef;
 use crate::engine::table::{holding_records, DefaultHasher};
 use crate::engine::word;
 use crate::observe::events::EventReceiver;

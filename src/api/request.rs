@@ -15,9 +15,10 @@ use crossbeam_utils::Backoff;
 
 use crate::api::guard::LockGuard;
 use crate::api::state::State;
+use crate::engine::holding::{Ask, Holding};
 use crate::engine::lease::MAX_TTL;
-use crate::engine::queue::{self as wait, Waiter};
-use crate::engine::slot::{Ask, Holding, Slot};
+use crate::engine::queue::Waiter;
+use crate::engine::slot::Slot;
 use crate::engine::table::{Attempt, DefaultHasher};
 use crate::engine::word::MAX_PERMITS;
 use crate::primitives::clock::duration_ns;
@@ -329,7 +330,7 @@ where
         if deadline.is_some_and(|d| Instant::now() >= d) {
             #[cfg(feature = "tracing")]
             locks.trace("gave up waiting", slot, None, waiter.ask.owner.as_ref());
-            wait::leave(slot, &locks.table.core, waiter, &mut g);
+            slot.leave_queue(waiter, &mut g);
             drop(g);
             locks.table.count_refusal(slot.hash.load(crate::primitives::sync::Ordering::Relaxed), &LockError::TimedOut);
             return Err(LockError::TimedOut);
@@ -452,7 +453,7 @@ impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
                     }
                 }
                 None => {
-                    wait::leave(slot, core, &waiter, &mut g);
+                    slot.leave_queue(&waiter, &mut g);
                     let stats = core.stats.of(slot.hash.load(crate::primitives::sync::Ordering::Relaxed));
                     crate::primitives::counters::ShardStats::bump(&stats.cancelled);
                 }

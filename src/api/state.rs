@@ -4,8 +4,9 @@
 
 use std::hash::{BuildHasher, Hash};
 
+use crate::engine::holding::Holding;
 use crate::engine::queue::Waiter;
-use crate::engine::slot::{Ended, Holding, Slot, SlotInner};
+use crate::engine::slot::{Ended, Slot, SlotInner};
 use crate::engine::table::{Attempt, Table};
 use crate::expiry::driver;
 use crate::observe::events::{EventBus, EventKind};
@@ -38,7 +39,7 @@ where
         &self,
         hash: u64,
         key: &Q,
-        ask: &crate::engine::slot::Ask,
+        ask: &crate::engine::holding::Ask,
         waiter: Option<&dyn Fn() -> SyncArc<Waiter>>,
     ) -> Attempt<'_, K>
     where

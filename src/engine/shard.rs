@@ -18,7 +18,7 @@ use std::hash::Hash;
 
 use crossbeam_utils::CachePadded;
 
-use crate::engine::slot::Core;
+use crate::engine::core::Core;
 use crate::engine::slot::Slot;
 use crate::engine::word;
 use crate::primitives::sync::untracked;

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::engine::core::Core;
 use crate::engine::shard::{Shard, ShardInner};
-use crate::engine::slot::Core;
 use crate::primitives::clock::duration_ns;
 use crate::primitives::sync::{AtomicU64, Ordering};
 

@@ -9,9 +9,11 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use crate::engine::queue::{self as wait, Waiter};
+use crate::engine::core::Core;
+use crate::engine::holding::{Ask, Holding, RecordRef};
+use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard};
-use crate::engine::slot::{Ask, Blocked, Core, Ended, Holding, RecordRef, Slot, SlotInner};
+use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
 use crate::engine::sweep::{sweep_on_insert, SweepTimer, IDLE_PER_SHARD, SWEEP_PER_INTERVAL};
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
@@ -281,7 +283,7 @@ where
                         return Attempt::Failed(LockError::WouldBlock);
                     };
                     let w = make();
-                    wait::enqueue(slot, SyncArc::clone(&w), &mut inner);
+                    slot.enqueue(SyncArc::clone(&w), &mut inner);
                     return Attempt::Queued(slot, w);
                 }
                 Err(Blocked::Mismatch(live)) => {
@@ -310,7 +312,7 @@ where
         loop {
             match slot.claim_locked(&self.core, &waiter.ask, true, true, inner) {
                 Ok(h) => {
-                    wait::leave(slot, &self.core, waiter, inner);
+                    slot.leave_queue(waiter, inner);
                     return Some(h);
                 }
                 Err(Blocked::Exhausted) if slot.rebase(&self.core) => continue,

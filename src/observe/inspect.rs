@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use crate::engine::holding::{Record, RecordRef, UNKNOWN_TIME};
 use crate::engine::lease;
-use crate::engine::slot::{Record, RecordRef, Slot, SlotInner, UNKNOWN_TIME};
+use crate::engine::slot::{Slot, SlotInner};
 use crate::engine::word::{self, RecordIdx, INLINE_RECORDS, MAX_UNITS};
 use crate::primitives::sync::Ordering;
 use crate::vocab::mode::{Mode, Owner};
