@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordRef};
 use crate::engine::lease::MAX_TTL;
-use crate::engine::slot::{Lost, Slot};
+use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
 use crate::primitives::clock::duration_ns;
@@ -198,18 +198,24 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                     // expiry agree with this answer.
                     let events = &self.locks.events;
                     let mut si = self.slot.lock();
-                    self.slot.force_end(core, h.record, Some(now), Some(h.token), &mut si, &mut |e| {
-                        if events.is_active() {
-                            // SAFETY: the units are not back yet: the slot is pinned.
-                            let key = unsafe { self.slot.key() };
-                            events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
-                        }
-                    });
+                    self.slot.force_end(
+                        core,
+                        h.record,
+                        Ending::Expiry { now, token: Some(h.token) },
+                        &mut si,
+                        &mut |e| {
+                            if events.is_active() {
+                                // SAFETY: the units are not back yet: the slot is pinned.
+                                let key = unsafe { self.slot.key() };
+                                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+                            }
+                        },
+                    );
                     Err(LockError::Expired)
                 }
             }
         } else {
-            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired);
+            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|AlreadyEnded| LockError::Expired);
             if promoted.is_ok() {
                 self.managed.store(true, UntrackedOrdering::Relaxed);
             }
@@ -301,7 +307,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 }
                 Ok(())
             }
-            Err(()) => {
+            Err(AlreadyEnded) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the
                 // reclaimer's Acquire load of the count.

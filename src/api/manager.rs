@@ -10,6 +10,7 @@ use crate::api::fenced::Fenced;
 use crate::api::request::Request;
 use crate::api::state::State;
 use crate::engine::holding::RecordRef;
+use crate::engine::slot::Ending;
 use crate::engine::table::{holding_records, DefaultHasher};
 use crate::engine::word;
 use crate::observe::events::EventReceiver;
@@ -354,7 +355,9 @@ where
         let token = token.as_u64();
         for record in holding_records(slot, &si) {
             if slot
-                .force_end(&table.core, record, None, Some(token), &mut si, &mut |e| state.emit_ended(slot, e))
+                .force_end(&table.core, record, Ending::Revocation { token: Some(token) }, &mut si, &mut |e| {
+                    state.emit_ended(slot, e)
+                })
                 .is_some()
             {
                 return Ok(());
@@ -393,7 +396,9 @@ where
                     holding_records(slot, &si).into_iter().filter(|&r| si.owner(r).as_ref() == Some(&owner)).collect();
                 for record in mine {
                     let ended =
-                        slot.force_end(&table.core, record, None, None, &mut si, &mut |e| state.emit_ended(slot, e));
+                        slot.force_end(&table.core, record, Ending::Revocation { token: None }, &mut si, &mut |e| {
+                            state.emit_ended(slot, e)
+                        });
                     revoked += usize::from(ended.is_some());
                 }
             }

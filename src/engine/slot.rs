@@ -473,10 +473,10 @@ impl<K> Slot<K> {
             .then(|| lease::deadline_ns(l))
     }
 
-    /// Releases a holding. `Err(())` if it was already ended by an expirer or a revoker (the
+    /// Releases a holding. `Err(AlreadyEnded)` if an expirer or a revoker ended it first (the
     /// guard is then a zombie).
     #[inline]
-    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), ()> {
+    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), AlreadyEnded> {
         match h.record {
             RecordRef::Inline(idx) => {
                 let rec = self.record(h);
@@ -509,13 +509,16 @@ impl<K> Slot<K> {
     /// The guard's side of the lease-word race: `HELD -> FREE`, or `Err` if an expirer or revoker
     /// won first.
     #[inline]
-    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), ()> {
+    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), AlreadyEnded> {
         let current = rec.lease.load(Ordering::Acquire);
         if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
-            return Err(());
+            return Err(AlreadyEnded);
         }
         // AcqRel: wins (or loses) against the expirer's compare-exchange on the same word.
-        rec.lease.compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed).map(drop).map_err(drop)
+        rec.lease
+            .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| AlreadyEnded)
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
@@ -636,18 +639,21 @@ impl<K> Slot<K> {
         true
     }
 
-    /// Ends a managed holding that is not the caller's: an expiry (`due_at` = now: only if its
-    /// deadline has passed) or a revocation (`due_at` = None; `token`, if given, must match).
-    /// Returns the token and units of the holding ended.
+    /// Ends a managed holding that is not the caller's guard's doing: an expiry (only if its
+    /// deadline has passed) or a revocation, as `ending` says. Returns the token and units of the
+    /// holding ended.
     pub(crate) fn force_end(
         &self,
         core: &Core,
         record: RecordRef,
-        due_at: Option<u64>,
-        token: Option<u64>,
+        ending: Ending,
         inner: &mut SlotInner,
         on_end: &mut dyn FnMut(&Ended),
     ) -> Option<(u64, u32)> {
+        let (due_at, token) = match ending {
+            Ending::Expiry { now, token } => (Some(now), token),
+            Ending::Revocation { token } => (None, token),
+        };
         let rec: &Record = match record {
             RecordRef::Inline(idx) => &self.records[idx as usize],
             // SAFETY: overflow boxes never move or free while the slot's memory lives.
@@ -692,7 +698,7 @@ impl<K> Slot<K> {
     /// Expires every managed holding of this slot whose deadline is before `now_ns`. Returns how
     /// many it expired and the earliest deadline of the leased holdings left (`u64::MAX` if none),
     /// and whether some record was between holdings (its lease may not be visible yet).
-    pub(crate) fn expire_due(
+    pub(crate) fn expire_overdue(
         &self,
         core: &Core,
         now_ns: u64,
@@ -706,7 +712,10 @@ impl<K> Slot<K> {
             match lease::state(l) {
                 lease::HELD if lease::is_leased(l) => {
                     if lease::deadline_ns(l) <= now_ns {
-                        if this.force_end(core, record, Some(now_ns), None, inner, on_expired).is_some() {
+                        if this
+                            .force_end(core, record, Ending::Expiry { now: now_ns, token: None }, inner, on_expired)
+                            .is_some()
+                        {
                             result.expired += 1;
                         } else {
                             result.in_flux = true;
@@ -779,11 +788,11 @@ impl<K> Slot<K> {
 
     /// Gives a plain holding a lease (a renewal of a holding acquired without one); from then on it
     /// is managed. Returns the deadline, or `Err` if `h` is not a plain holding of this record.
-    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
+    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, AlreadyEnded> {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
         if lease::state(l) != lease::PLAIN || lease::tag(l) != lease::tag_of(h.token) {
-            return Err(());
+            return Err(AlreadyEnded);
         }
         let now = core.clock.now_ns();
         let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
@@ -791,7 +800,7 @@ impl<K> Slot<K> {
         // Managed holdings keep their mode and units in the record (the plain word had them).
         rec.meta.store(lease::plain_meta(l), Ordering::Relaxed);
         // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
-        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(drop)?;
+        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(|_| AlreadyEnded)?;
         let stored = lease::deadline_ns(leased);
         // Like a leased claim: the read-modify-write of the word orders this lease against the
         // reaper's scan (expiry.rs).
@@ -868,6 +877,19 @@ pub(crate) struct Ended {
     pub(crate) owner: Option<Owner>,
     /// Expired (true) or revoked.
     pub(crate) expired: bool,
+}
+
+/// A release or promotion found the holding ended already, by an expirer or a revoker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AlreadyEnded;
+
+/// How `force_end` ends a holding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ending {
+    /// Expire it if its deadline is at or before `now`; with `token`, only the holding with it.
+    Expiry { now: u64, token: Option<u64> },
+    /// Revoke it; with `token`, only the holding with it.
+    Revocation { token: Option<u64> },
 }
 
 /// Why a renewal failed.

@@ -338,7 +338,7 @@ where
         }
         let now = self.core.clock.now_ns();
         let w = slot.word.load(Ordering::Acquire);
-        slot.expire_due(&self.core, now, w, inner, &mut |e| on_ended(slot, e)).expired
+        slot.expire_overdue(&self.core, now, w, inner, &mut |e| on_ended(slot, e)).expired
     }
 
     /// How long a queued waiter may sleep before it must look at the holders' deadlines itself.

@@ -70,7 +70,7 @@ fn scan_slot<K, S>(table: &Table<K, S>, slot: &Slot<K>, addr: usize, now: u64, o
         return 0;
     }
     let mut inner = slot.lock();
-    let scan = slot.expire_due(&table.core, now, w, &mut inner, &mut |e| on_ended(slot, e));
+    let scan = slot.expire_overdue(&table.core, now, w, &mut inner, &mut |e| on_ended(slot, e));
     drop(inner);
     let mut next = scan.earliest;
     if scan.in_flux {
