@@ -160,7 +160,7 @@ pub(crate) struct Slot<K> {
     pub(crate) zombies: AtomicU32,
     /// Inline holder records, one per bit of the word's record bitmap.
     pub(crate) records: [Record; INLINE_RECORDS],
-    /// The timer wheel's view of this slot (`expiry.rs`).
+    /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,
     /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
     /// since is spared once (second chance). Only touched under the shard lock.
@@ -372,7 +372,7 @@ impl<K> Slot<K> {
     }
 
     /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,
-    /// whose compare-exchange set `WATCHED`). See `expiry.rs` for why this is race-free.
+    /// whose compare-exchange set `WATCHED`). See `watch.rs` for why this is race-free.
     #[inline]
     fn watch_claim(&self, core: &Core, deadline: u64) {
         // Acquire: pairs with the Release store in `Wheelhouse::register`, reached through the
@@ -771,7 +771,7 @@ impl<K> Slot<K> {
             }
             let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
             // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
-            // `scheduled` then load of this word, one of the two sees the other (expiry.rs).
+            // `scheduled` then load of this word, one of the two sees the other (watch.rs).
             if rec.lease.compare_exchange(l, lease::renewed(l, deadline), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 let stored = lease::deadline_ns(lease::renewed(l, deadline));
                 if !lease::is_leased(l) {
@@ -803,7 +803,7 @@ impl<K> Slot<K> {
         rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(|_| AlreadyEnded)?;
         let stored = lease::deadline_ns(leased);
         // Like a leased claim: the read-modify-write of the word orders this lease against the
-        // reaper's scan (expiry.rs).
+        // reaper's scan (watch.rs).
         self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
         if self.watch.scheduled.load(Ordering::SeqCst) > stored {
             core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);

@@ -1,4 +1,6 @@
-//! Lease expiry: which slots the timer wheel watches, and who drives the wheel.
+//! Lease expiry, the registering side: which slots the timer wheel watches (`Watch`), the wheel
+//! behind its lock and how to wake whoever drives it (`Wheelhouse`). The firing side, the driver,
+//! is `expiry/driver.rs`.
 //!
 //! # Ground rules
 //!
