@@ -119,7 +119,7 @@ impl<K, S> Builder<K, S> {
     }
 
     /// Bound on slots in the table (held, waited on, or cached idle). An acquire that needs a new
-    /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`].
+    /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`](crate::LockError::Capacity).
     /// Default: unbounded.
     ///
     /// # Examples

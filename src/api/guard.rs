@@ -146,7 +146,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     /// The lease deadline, as a reading of the manager's clock (compare with
-    /// [`LockManager::now`]); `None` without a lease or once the holding is gone.
+    /// [`LockManager::now`](crate::LockManager::now)); `None` without a lease or once the holding is gone.
     ///
     /// # Examples
     ///
