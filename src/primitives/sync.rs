@@ -1,9 +1,16 @@
-//! The one sync shim: every atomic, cell, lock and thread primitive the crate uses comes from
-//! here, so the code that loom explores is the code that ships.
+//! The one sync shim: every atomic the crate uses comes from here, and every cell, lock and
+//! thread primitive of the lock protocol (slots, shards, the wait queue, the wheel), so the code
+//! that loom explores is the code that ships.
 //!
 //! Normally these are `std` and `parking_lot`; under `--cfg leasehold_loom` (a crate-specific cfg,
 //! declared in `Cargo.toml`'s check-cfg, so it switches loom on in this crate and nowhere else)
 //! they are loom's model-checked twins.
+//!
+//! Outside the shim, on purpose, and never seen by loom: the atomics of [`untracked`] (below);
+//! the reaper and audit threads with their handles and the reaper handle's mutex (no background
+//! thread exists under loom: models drive expiry themselves); the event bus's subscriber list and
+//! a `Fenced` resource's mutex (observation, and a user-side resource, neither part of the lock
+//! table); the `ManualClock`'s listener list; and `Arc`s that only own memory.
 
 #![deny(unsafe_code)]
 
