@@ -1,64 +1,13 @@
-//! Fencing tokens and the resource side of fencing.
-//!
-//! Every acquisition of a key gets a token strictly greater than every token handed out before for
-//! that key (for the life of the manager). A resource that remembers the highest token it has
-//! accepted can therefore reject the late write of a holder whose lease ran out: that holder's
-//! token is lower than the one its successor already wrote with.
+//! The resource side of fencing: a value that refuses writes carrying a token lower than the
+//! highest it has accepted.
 
 #![deny(unsafe_code)]
 
-use std::fmt;
+use std::sync::Arc;
 
-use crate::error::LockError;
-
-/// A fencing token: strictly increasing per key, comparable only between holdings of one key.
-///
-/// # Examples
-///
-/// ```
-/// use leasehold::LockManager;
-///
-/// let locks: LockManager<String> = LockManager::new();
-/// let first = locks.exclusive("k").try_acquire()?.token();
-/// let second = locks.exclusive("k").try_acquire()?.token();
-/// assert!(second > first);
-/// println!("holding with token {second}");
-/// # Ok::<(), leasehold::LockError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct FenceToken(u64);
-
-impl FenceToken {
-    /// The token as a number, e.g. to send to a remote resource.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use leasehold::FenceToken;
-    /// assert_eq!(FenceToken::from_u64(7).as_u64(), 7);
-    /// ```
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    /// A token from a number, e.g. one received from a remote holder.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use leasehold::FenceToken;
-    /// assert!(FenceToken::from_u64(2) > FenceToken::from_u64(1));
-    /// ```
-    pub const fn from_u64(value: u64) -> Self {
-        FenceToken(value)
-    }
-}
-
-impl fmt::Display for FenceToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+use crate::primitives::sync::untracked::{AtomicU64, Ordering};
+use crate::vocab::error::LockError;
+use crate::vocab::token::FenceToken;
 
 /// A value guarded by fencing: it keeps the highest token it has accepted and refuses a write that
 /// carries a lower one.
@@ -88,7 +37,7 @@ impl fmt::Display for FenceToken {
 pub struct Fenced<T> {
     state: parking_lot::Mutex<FencedState<T>>,
     /// The manager's count of refused writes, for resources made by `LockManager::fenced`.
-    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +60,7 @@ impl<T> Fenced<T> {
         Fenced { state: parking_lot::Mutex::new(FencedState { highest: None, rejected: 0, value }), counter: None }
     }
 
-    pub(crate) fn counted(value: T, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+    pub(crate) fn counted(value: T, counter: Arc<AtomicU64>) -> Self {
         Fenced { counter: Some(counter), ..Fenced::new(value) }
     }
 
@@ -137,7 +86,7 @@ impl<T> Fenced<T> {
             if token < highest {
                 state.rejected += 1;
                 if let Some(c) = &self.counter {
-                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
                 return Err(LockError::StaleToken { presented: token, highest });
             }

@@ -44,10 +44,9 @@
 
 /// Bits of the `units` field.
 pub const UNITS_BITS: u32 = 20;
-/// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
-pub const MAX_UNITS: u32 = (1 << UNITS_BITS) - 1;
-/// Most permits a semaphore key can have.
-pub const MAX_PERMITS: u32 = MAX_UNITS - 1;
+pub use crate::vocab::mode::{MAX_PERMITS, MAX_UNITS};
+// The public limit is what the `units` field counts.
+const _: () = assert!(MAX_UNITS as u64 == (1 << UNITS_BITS) - 1);
 
 const UNITS_MASK: u64 = MAX_UNITS as u64;
 pub const COUNTER_SHIFT: u32 = UNITS_BITS;
@@ -225,6 +224,40 @@ const fn release(word: u64, record: RecordIdx, units: u32) -> u64 {
 /// slot with.
 pub const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
 
+/// The flags a request that will queue sets on a busy word, in its claim loop: `WAITERS`, and
+/// `EXCL_WAITING` for an exclusive request (which stops new readers from barging past it).
+#[inline]
+pub const fn waiting_flags(exclusive: bool) -> u64 {
+    WAITERS | if exclusive { EXCL_WAITING } else { 0 }
+}
+
+/// The queue flags that describe a wait queue: `WAITERS` if anyone waits, `EXCL_WAITING` if an
+/// exclusive request does.
+#[inline]
+pub const fn queue_flags(waiting: bool, exclusive_waiting: bool) -> u64 {
+    (if waiting { WAITERS } else { 0 }) | if exclusive_waiting { EXCL_WAITING } else { 0 }
+}
+
+/// `word` with its queue flags made `flags` (from [`queue_flags`]) and every other field as it was:
+/// the wait queue's owner (under the slot lock, the only place these flags are cleared) brings
+/// the word in line with the queue.
+#[inline]
+pub const fn with_queue_flags(word: u64, flags: u64) -> u64 {
+    (word & !(WAITERS | EXCL_WAITING)) | (flags & (WAITERS | EXCL_WAITING))
+}
+
+/// The word after a release of `delta` (from [`release_delta`]) that hands the freed units
+/// straight to a queued request in the same compare-exchange: a claim for `need` on the released
+/// word, if it fits in an inline record (an overflow record needs the slot lock's bookkeeping
+/// first, so the hand-off is refused and the release goes the ordinary way).
+#[inline]
+pub const fn hand_off(word: u64, delta: u64, capacity: u32, need: Need, counter_limit: u64) -> Option<Claim> {
+    match try_claim(word - delta, capacity, need, counter_limit) {
+        Ok(c) if c.record != OVERFLOW => Some(c),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +408,87 @@ mod tests {
         let word = word & !REBASE_CLEARS;
         assert_eq!(counter(word), 0);
         assert!(try_claim(word, MAX_UNITS, EXCL, limit).is_ok());
+    }
+
+    /// Every queue-flag transition on every word of the claim test's grid: the result has exactly
+    /// the queue's flags, every other field untouched, and the flags a queuing request sets are
+    /// the queue flags of a queue it has joined.
+    #[test]
+    fn queue_flags_exhaustively() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING];
+        let mut checked = 0_u64;
+        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
+            for recs in 0..16_u64 {
+                for &a in &flag_sets {
+                    for &b in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX] {
+                            let word = held | (recs << RECORDS_SHIFT) | a | b | (counter_value << COUNTER_SHIFT);
+                            for waiting in [false, true] {
+                                for exclusive_waiting in [false, true] {
+                                    let flags = queue_flags(waiting, exclusive_waiting);
+                                    let next = with_queue_flags(word, flags);
+                                    assert_eq!(next & WAITERS != 0, waiting);
+                                    assert_eq!(next & EXCL_WAITING != 0, exclusive_waiting);
+                                    let others = !(WAITERS | EXCL_WAITING);
+                                    assert_eq!(next & others, word & others, "{word:064b} -> {next:064b}");
+                                    assert_eq!(with_queue_flags(next, flags), next, "not idempotent");
+                                    // An emptied queue leaves the word idle exactly when its holders do.
+                                    if !waiting {
+                                        assert_eq!(is_idle(next), is_idle(word & !WAITERS));
+                                    }
+                                    checked += 1;
+                                }
+                            }
+                            for exclusive in [false, true] {
+                                let joined = word | waiting_flags(exclusive);
+                                let others = !(WAITERS | EXCL_WAITING);
+                                assert_eq!(joined & others, word & others);
+                                assert!(joined & WAITERS != 0);
+                                assert_eq!(joined & EXCL_WAITING != 0, exclusive || word & EXCL_WAITING != 0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} cases");
+    }
+
+    /// A hand-off is exactly a release followed by a privileged claim in one step, and never
+    /// takes an overflow record.
+    #[test]
+    fn hand_off_is_release_then_claim() {
+        for capacity in [1_u32, 2, 5, MAX_UNITS] {
+            for exclusive in [false, true] {
+                let holder = Need { exclusive, privileged: false, watch: false };
+                for queued_exclusive in [false, true] {
+                    let need = Need { exclusive: queued_exclusive, privileged: true, watch: false };
+                    let mut word = WAITERS | if queued_exclusive { EXCL_WAITING } else { 0 };
+                    // Fill the key with holders, then hand each one's units over in turn.
+                    let mut held = Vec::new();
+                    while let Ok(c) = try_claim(word, capacity, holder, COUNTER_MAX) {
+                        word = c.word;
+                        held.push(c);
+                        if held.len() > 6 {
+                            break;
+                        }
+                    }
+                    for c in held {
+                        let delta = release_delta(c.record, c.units);
+                        let direct = try_claim(word - delta, capacity, need, COUNTER_MAX);
+                        match hand_off(word, delta, capacity, need, COUNTER_MAX) {
+                            Some(h) => {
+                                assert_eq!(Ok(h), direct);
+                                assert_ne!(h.record, OVERFLOW);
+                                assert_eq!(units(h.word), units(word) - c.units + h.units);
+                                assert!(units(h.word) <= capacity);
+                            }
+                            None => assert!(direct.is_err() || direct.is_ok_and(|d| d.record == OVERFLOW)),
+                        }
+                        word -= delta;
+                    }
+                }
+            }
+        }
     }
 }

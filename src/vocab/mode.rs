@@ -5,7 +5,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::word::MAX_UNITS;
+/// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
+/// (The state word's layout, `engine/word.rs`, is checked at compile time to count this many.)
+pub const MAX_UNITS: u32 = (1 << 20) - 1;
+/// Most permits a semaphore key can have.
+pub const MAX_PERMITS: u32 = MAX_UNITS - 1;
 
 /// How a holder holds a key.
 ///

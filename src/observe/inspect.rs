@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use crate::lease;
-use crate::mode::{Mode, Owner};
-use crate::slot::{Record, RecordRef, Slot, SlotInner, UNKNOWN_TIME};
-use crate::sync::Ordering;
-use crate::token::FenceToken;
-use crate::word::{self, RecordIdx, INLINE_RECORDS, MAX_UNITS};
+use crate::engine::holding::{Record, RecordRef, UNKNOWN_TIME};
+use crate::engine::lease;
+use crate::engine::slot::{Slot, SlotInner};
+use crate::engine::word::{self, RecordIdx, INLINE_RECORDS, MAX_UNITS};
+use crate::primitives::sync::Ordering;
+use crate::vocab::mode::{Mode, Owner};
+use crate::vocab::token::FenceToken;
 
 /// The state of one key's lock: its holders and its waiters.
 ///

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::primitives::sync::{AtomicU64, Ordering};
 
 /// A source of monotonic time for leases.
 ///
@@ -162,10 +162,10 @@ pub(crate) trait TimeListener: Send + Sync {
 /// ```
 #[derive(Clone)]
 pub struct ManualClock {
-    inner: Arc<ManualInner>,
+    shared: Arc<ManualShared>,
 }
 
-struct ManualInner {
+struct ManualShared {
     now_ns: AtomicU64,
     listeners: Mutex<Vec<Weak<dyn TimeListener>>>,
 }
@@ -192,7 +192,7 @@ impl ManualClock {
     /// assert_eq!(ManualClock::new().now(), std::time::Duration::ZERO);
     /// ```
     pub fn new() -> Self {
-        ManualClock { inner: Arc::new(ManualInner { now_ns: AtomicU64::new(0), listeners: Mutex::new(Vec::new()) }) }
+        ManualClock { shared: Arc::new(ManualShared { now_ns: AtomicU64::new(0), listeners: Mutex::new(Vec::new()) }) }
     }
 
     /// Moves time forward by `by`, then runs the expiry of every manager that uses this clock.
@@ -209,9 +209,9 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         // Release: a thread that reads the new time also sees what the advancing thread did before.
-        let _ = self.inner.now_ns.fetch_update(Ordering::Release, Ordering::Relaxed, |t| Some(t.saturating_add(by)));
+        let _ = self.shared.now_ns.fetch_update(Ordering::Release, Ordering::Relaxed, |t| Some(t.saturating_add(by)));
         let listeners: Vec<_> = {
-            let mut list = self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            let mut list = self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner());
             list.retain(|l| l.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
@@ -223,11 +223,11 @@ impl ManualClock {
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
         // Acquire pairs with the Release in `advance`.
-        self.inner.now_ns.load(Ordering::Acquire)
+        self.shared.now_ns.load(Ordering::Acquire)
     }
 
     pub(crate) fn subscribe(&self, listener: Weak<dyn TimeListener>) {
-        self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
     }
 }
 

@@ -1,11 +1,28 @@
-//! The one sync shim: every atomic, cell, lock and thread primitive the crate uses comes from
-//! here, so the code that loom explores is the code that ships.
+//! The one sync shim: every atomic the crate uses comes from here, and every cell, lock and
+//! thread primitive of the lock protocol (slots, shards, the wait queue, the wheel), so the code
+//! that loom explores is the code that ships.
 //!
 //! Normally these are `std` and `parking_lot`; under `--cfg leasehold_loom` (a crate-specific cfg,
 //! declared in `Cargo.toml`'s check-cfg, so it switches loom on in this crate and nowhere else)
 //! they are loom's model-checked twins.
+//!
+//! Outside the shim, on purpose, and never seen by loom: the atomics of [`untracked`] (below);
+//! the reaper and audit threads with their handles and the reaper handle's mutex (no background
+//! thread exists under loom: models drive expiry themselves); the event bus's subscriber list and
+//! a `Fenced` resource's mutex (observation, and a user-side resource, neither part of the lock
+//! table); the `ManualClock`'s listener list; and `Arc`s that only own memory.
 
 #![deny(unsafe_code)]
+
+/// Atomics that are `std`'s under loom too, by design: observation counters and gauges (metrics,
+/// event-drop counts, the bounded slot count, the guard's `managed` flag, the reaper's shutdown
+/// flag), whose values order no other memory access of the lock protocol, so a loom model would
+/// only multiply its executions by exploring them. Anything that publishes or protects data goes
+/// through the modelled types above; every other file takes its atomics from here, never from
+/// `std::sync::atomic` directly.
+pub(crate) mod untracked {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+}
 
 #[cfg(not(leasehold_loom))]
 mod imp {

@@ -1,4 +1,6 @@
-//! Lease expiry: which slots the timer wheel watches, and who drives the wheel.
+//! Lease expiry, the registering side: which slots the timer wheel watches (`Watch`), the wheel
+//! behind its lock and how to wake whoever drives it (`Wheelhouse`). The firing side, the driver,
+//! is `expiry/driver.rs`.
 //!
 //! # Ground rules
 //!
@@ -27,9 +29,9 @@
 //! of `scheduled`, against the driver's SeqCst store of `scheduled` and load of the lease: either
 //! the driver's scan sees the new deadline, or the renewer sees `NONE` and registers.
 
-use crate::sync::{thread, AtomicU64, Mutex, Ordering};
-use crate::wheel::{EntryKey, Wheel};
-use crate::word;
+use crate::engine::word;
+use crate::primitives::sync::{thread, AtomicU64, Mutex, Ordering};
+use crate::primitives::wheel::{EntryKey, Wheel};
 
 /// `scheduled` when the slot has no wheel entry.
 pub(crate) const NONE: u64 = u64::MAX;
@@ -85,7 +87,13 @@ impl Wheelhouse {
 
     /// Makes the wheel fire slot `addr` no later than `deadline` (clock nanoseconds), and marks the
     /// slot `WATCHED`.
-    pub(crate) fn register(&self, watch: &Watch, word: &crate::sync::AtomicU64, addr: usize, deadline: u64) {
+    pub(crate) fn register(
+        &self,
+        watch: &Watch,
+        word: &crate::primitives::sync::AtomicU64,
+        addr: usize,
+        deadline: u64,
+    ) {
         let tick = deadline.div_ceil(self.tick_ns);
         {
             let mut wheel = self.wheel.lock();

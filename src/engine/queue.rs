@@ -8,6 +8,10 @@
 //! waiter retries and, if it loses to a barger, sleeps again in its place. A waiter that has waited
 //! longer than [`FAIR_AFTER`] is not woken to retry but handed the units directly by the release,
 //! so nobody waits forever.
+//!
+//! The queue computes which flags the state word must carry for it (`WaitQueue::flags`); the
+//! slot writes them (`Slot::enqueue`, `Slot::wake_waiters`, `Slot::hand_off` in `slot.rs`)
+//! through the pure transitions of `word.rs`, so this file never touches the word.
 
 #![deny(unsafe_code)]
 
@@ -15,14 +19,19 @@ use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::slot::{Ask, Core, Holding, Slot, SlotInner};
-use crate::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
-use crate::word::{self, OVERFLOW};
+use crate::engine::holding::{Ask, Holding};
+use crate::engine::word;
+use crate::primitives::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
 
 /// How long a waiter may lose to bargers before a release hands the lock to it directly.
 pub(crate) const FAIR_AFTER: Duration = Duration::from_micros(500);
 
-pub(crate) type WaitQueue = VecDeque<Arc<Waiter>>;
+/// A slot's queue of waiting requests, in arrival order. It lives under the slot lock; the slot
+/// keeps the word's `WAITERS` and `EXCL_WAITING` flags equal to [`flags`](WaitQueue::flags).
+#[derive(Default)]
+pub(crate) struct WaitQueue {
+    waiters: VecDeque<Arc<Waiter>>,
+}
 
 /// Parked, waiting for a wake-up.
 const WAITING: u8 = 0;
@@ -110,7 +119,8 @@ impl Waiter {
         self.wake();
     }
 
-    fn grant(&self, h: Holding) {
+    /// Hands the waiter a holding claimed for it (it has been removed from the queue).
+    pub(crate) fn grant(&self, h: Holding) {
         *self.grant.lock() = Some(h);
         self.state.store(GRANTED, Ordering::Release);
         self.wake();
@@ -137,92 +147,72 @@ impl Waiter {
     }
 }
 
-/// Queues `waiter` (under the slot lock; the caller has already set `WAITERS` in the word).
-pub(crate) fn enqueue<K>(slot: &Slot<K>, waiter: Arc<Waiter>, inner: &mut SlotInner) {
-    let exclusive = waiter.ask.mode.is_exclusive();
-    inner.queue.push_back(waiter);
-    if exclusive {
-        slot.word.fetch_or(word::EXCL_WAITING, Ordering::Relaxed);
-    }
-}
-
-/// Removes `waiter` from the queue (it gave up, or it claimed by itself after a wake-up) and wakes
-/// whoever its leaving lets proceed.
-pub(crate) fn leave<K>(slot: &Slot<K>, core: &Core, waiter: &Arc<Waiter>, inner: &mut SlotInner) {
-    if let Some(pos) = inner.queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
-        inner.queue.remove(pos);
-    }
-    dispatch(slot, core, inner);
-}
-
-/// Wakes the waiters at the front of the queue that the free units can admit, then brings the
-/// word's `WAITERS` and `EXCL_WAITING` flags in line with the queue. Under the slot lock.
-pub(crate) fn dispatch<K>(slot: &Slot<K>, _core: &Core, inner: &mut SlotInner) {
-    let w = slot.word.load(Ordering::Acquire);
-    let capacity = slot.capacity.load(Ordering::Relaxed);
-    let mut free = capacity.saturating_sub(word::units(w));
-    for waiter in inner.queue.iter() {
+impl WaitQueue {
+    /// Queues `waiter` at the back. Returns the flags the word must gain for it (its claim loop
+    /// set `WAITERS` already; an exclusive waiter adds `EXCL_WAITING`).
+    pub(crate) fn push(&mut self, waiter: Arc<Waiter>) -> u64 {
         let exclusive = waiter.ask.mode.is_exclusive();
-        let fits = if exclusive { free == capacity } else { free >= 1 };
-        if !fits {
-            break;
-        }
-        free = if exclusive { 0 } else { free - 1 };
-        // A notified waiter is retrying already: it keeps its reservation, nobody else is woken for it.
-        if waiter.state.load(Ordering::Relaxed) == WAITING {
-            waiter.notify();
+        self.waiters.push_back(waiter);
+        if exclusive {
+            word::EXCL_WAITING
+        } else {
+            0
         }
     }
-    sync_flags(slot, inner);
-}
 
-/// Sets or clears `WAITERS` and `EXCL_WAITING` to match the queue. Under the slot lock (the only
-/// place they change), so a plain read-modify-write of those bits is enough.
-pub(crate) fn sync_flags<K>(slot: &Slot<K>, inner: &SlotInner) {
-    let want_waiters = !inner.queue.is_empty();
-    let want_excl = inner.queue.iter().any(|w| w.ask.mode.is_exclusive());
-    let w = slot.word.load(Ordering::Relaxed);
-    if !want_waiters && w & word::WAITERS != 0 {
-        // Release: a reclaimer that sees the slot idle sees the queue's last change.
-        slot.word.fetch_and(!word::WAITERS, Ordering::Release);
-    }
-    if !want_excl && w & word::EXCL_WAITING != 0 {
-        slot.word.fetch_and(!word::EXCL_WAITING, Ordering::Release);
-    }
-    if want_excl && w & word::EXCL_WAITING == 0 {
-        slot.word.fetch_or(word::EXCL_WAITING, Ordering::Relaxed);
-    }
-}
-
-/// A release of `delta` that hands the units straight to an overdue first waiter: one
-/// compare-exchange both returns the releaser's units and claims for the waiter, so no barger can
-/// slip in between. Returns false (nothing done) if the first waiter is not overdue or does not
-/// fit; the caller then releases normally.
-pub(crate) fn hand_off<K>(slot: &Slot<K>, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
-    let Some(front) = inner.queue.front() else {
-        return false;
-    };
-    if front.state.load(Ordering::Relaxed) != WAITING || !front.is_overdue() {
-        return false;
-    }
-    let front = Arc::clone(front);
-    let capacity = slot.capacity.load(Ordering::Relaxed);
-    let mut w = slot.word.load(Ordering::Acquire);
-    let claim = loop {
-        let released = w - delta;
-        let claim = match word::try_claim(released, capacity, front.ask.need(true), core.counter_limit) {
-            Ok(c) if c.record != OVERFLOW => c,
-            _ => return false,
-        };
-        // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
-        // Acquire load of its state (after `grant`'s Release) then sees it all.
-        match slot.word.compare_exchange_weak(w, claim.word, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => break claim,
-            Err(actual) => w = actual,
+    /// Removes `waiter` (it gave up, or it claimed by itself after a wake-up). Returns whether it
+    /// was queued.
+    pub(crate) fn remove(&mut self, waiter: &Arc<Waiter>) -> bool {
+        let pos = self.waiters.iter().position(|w| Arc::ptr_eq(w, waiter));
+        if let Some(pos) = pos {
+            self.waiters.remove(pos);
         }
-    };
-    let h = slot.finish_claim(core, &front.ask, claim, Some(inner));
-    inner.queue.pop_front();
-    front.grant(h);
-    true
+        pos.is_some()
+    }
+
+    /// Removes the first waiter.
+    pub(crate) fn pop_front(&mut self) -> Option<Arc<Waiter>> {
+        self.waiters.pop_front()
+    }
+
+    /// The waiters, from the front.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Waiter>> + '_ {
+        self.waiters.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// The word's queue flags for this queue (`word::queue_flags`).
+    pub(crate) fn flags(&self) -> u64 {
+        word::queue_flags(!self.is_empty(), self.waiters.iter().any(|w| w.ask.mode.is_exclusive()))
+    }
+
+    /// Wakes the waiters at the front that `free` of `capacity` units can admit; a queued
+    /// exclusive request that does not fit stops the walk.
+    pub(crate) fn wake_admitted(&self, capacity: u32, mut free: u32) {
+        for waiter in self.waiters.iter() {
+            let exclusive = waiter.ask.mode.is_exclusive();
+            let fits = if exclusive { free == capacity } else { free >= 1 };
+            if !fits {
+                break;
+            }
+            free = if exclusive { 0 } else { free - 1 };
+            // A notified waiter is retrying already: it keeps its reservation, nobody else is woken for it.
+            if waiter.state.load(Ordering::Relaxed) == WAITING {
+                waiter.notify();
+            }
+        }
+    }
+
+    /// The first waiter, if a release should hand it the units directly: it is parked (not
+    /// already retrying) and has waited longer than [`FAIR_AFTER`].
+    pub(crate) fn overdue_front(&self) -> Option<&Arc<Waiter>> {
+        self.waiters.front().filter(|front| front.state.load(Ordering::Relaxed) == WAITING && front.is_overdue())
+    }
 }

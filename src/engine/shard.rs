@@ -18,10 +18,11 @@ use std::hash::Hash;
 
 use crossbeam_utils::CachePadded;
 
-use crate::slot::Core;
-use crate::slot::Slot;
-use crate::sync::{AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
-use crate::word;
+use crate::engine::core::Core;
+use crate::engine::slot::Slot;
+use crate::engine::word;
+use crate::primitives::sync::untracked;
+use crate::primitives::sync::{AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Smallest table, in entries.
 const MIN_TABLE: usize = 16;
@@ -60,7 +61,7 @@ pub(crate) struct Shard<K> {
     table: CachePadded<AtomicPtr<Table<K>>>,
     /// `ShardInner::present`, mirrored for readers that do not take the lock (`slot_count`); its
     /// own line, written with a plain store under the lock.
-    count: CachePadded<std::sync::atomic::AtomicUsize>,
+    count: CachePadded<untracked::AtomicUsize>,
     inner: Mutex<ShardInner<K>>,
 }
 
@@ -107,7 +108,7 @@ impl<K> Shard<K> {
     pub(crate) fn new() -> Self {
         Shard {
             table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
-            count: CachePadded::new(std::sync::atomic::AtomicUsize::new(0)),
+            count: CachePadded::new(untracked::AtomicUsize::new(0)),
             inner: Mutex::new(ShardInner {
                 present: 0,
                 free: Vec::new(),
@@ -156,7 +157,7 @@ impl<K> Shard<K> {
 
     /// Slots in this shard's index, read without the lock.
     pub(crate) fn count(&self) -> usize {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
+        self.count.load(untracked::Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ShardInner<K>> {
@@ -212,7 +213,7 @@ impl<K> Shard<K> {
         }
         self.place(self.table(), hash, slot as *const Slot<K> as *mut Slot<K>);
         g.present += 1;
-        self.count.store(g.present, std::sync::atomic::Ordering::Relaxed);
+        self.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
     fn place(&self, table: &Table<K>, hash: u64, p: *mut Slot<K>) {
@@ -266,7 +267,7 @@ impl<K> Shard<K> {
         }
         table.entries[hole].slot.store(std::ptr::null_mut(), Ordering::Release);
         g.present -= 1;
-        self.count.store(g.present, std::sync::atomic::Ordering::Relaxed);
+        self.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
     /// Tries to reclaim `slot` (under the shard lock): an idle slot with no zombies becomes dead,

@@ -5,143 +5,67 @@
 //! counted (moved into their shard's `retired_acquisitions` under the shard lock). Everything
 //! else (refusals, timeouts, waiting, expiry, renewal, revocation) happens on a slow path and is
 //! counted there, per shard, so no counter is written by every acquire. Hold times are sampled:
-//! one acquisition in [`HOLD_SAMPLE`], chosen by the slot's counter, is timed from acquire to
+//! one acquisition in [`HOLD_SAMPLE`](crate::HOLD_SAMPLE), chosen by the slot's counter, is timed from acquire to
 //! release. A snapshot is exact when nothing runs, and a consistent-enough sum while threads churn.
 
 #![deny(unsafe_code)]
 
+use crate::engine::table::Table;
+use crate::engine::word;
+use crate::primitives::counters::{Histogram, Stats, BUCKETS};
+use crate::primitives::sync::untracked::{AtomicU64, Ordering};
+use crate::primitives::sync::Ordering as SyncOrdering;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-
-/// One acquisition in this many is timed for the hold-time histogram.
-pub const HOLD_SAMPLE: u64 = 256;
-
-/// Histogram buckets: bucket `i` counts durations below `2^i` ns (and at least `2^(i-1)`); the
-/// last one is open-ended. 2^40 ns is about 18 minutes.
-const BUCKETS: usize = 41;
-
-/// A log2-bucketed latency histogram, updated with relaxed atomic adds.
-pub(crate) struct Histogram {
-    buckets: [AtomicU64; BUCKETS],
-    sum_ns: AtomicU64,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
-    }
-
-    /// Counts one duration.
-    pub(crate) fn record(&self, ns: u64) {
-        let bucket = (u64::BITS - ns.leading_zeros()) as usize;
-        self.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    fn add_to(&self, out: &mut HistogramSnapshot) {
-        for (i, b) in self.buckets.iter().enumerate() {
-            let n = b.load(Ordering::Relaxed);
-            out.counts[i] += n;
-            out.count += n;
-        }
-        out.sum += Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed));
-    }
-}
-
-/// What one shard counted.
-pub(crate) struct ShardStats {
-    /// Acquisitions no live slot counts any more: `+counter` of a slot when it is reclaimed or
-    /// rebased, `-counter` of the dead slot a new incarnation continues from (wrapping).
-    pub(crate) retired_acquisitions: AtomicU64,
-    /// Counter increments that were not acquisitions (capacity changes).
-    pub(crate) reshapes: AtomicU64,
-    pub(crate) would_block: AtomicU64,
-    pub(crate) timeouts: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) contended: AtomicU64,
-    pub(crate) renewals: AtomicU64,
-    pub(crate) renew_failures: AtomicU64,
-    pub(crate) expiries: AtomicU64,
-    pub(crate) revocations: AtomicU64,
-    pub(crate) wait: Histogram,
-    pub(crate) hold: Histogram,
-}
-
-impl ShardStats {
-    fn new() -> Self {
-        let z = || AtomicU64::new(0);
-        ShardStats {
-            retired_acquisitions: z(),
-            reshapes: z(),
-            would_block: z(),
-            timeouts: z(),
-            refused: z(),
-            cancelled: z(),
-            contended: z(),
-            renewals: z(),
-            renew_failures: z(),
-            expiries: z(),
-            revocations: z(),
-            wait: Histogram::new(),
-            hold: Histogram::new(),
+/// A snapshot of `table`'s metrics (see `LockManager::metrics`): the shards' counters plus what the
+/// live slots count, one shard lock at a time.
+pub(crate) fn collect<K, S>(table: &Table<K, S>, events_dropped: u64) -> MetricsSnapshot {
+    let mut m = MetricsSnapshot::default();
+    for shard in table.shards() {
+        let g = shard.lock();
+        for slot in shard.slots(&g) {
+            let w = slot.word.load(SyncOrdering::Acquire);
+            m.acquisitions = m.acquisitions.wrapping_add(word::counter(w));
+            let records = word::records(w).count_ones() as u64;
+            let queued = w & word::WAITERS != 0;
+            if word::units(w) == 0 && !queued {
+                continue;
+            }
+            m.live_slots += 1;
+            m.live_holders += records;
+            if records as usize == word::INLINE_RECORDS || queued {
+                let si = slot.lock();
+                m.live_holders += si.overflow_in_use().count() as u64;
+                m.waiters += si.queue.len() as u64;
+            }
         }
     }
-
-    /// Adds one to a counter.
-    #[inline]
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+    add_stats(&mut m, &table.core.stats);
+    m.events_dropped = events_dropped;
+    m
 }
 
-/// Every shard's stats, indexed like the shards (by the top bits of the key hash).
-pub(crate) struct Stats {
-    shards: Box<[CachePadded<ShardStats>]>,
-    shift: u32,
-    /// Writes refused by `Fenced` resources made with `LockManager::fenced`.
-    pub(crate) fence_rejections: std::sync::Arc<AtomicU64>,
-}
-
-impl Stats {
-    pub(crate) fn new(shards: usize, shift: u32) -> Self {
-        Stats {
-            shards: (0..shards).map(|_| CachePadded::new(ShardStats::new())).collect(),
-            shift,
-            fence_rejections: std::sync::Arc::new(AtomicU64::new(0)),
-        }
+/// Sums every shard into `out` (gauges and acquisitions from live slots are the caller's).
+pub(crate) fn add_stats(out: &mut MetricsSnapshot, stats: &Stats) {
+    let mut retired = 0_u64;
+    for s in stats.shards() {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        retired = retired.wrapping_add(get(&s.retired_acquisitions)).wrapping_sub(get(&s.reshapes));
+        out.would_block += get(&s.would_block);
+        out.timeouts += get(&s.timeouts);
+        out.refused += get(&s.refused);
+        out.cancelled += get(&s.cancelled);
+        out.contended += get(&s.contended);
+        out.renewals += get(&s.renewals);
+        out.renew_failures += get(&s.renew_failures);
+        out.expiries += get(&s.expiries);
+        out.revocations += get(&s.revocations);
+        out.wait_time.add(&s.wait);
+        out.hold_time.add(&s.hold);
     }
-
-    /// The stats of the shard a key hash belongs to.
-    #[inline]
-    pub(crate) fn of(&self, hash: u64) -> &ShardStats {
-        &self.shards[hash.checked_shr(self.shift).unwrap_or(0) as usize]
-    }
-
-    /// Sums every shard into `out` (gauges and acquisitions from live slots are the caller's).
-    pub(crate) fn add_to(&self, out: &mut MetricsSnapshot) {
-        let mut retired = 0_u64;
-        for s in self.shards.iter() {
-            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-            retired = retired.wrapping_add(get(&s.retired_acquisitions)).wrapping_sub(get(&s.reshapes));
-            out.would_block += get(&s.would_block);
-            out.timeouts += get(&s.timeouts);
-            out.refused += get(&s.refused);
-            out.cancelled += get(&s.cancelled);
-            out.contended += get(&s.contended);
-            out.renewals += get(&s.renewals);
-            out.renew_failures += get(&s.renew_failures);
-            out.expiries += get(&s.expiries);
-            out.revocations += get(&s.revocations);
-            s.wait.add_to(&mut out.wait_time);
-            s.hold.add_to(&mut out.hold_time);
-        }
-        out.acquisitions = out.acquisitions.wrapping_add(retired);
-        out.fence_rejections = self.fence_rejections.load(Ordering::Relaxed);
-    }
+    out.acquisitions = out.acquisitions.wrapping_add(retired);
+    out.fence_rejections = stats.fence_rejections.load(Ordering::Relaxed);
 }
 
 /// A latency distribution: counts per power-of-two bucket.
@@ -168,6 +92,15 @@ impl Default for HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
+    /// Adds a live histogram's counts.
+    pub(crate) fn add(&mut self, h: &Histogram) {
+        for (i, n) in h.bucket_counts().enumerate() {
+            self.counts[i] += n;
+            self.count += n;
+        }
+        self.sum += Duration::from_nanos(h.sum_ns());
+    }
+
     /// Number of durations recorded.
     ///
     /// # Examples
@@ -292,7 +225,7 @@ pub struct MetricsSnapshot {
     pub waiters: u64,
     /// How long contended acquisitions waited.
     pub wait_time: HistogramSnapshot,
-    /// How long holdings were held (one in [`HOLD_SAMPLE`] timed).
+    /// How long holdings were held (one in [`HOLD_SAMPLE`](crate::HOLD_SAMPLE) timed).
     pub hold_time: HistogramSnapshot,
 }
 
@@ -323,64 +256,57 @@ impl MetricsSnapshot {
     /// ```
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP leasehold_{name} {help}\n# TYPE leasehold_{name} counter\nleasehold_{name} {value}"
-            );
-        };
-        counter("acquisitions_total", "Acquisitions that succeeded.", self.acquisitions);
-        counter("acquire_attempts_total", "Acquire calls that finished.", self.attempts());
-        counter("acquire_would_block_total", "try_acquire calls refused as held.", self.would_block);
-        counter("acquire_timeouts_total", "acquire_timeout calls that timed out.", self.timeouts);
-        counter("acquire_refused_total", "Requests refused as invalid or over capacity.", self.refused);
-        counter("acquire_cancelled_total", "Async acquires dropped while waiting.", self.cancelled);
-        counter("acquire_contended_total", "Acquisitions that had to wait.", self.contended);
-        counter("renewals_total", "Successful lease renewals.", self.renewals);
-        counter("renew_failures_total", "Renewals of leases already lost.", self.renew_failures);
-        counter("expiries_total", "Holdings lost at their lease deadline.", self.expiries);
-        counter("revocations_total", "Holdings revoked by an operator.", self.revocations);
-        counter("fence_rejections_total", "Stale writes refused by fenced resources.", self.fence_rejections);
-        counter("events_dropped_total", "Events a slow subscriber missed.", self.events_dropped);
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP leasehold_{name} {help}\n# TYPE leasehold_{name} gauge\nleasehold_{name} {value}"
-            );
-        };
-        gauge("live_slots", "Keys held or waited on.", self.live_slots);
-        gauge("live_holders", "Holdings live now.", self.live_holders);
-        gauge("waiters", "Requests queued now.", self.waiters);
+        for (kind, list) in [("counter", COUNTERS), ("gauge", GAUGES)] {
+            for &(name, help, value) in list {
+                let _ = writeln!(
+                    out,
+                    "# HELP leasehold_{name} {help}\n# TYPE leasehold_{name} {kind}\nleasehold_{name} {}",
+                    value(self)
+                );
+            }
+        }
         histogram(&mut out, "acquire_wait_seconds", "Wait of contended acquisitions.", &self.wait_time);
         histogram(&mut out, "hold_seconds", "Hold time, one acquisition in 256 sampled.", &self.hold_time);
         out
     }
 }
 
+/// A metric: its name (after the `leasehold_` prefix), its help text, and its value in a snapshot.
+type Metric = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+
+/// The one list of counter names, for the Prometheus text and the `metrics` facade alike.
+const COUNTERS: &[Metric] = &[
+    ("acquisitions_total", "Acquisitions that succeeded.", |m| m.acquisitions),
+    ("acquire_attempts_total", "Acquire calls that finished.", |m| m.attempts()),
+    ("acquire_would_block_total", "try_acquire calls refused as held.", |m| m.would_block),
+    ("acquire_timeouts_total", "acquire_timeout calls that timed out.", |m| m.timeouts),
+    ("acquire_refused_total", "Requests refused as invalid or over capacity.", |m| m.refused),
+    ("acquire_cancelled_total", "Async acquires dropped while waiting.", |m| m.cancelled),
+    ("acquire_contended_total", "Acquisitions that had to wait.", |m| m.contended),
+    ("renewals_total", "Successful lease renewals.", |m| m.renewals),
+    ("renew_failures_total", "Renewals of leases already lost.", |m| m.renew_failures),
+    ("expiries_total", "Holdings lost at their lease deadline.", |m| m.expiries),
+    ("revocations_total", "Holdings revoked by an operator.", |m| m.revocations),
+    ("fence_rejections_total", "Stale writes refused by fenced resources.", |m| m.fence_rejections),
+    ("events_dropped_total", "Events a slow subscriber missed.", |m| m.events_dropped),
+];
+
+/// The one list of gauge names.
+const GAUGES: &[Metric] = &[
+    ("live_slots", "Keys held or waited on.", |m| m.live_slots),
+    ("live_holders", "Holdings live now.", |m| m.live_holders),
+    ("waiters", "Requests queued now.", |m| m.waiters),
+];
+
 /// Publishes a snapshot through the `metrics` crate facade.
 #[cfg(feature = "metrics")]
 pub(crate) fn publish(m: &MetricsSnapshot) {
-    let counters = [
-        ("leasehold_acquisitions_total", m.acquisitions),
-        ("leasehold_acquire_attempts_total", m.attempts()),
-        ("leasehold_acquire_would_block_total", m.would_block),
-        ("leasehold_acquire_timeouts_total", m.timeouts),
-        ("leasehold_acquire_refused_total", m.refused),
-        ("leasehold_acquire_cancelled_total", m.cancelled),
-        ("leasehold_acquire_contended_total", m.contended),
-        ("leasehold_renewals_total", m.renewals),
-        ("leasehold_renew_failures_total", m.renew_failures),
-        ("leasehold_expiries_total", m.expiries),
-        ("leasehold_revocations_total", m.revocations),
-        ("leasehold_fence_rejections_total", m.fence_rejections),
-        ("leasehold_events_dropped_total", m.events_dropped),
-    ];
-    for (name, value) in counters {
-        ::metrics::counter!(name).absolute(value);
+    for &(name, _, value) in COUNTERS {
+        ::metrics::counter!(format!("leasehold_{name}")).absolute(value(m));
     }
-    ::metrics::gauge!("leasehold_live_slots").set(m.live_slots as f64);
-    ::metrics::gauge!("leasehold_live_holders").set(m.live_holders as f64);
-    ::metrics::gauge!("leasehold_waiters").set(m.waiters as f64);
+    for &(name, _, value) in GAUGES {
+        ::metrics::gauge!(format!("leasehold_{name}")).set(value(m) as f64);
+    }
     for (name, h) in [("acquire_wait", &m.wait_time), ("hold", &m.hold_time)] {
         for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
             if let Some(d) = h.quantile(q) {
@@ -429,7 +355,7 @@ mod tests {
             h.record(ns);
         }
         let mut s = HistogramSnapshot::default();
-        h.add_to(&mut s);
+        s.add(&h);
         assert_eq!(s.count(), 8);
         let b: Vec<_> = s.buckets().collect();
         assert_eq!(b[0], (Duration::from_nanos(1), 1)); // 0

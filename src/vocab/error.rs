@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::token::FenceToken;
+use crate::vocab::token::FenceToken;
 
 /// Why an acquire, renew, release or fenced write did not happen.
 ///
@@ -77,7 +77,7 @@ impl fmt::Display for LockError {
                 write!(f, "the semaphore key is live with {live} permits, but this request asks for {requested}")
             }
             LockError::InvalidPermits { permits } => {
-                write!(f, "a semaphore needs between 1 and {} permits, not {permits}", crate::MAX_PERMITS)
+                write!(f, "a semaphore needs between 1 and {} permits, not {permits}", crate::vocab::mode::MAX_PERMITS)
             }
             LockError::InvalidTtl { ttl } => {
                 write!(f, "a lease must be longer than zero and its deadline must fit the clock; got {ttl:?}")

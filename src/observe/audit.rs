@@ -2,16 +2,16 @@
 
 #![deny(unsafe_code)]
 
+use crate::primitives::sync::untracked::{AtomicBool, AtomicU64, Ordering};
 use std::fmt::{self, Display, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::events::{EventReceiver, LockEvent};
+use crate::observe::events::{EventReceiver, LockEvent};
 
 /// How often the audit file is flushed at most (and on stop and drop).
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
@@ -233,9 +233,9 @@ fn json_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
-    use crate::mode::{Mode, Owner};
-    use crate::token::FenceToken;
+    use crate::observe::events::EventKind;
+    use crate::vocab::mode::{Mode, Owner};
+    use crate::vocab::token::FenceToken;
 
     #[test]
     fn escapes_what_json_needs_escaped() {

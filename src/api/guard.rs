@@ -1,20 +1,22 @@
 //! The guard: proof of a holding, and the holder's side of leases.
 
+use crate::primitives::sync::untracked::{AtomicBool, Ordering as UntrackedOrdering};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crate::clock::duration_ns;
-use crate::error::LockError;
-use crate::events::EventKind;
-use crate::manager::{DefaultHasher, LockManager};
-use crate::metrics::ShardStats;
-use crate::mode::{Mode, Owner};
-use crate::request::MAX_TTL;
-use crate::slot::{Holding, Lost, RecordRef, Slot};
-use crate::sync::Ordering;
-use crate::token::FenceToken;
+use crate::api::state::State;
+use crate::engine::holding::{Holding, RecordRef};
+use crate::engine::lease::MAX_TTL;
+use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
+use crate::engine::table::DefaultHasher;
+use crate::observe::events::EventKind;
+use crate::primitives::clock::duration_ns;
+use crate::primitives::counters::ShardStats;
+use crate::primitives::sync::Ordering;
+use crate::vocab::error::LockError;
+use crate::vocab::mode::{Mode, Owner};
+use crate::vocab::token::FenceToken;
 
 /// A held lock on one key. Dropping it releases the lock; it can be moved to another thread.
 ///
@@ -39,7 +41,7 @@ use crate::token::FenceToken;
 /// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct LockGuard<'m, K, S = DefaultHasher> {
-    locks: &'m LockManager<K, S>,
+    locks: &'m State<K, S>,
     slot: &'m Slot<K>,
     holding: Holding,
     /// Whether the holding ends through its lease word (a plain holding becomes managed when it
@@ -52,7 +54,7 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
 
 impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline]
-    pub(crate) fn new(locks: &'m LockManager<K, S>, slot: &'m Slot<K>, holding: Holding, mode: Mode) -> Self {
+    pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding, mode: Mode) -> Self {
         LockGuard {
             locks,
             slot,
@@ -65,7 +67,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 
     #[inline]
     fn current(&self) -> Holding {
-        Holding { managed: self.managed.load(std::sync::atomic::Ordering::Relaxed), ..self.holding }
+        Holding { managed: self.managed.load(UntrackedOrdering::Relaxed), ..self.holding }
     }
 
     /// The key this guard holds.
@@ -140,11 +142,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn is_held(&self) -> bool {
-        !self.done && self.slot.is_held(&self.current(), || self.locks.inner.core.clock.now_ns())
+        !self.done && self.slot.is_held(&self.current(), || self.locks.table.core.clock.now_ns())
     }
 
     /// The lease deadline, as a reading of the manager's clock (compare with
-    /// [`LockManager::now`]); `None` without a lease or once the holding is gone.
+    /// [`LockManager::now`](crate::LockManager::now)); `None` without a lease or once the holding is gone.
     ///
     /// # Examples
     ///
@@ -184,7 +186,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         if self.done {
             return Err(LockError::Expired);
         }
-        let core = &self.locks.inner.core;
+        let core = &self.locks.table.core;
         let h = self.current();
         let stats = core.stats.of(self.slot.hash.load(Ordering::Relaxed));
         let renewed = if h.managed {
@@ -194,22 +196,28 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 Err(Lost::PastDeadline(now)) => {
                     // Lost even though nobody expired it yet: expire it now, so that release and
                     // expiry agree with this answer.
-                    let events = &self.locks.inner.events;
+                    let events = &self.locks.events;
                     let mut si = self.slot.lock();
-                    self.slot.force_end(core, h.record, Some(now), Some(h.token), &mut si, &mut |e| {
-                        if events.is_active() {
-                            // SAFETY: the units are not back yet: the slot is pinned.
-                            let key = unsafe { self.slot.key() };
-                            events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
-                        }
-                    });
+                    self.slot.force_end(
+                        core,
+                        h.record,
+                        Ending::Expiry { now, token: Some(h.token) },
+                        &mut si,
+                        &mut |e| {
+                            if events.is_active() {
+                                // SAFETY: the units are not back yet: the slot is pinned.
+                                let key = unsafe { self.slot.key() };
+                                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+                            }
+                        },
+                    );
                     Err(LockError::Expired)
                 }
             }
         } else {
-            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired);
+            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|AlreadyEnded| LockError::Expired);
             if promoted.is_ok() {
-                self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.managed.store(true, UntrackedOrdering::Relaxed);
             }
             promoted.map(drop)
         };
@@ -226,28 +234,28 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
     fn emit(&self, kind: EventKind) {
         if let Some(event) = self.prepare(kind) {
-            self.locks.inner.events.send(event);
+            self.locks.events.send(event);
         }
     }
 
     /// Builds an event about this holding, if anyone listens.
     #[inline]
-    fn prepare(&self, kind: EventKind) -> Option<crate::events::LockEvent<K>> {
-        let inner = &self.locks.inner;
+    fn prepare(&self, kind: EventKind) -> Option<crate::observe::events::LockEvent<K>> {
+        let inner = self.locks;
         if !inner.events.is_active() {
             return None;
         }
         let owner = if self.holding.owned { self.slot.owner_of(&self.holding) } else { None };
         // SAFETY: pinned by this guard (held, or zombie-counted).
         let key = unsafe { self.slot.key() };
-        inner.events.prepare(kind, key, self.mode(), self.holding.token, owner, inner.core.clock.now_ns())
+        inner.events.prepare(kind, key, self.mode(), self.holding.token, owner, inner.table.core.clock.now_ns())
     }
 
     /// Records the hold time of a sampled holding that is about to end (read while still held).
     #[cold]
     #[inline(never)]
     fn record_hold(&self) {
-        let core = &self.locks.inner.core;
+        let core = &self.locks.table.core;
         let held = core.clock.now_ns().saturating_sub(self.slot.sampled_start(&self.holding));
         core.stats.of(self.slot.hash.load(Ordering::Relaxed)).hold.record(held);
     }
@@ -277,12 +285,10 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         if self.holding.is_sampled() {
             self.record_hold();
         }
-        let core = &self.locks.inner.core;
-        if let (false, RecordRef::Inline(idx), false) = (
-            self.managed.load(std::sync::atomic::Ordering::Relaxed),
-            self.holding.record,
-            self.locks.inner.events.is_active(),
-        ) {
+        let core = &self.locks.table.core;
+        if let (false, RecordRef::Inline(idx), false) =
+            (self.managed.load(UntrackedOrdering::Relaxed), self.holding.record, self.locks.events.is_active())
+        {
             self.slot.release_plain(core, idx, self.holding.units);
             return Ok(());
         }
@@ -294,14 +300,14 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         let h = self.current();
         // Built while the holding still pins the key; sent only if the release wins.
         let event = self.prepare(EventKind::Released);
-        match self.slot.release(&self.locks.inner.core, &h) {
+        match self.slot.release(&self.locks.table.core, &h) {
             Ok(()) => {
                 if let Some(event) = event {
-                    self.locks.inner.events.send(event);
+                    self.locks.events.send(event);
                 }
                 Ok(())
             }
-            Err(()) => {
+            Err(AlreadyEnded) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the
                 // reclaimer's Acquire load of the count.

@@ -21,122 +21,15 @@
 
 use std::mem::MaybeUninit;
 
-use crate::clock::ClockSource;
-use crate::expiry::{Watch, Wheelhouse};
-use crate::lease;
-use crate::metrics::{ShardStats, Stats, HOLD_SAMPLE};
-use crate::mode::{Mode, Owner};
-use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
-use crate::wait::{self, WaitQueue};
-use crate::word::{self, Claim, Need, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
-
-/// What the slot protocols need from the manager (nothing generic).
-pub(crate) struct Core {
-    pub(crate) clock: ClockSource,
-    /// The largest acquisition counter a claim may produce (see `word::COUNTER_MAX`).
-    pub(crate) counter_limit: u64,
-    pub(crate) wheel: Wheelhouse,
-    pub(crate) stats: Stats,
-}
-
-/// A holding's mode and units, packed: `mode code | units << 2`.
-#[inline]
-pub(crate) const fn meta(mode: Mode, units: u32) -> u64 {
-    mode.code() | ((units as u64) << 2)
-}
-
-/// "Not known" for `Record::acquired_ns`.
-pub(crate) const UNKNOWN_TIME: u64 = u64::MAX;
-
-/// One holding's record: written by the claimer after its claim, read by its guard, the reaper,
-/// contenders and introspection.
-#[derive(Debug)]
-pub(crate) struct Record {
-    /// The holding's fencing token. Written before the lease word is published.
-    pub(crate) token: AtomicU64,
-    /// The lease word (`lease.rs`): the one word renew, release and expiry compare-exchange.
-    pub(crate) lease: AtomicU64,
-    /// `meta(mode, units)` of a managed holding.
-    pub(crate) meta: AtomicU64,
-    /// When a managed holding began, in clock nanoseconds.
-    pub(crate) acquired_ns: AtomicU64,
-}
-
-impl Record {
-    pub(crate) fn new() -> Self {
-        Record {
-            token: AtomicU64::new(0),
-            lease: AtomicU64::new(lease::FREE),
-            meta: AtomicU64::new(0),
-            acquired_ns: AtomicU64::new(UNKNOWN_TIME),
-        }
-    }
-
-    /// Units of the managed holding in this record (plain holdings keep theirs in the lease word).
-    pub(crate) fn units(&self) -> u32 {
-        (self.meta.load(Ordering::Relaxed) >> 2) as u32
-    }
-}
-
-/// Where a holding's record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RecordRef {
-    /// One of the slot's inline records; its bit is in the state word.
-    Inline(RecordIdx),
-    /// An overflow record (all inline records were taken), at this index of `SlotInner::overflow`.
-    Overflow(u32),
-}
-
-/// What a guard carries to identify its holding.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Holding {
-    pub(crate) record: RecordRef,
-    /// Stable pointer to the record (inline records live in the slot, overflow records in boxes
-    /// that live as long as the slot's memory).
-    pub(crate) rec: *const Record,
-    pub(crate) token: u64,
-    pub(crate) units: u32,
-    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
-    pub(crate) managed: bool,
-    /// Has an owner label to clear when it ends.
-    pub(crate) owned: bool,
-}
-
-impl Holding {
-    /// Whether this holding is one of the one-in-`HOLD_SAMPLE` timed for the hold-time histogram:
-    /// its token picks it, so choosing costs a test of a value at hand. Its start time is then in
-    /// its record's `acquired_ns`.
-    #[inline]
-    pub(crate) fn is_sampled(&self) -> bool {
-        self.token % HOLD_SAMPLE == 0
-    }
-}
-
-// SAFETY: `rec` points into type-stable slot memory owned by the manager, which the guard borrows;
-// all access through it is to atomics.
-unsafe impl Send for Holding {}
-// SAFETY: as above.
-unsafe impl Sync for Holding {}
-
-/// What a request asks for.
-#[derive(Clone, Debug)]
-pub(crate) struct Ask {
-    pub(crate) mode: Mode,
-    pub(crate) ttl_ns: Option<u64>,
-    pub(crate) owner: Option<Owner>,
-}
-
-impl Ask {
-    #[inline]
-    pub(crate) fn managed(&self) -> bool {
-        self.ttl_ns.is_some() | self.owner.is_some()
-    }
-
-    #[inline]
-    pub(crate) fn need(&self, privileged: bool) -> Need {
-        Need { exclusive: self.mode.is_exclusive(), privileged, watch: self.ttl_ns.is_some() }
-    }
-}
+use crate::engine::core::Core;
+use crate::engine::holding::{meta, Ask, Holding, Record, RecordRef};
+use crate::engine::lease;
+use crate::engine::queue::{WaitQueue, Waiter};
+use crate::engine::watch::Watch;
+use crate::engine::word::{self, Claim, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+use crate::primitives::counters::{ShardStats, HOLD_SAMPLE};
+use crate::primitives::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::vocab::mode::{Mode, Owner};
 
 /// Why a claim did not happen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +160,7 @@ pub(crate) struct Slot<K> {
     pub(crate) zombies: AtomicU32,
     /// Inline holder records, one per bit of the word's record bitmap.
     pub(crate) records: [Record; INLINE_RECORDS],
-    /// The timer wheel's view of this slot (`expiry.rs`).
+    /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,
     /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
     /// since is spared once (second chance). Only touched under the shard lock.
@@ -479,7 +372,7 @@ impl<K> Slot<K> {
     }
 
     /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,
-    /// whose compare-exchange set `WATCHED`). See `expiry.rs` for why this is race-free.
+    /// whose compare-exchange set `WATCHED`). See `watch.rs` for why this is race-free.
     #[inline]
     fn watch_claim(&self, core: &Core, deadline: u64) {
         // Acquire: pairs with the Release store in `Wheelhouse::register`, reached through the
@@ -504,7 +397,7 @@ impl<K> Slot<K> {
         inner: &mut SlotInner,
     ) -> Result<Holding, Blocked> {
         let need = ask.need(privileged);
-        let flags = word::WAITERS | if need.exclusive { word::EXCL_WAITING } else { 0 };
+        let flags = word::waiting_flags(need.exclusive);
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, ask.mode)?;
@@ -580,10 +473,10 @@ impl<K> Slot<K> {
             .then(|| lease::deadline_ns(l))
     }
 
-    /// Releases a holding. `Err(())` if it was already ended by an expirer or a revoker (the
+    /// Releases a holding. `Err(AlreadyEnded)` if an expirer or a revoker ended it first (the
     /// guard is then a zombie).
     #[inline]
-    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), ()> {
+    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), AlreadyEnded> {
         match h.record {
             RecordRef::Inline(idx) => {
                 let rec = self.record(h);
@@ -616,13 +509,16 @@ impl<K> Slot<K> {
     /// The guard's side of the lease-word race: `HELD -> FREE`, or `Err` if an expirer or revoker
     /// won first.
     #[inline]
-    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), ()> {
+    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), AlreadyEnded> {
         let current = rec.lease.load(Ordering::Acquire);
         if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
-            return Err(());
+            return Err(AlreadyEnded);
         }
         // AcqRel: wins (or loses) against the expirer's compare-exchange on the same word.
-        rec.lease.compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed).map(drop).map_err(drop)
+        rec.lease
+            .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| AlreadyEnded)
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
@@ -635,7 +531,7 @@ impl<K> Slot<K> {
         // Release: publishes the holder's critical section to the next claimer's Acquire.
         let prev = self.word.fetch_sub(delta, Ordering::Release);
         if prev & word::WAITERS != 0 {
-            self.wake_after_release(core);
+            self.wake_after_release();
         }
     }
 
@@ -658,32 +554,106 @@ impl<K> Slot<K> {
     /// A waiter queued between the load and the subtraction: wake whoever can proceed.
     #[cold]
     #[inline(never)]
-    fn wake_after_release(&self, core: &Core) {
+    fn wake_after_release(&self) {
         let mut inner = self.lock();
-        wait::dispatch(self, core, &mut inner);
+        self.wake_waiters(&mut inner);
     }
 
     /// `return_units` with the slot lock held: hands the units straight to the first waiter if it
     /// has waited too long (eventual fairness), then wakes whoever else can proceed.
     pub(crate) fn return_units_locked(&self, core: &Core, delta: u64, inner: &mut SlotInner) {
-        if !wait::hand_off(self, core, delta, inner) {
+        if !self.hand_off(core, delta, inner) {
             self.word.fetch_sub(delta, Ordering::Release);
         }
-        wait::dispatch(self, core, inner);
+        self.wake_waiters(inner);
     }
 
-    /// Ends a managed holding that is not the caller's: an expiry (`due_at` = now: only if its
-    /// deadline has passed) or a revocation (`due_at` = None; `token`, if given, must match).
-    /// Returns the token and units of the holding ended.
+    /// Queues `waiter` (under the slot lock; its claim loop has already set `WAITERS`).
+    pub(crate) fn enqueue(&self, waiter: Arc<Waiter>, inner: &mut SlotInner) {
+        let flags = inner.queue.push(waiter);
+        if flags != 0 {
+            self.word.fetch_or(flags, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes `waiter` from the queue (it gave up, or it claimed by itself after a wake-up) and
+    /// wakes whoever its leaving lets proceed.
+    pub(crate) fn leave_queue(&self, waiter: &Arc<Waiter>, inner: &mut SlotInner) {
+        inner.queue.remove(waiter);
+        self.wake_waiters(inner);
+    }
+
+    /// Wakes the waiters at the front of the queue that the free units can admit, then brings the
+    /// word's queue flags in line with the queue. Under the slot lock.
+    pub(crate) fn wake_waiters(&self, inner: &mut SlotInner) {
+        let w = self.word.load(Ordering::Acquire);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        inner.queue.wake_admitted(capacity, capacity.saturating_sub(word::units(w)));
+        self.sync_queue_flags(inner);
+    }
+
+    /// Sets `WAITERS` and `EXCL_WAITING` to match the queue (`word::with_queue_flags`). Under the
+    /// slot lock, the only place they are cleared.
+    fn sync_queue_flags(&self, inner: &SlotInner) {
+        let flags = inner.queue.flags();
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            let next = word::with_queue_flags(w, flags);
+            if next == w {
+                return;
+            }
+            // Release: a reclaimer that sees the slot idle (its Acquire load of the word) sees
+            // the queue's last change.
+            match self.word.compare_exchange_weak(w, next, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// A release of `delta` that hands the units straight to an overdue first waiter
+    /// (`word::hand_off`): one compare-exchange both returns the releaser's units and claims for
+    /// the waiter, so no barger can slip in between. Returns false (nothing done) if the first
+    /// waiter is not overdue or does not fit; the caller then releases normally.
+    fn hand_off(&self, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
+        let Some(front) = inner.queue.overdue_front() else {
+            return false;
+        };
+        let front = Arc::clone(front);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        let mut w = self.word.load(Ordering::Acquire);
+        let claim = loop {
+            let Some(claim) = word::hand_off(w, delta, capacity, front.ask.need(true), core.counter_limit) else {
+                return false;
+            };
+            // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
+            // Acquire load of its state (after `grant`'s Release) then sees it all.
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break claim,
+                Err(actual) => w = actual,
+            }
+        };
+        let h = self.finish_claim(core, &front.ask, claim, Some(inner));
+        inner.queue.pop_front();
+        front.grant(h);
+        true
+    }
+
+    /// Ends a managed holding that is not the caller's guard's doing: an expiry (only if its
+    /// deadline has passed) or a revocation, as `ending` says. Returns the token and units of the
+    /// holding ended.
     pub(crate) fn force_end(
         &self,
         core: &Core,
         record: RecordRef,
-        due_at: Option<u64>,
-        token: Option<u64>,
+        ending: Ending,
         inner: &mut SlotInner,
         on_end: &mut dyn FnMut(&Ended),
     ) -> Option<(u64, u32)> {
+        let (due_at, token) = match ending {
+            Ending::Expiry { now, token } => (Some(now), token),
+            Ending::Revocation { token } => (None, token),
+        };
         let rec: &Record = match record {
             RecordRef::Inline(idx) => &self.records[idx as usize],
             // SAFETY: overflow boxes never move or free while the slot's memory lives.
@@ -728,7 +698,7 @@ impl<K> Slot<K> {
     /// Expires every managed holding of this slot whose deadline is before `now_ns`. Returns how
     /// many it expired and the earliest deadline of the leased holdings left (`u64::MAX` if none),
     /// and whether some record was between holdings (its lease may not be visible yet).
-    pub(crate) fn expire_due(
+    pub(crate) fn expire_overdue(
         &self,
         core: &Core,
         now_ns: u64,
@@ -742,7 +712,10 @@ impl<K> Slot<K> {
             match lease::state(l) {
                 lease::HELD if lease::is_leased(l) => {
                     if lease::deadline_ns(l) <= now_ns {
-                        if this.force_end(core, record, Some(now_ns), None, inner, on_expired).is_some() {
+                        if this
+                            .force_end(core, record, Ending::Expiry { now: now_ns, token: None }, inner, on_expired)
+                            .is_some()
+                        {
                             result.expired += 1;
                         } else {
                             result.in_flux = true;
@@ -798,7 +771,7 @@ impl<K> Slot<K> {
             }
             let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
             // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
-            // `scheduled` then load of this word, one of the two sees the other (expiry.rs).
+            // `scheduled` then load of this word, one of the two sees the other (watch.rs).
             if rec.lease.compare_exchange(l, lease::renewed(l, deadline), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 let stored = lease::deadline_ns(lease::renewed(l, deadline));
                 if !lease::is_leased(l) {
@@ -815,11 +788,11 @@ impl<K> Slot<K> {
 
     /// Gives a plain holding a lease (a renewal of a holding acquired without one); from then on it
     /// is managed. Returns the deadline, or `Err` if `h` is not a plain holding of this record.
-    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, ()> {
+    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, AlreadyEnded> {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
         if lease::state(l) != lease::PLAIN || lease::tag(l) != lease::tag_of(h.token) {
-            return Err(());
+            return Err(AlreadyEnded);
         }
         let now = core.clock.now_ns();
         let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
@@ -827,10 +800,10 @@ impl<K> Slot<K> {
         // Managed holdings keep their mode and units in the record (the plain word had them).
         rec.meta.store(lease::plain_meta(l), Ordering::Relaxed);
         // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
-        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(drop)?;
+        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(|_| AlreadyEnded)?;
         let stored = lease::deadline_ns(leased);
         // Like a leased claim: the read-modify-write of the word orders this lease against the
-        // reaper's scan (expiry.rs).
+        // reaper's scan (watch.rs).
         self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
         if self.watch.scheduled.load(Ordering::SeqCst) > stored {
             core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
@@ -904,6 +877,19 @@ pub(crate) struct Ended {
     pub(crate) owner: Option<Owner>,
     /// Expired (true) or revoked.
     pub(crate) expired: bool,
+}
+
+/// A release or promotion found the holding ended already, by an expirer or a revoker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AlreadyEnded;
+
+/// How `force_end` ends a holding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ending {
+    /// Expire it if its deadline is at or before `now`; with `token`, only the holding with it.
+    Expiry { now: u64, token: Option<u64> },
+    /// Revoke it; with `token`, only the holding with it.
+    Revocation { token: Option<u64> },
 }
 
 /// Why a renewal failed.

@@ -13,19 +13,18 @@ use std::time::{Duration, Instant};
 #[cfg(not(leasehold_loom))]
 use crossbeam_utils::Backoff;
 
-use crate::clock::duration_ns;
-use crate::error::LockError;
-use crate::guard::LockGuard;
-use crate::lease::MAX_DEADLINE_NS;
-use crate::manager::{Attempt, DefaultHasher, Inner, LockManager};
-use crate::mode::{Mode, Owner};
-use crate::slot::{Ask, Holding, Slot};
-use crate::sync::Arc;
-use crate::wait::{self, Waiter};
-use crate::word::MAX_PERMITS;
-
-/// The longest lease: half the range of a stored deadline (about nine years).
-pub const MAX_TTL: Duration = Duration::from_nanos(MAX_DEADLINE_NS / 2);
+use crate::api::guard::LockGuard;
+use crate::api::state::State;
+use crate::engine::holding::{Ask, Holding};
+use crate::engine::lease::MAX_TTL;
+use crate::engine::queue::Waiter;
+use crate::engine::slot::Slot;
+use crate::engine::table::{Attempt, DefaultHasher};
+use crate::engine::word::MAX_PERMITS;
+use crate::primitives::clock::duration_ns;
+use crate::primitives::sync::Arc;
+use crate::vocab::error::LockError;
+use crate::vocab::mode::{Mode, Owner};
 
 /// A request for a lock on one key, in one mode: set a lease or an owner, then acquire.
 ///
@@ -46,7 +45,7 @@ pub const MAX_TTL: Duration = Duration::from_nanos(MAX_DEADLINE_NS / 2);
 /// ```
 #[must_use = "a request does nothing until one of its acquire methods is called"]
 pub struct Request<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
-    locks: &'m LockManager<K, S>,
+    locks: &'m State<K, S>,
     key: &'q Q,
     mode: Mode,
     ttl: Option<Duration>,
@@ -71,7 +70,7 @@ where
     K: From<Q::Owned>,
     S: BuildHasher + Send + Sync + 'static,
 {
-    pub(crate) fn new(locks: &'m LockManager<K, S>, key: &'q Q, mode: Mode) -> Self {
+    pub(crate) fn new(locks: &'m State<K, S>, key: &'q Q, mode: Mode) -> Self {
         Request { locks, key, mode, ttl: None, owner: None }
     }
 
@@ -125,7 +124,7 @@ where
 
     #[inline]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
-        self.locks.inner.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
+        self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
         LockGuard::new(self.locks, slot, h, self.mode)
     }
 
@@ -133,8 +132,8 @@ where
     #[inline]
     fn checked_ask(&self) -> Result<Ask, LockError> {
         self.ask().inspect_err(|e| {
-            let inner = &*self.locks.inner;
-            inner.count_refusal(inner.hash(self.key), e);
+            let locks = self.locks;
+            locks.table.count_refusal(locks.table.hash(self.key), e);
         })
     }
 
@@ -161,11 +160,11 @@ where
     #[inline]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
-        let inner = &*self.locks.inner;
-        let hash = inner.hash(self.key);
-        let (slot, h) = match inner.try_fast(hash, self.key, &ask) {
+        let locks = self.locks;
+        let hash = locks.table.hash(self.key);
+        let (slot, h) = match locks.table.try_fast(hash, self.key, &ask) {
             (Some(slot), Some(h)) => (slot, h),
-            _ => match inner.attempt(hash, self.key, &ask, None) {
+            _ => match locks.attempt(hash, self.key, &ask, None) {
                 Attempt::Acquired(slot, h) => (slot, h),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Queued(..) => unreachable!("no waiter was offered"),
@@ -221,9 +220,9 @@ where
     #[inline]
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
-        let inner = &*self.locks.inner;
-        let hash = inner.hash(self.key);
-        let (found, claimed) = inner.try_fast(hash, self.key, &ask);
+        let locks = self.locks;
+        let hash = locks.table.hash(self.key);
+        let (found, claimed) = locks.table.try_fast(hash, self.key, &ask);
         let (slot, h) = match (found, claimed) {
             (Some(slot), Some(h)) => (slot, h),
             // The guard is built here for both paths, so the slow path returns only what it got.
@@ -240,7 +239,7 @@ where
         found: Option<&'m Slot<K>>,
         deadline: Option<Instant>,
     ) -> Result<(&'m Slot<K>, Holding), LockError> {
-        let inner = &*self.locks.inner;
+        let locks = self.locks;
         #[cfg(leasehold_loom)]
         let _ = found;
         // Someone holds it: a short spin catches a short critical section without parking.
@@ -250,17 +249,17 @@ where
             let backoff = Backoff::new();
             while !backoff.is_completed() {
                 backoff.snooze();
-                if let Some(h) = inner.claim_found(slot, self.key, &ask) {
+                if let Some(h) = locks.table.claim_found(slot, self.key, &ask) {
                     return Ok((slot, h));
                 }
             }
         }
         let make = || Waiter::for_thread(ask.clone());
-        match inner.attempt(hash, self.key, &ask, Some(&make)) {
+        match locks.attempt(hash, self.key, &ask, Some(&make)) {
             Attempt::Acquired(slot, h) => Ok((slot, h)),
             Attempt::Failed(e) => Err(e),
             Attempt::Queued(slot, waiter) => {
-                let h = wait_blocking(inner, slot, &waiter, deadline)?;
+                let h = wait_blocking(locks, slot, &waiter, deadline)?;
                 Ok((slot, h))
             }
         }
@@ -296,7 +295,7 @@ fn far_future() -> Instant {
 
 /// Parks until the queued `waiter` is handed the lock, claims it after a wake-up, or times out.
 fn wait_blocking<K, S>(
-    inner: &Inner<K, S>,
+    locks: &State<K, S>,
     slot: &Slot<K>,
     waiter: &Arc<Waiter>,
     deadline: Option<Instant>,
@@ -313,7 +312,7 @@ where
                 break;
             }
             // A holder past its deadline must not keep us waiting even if no reaper runs.
-            let holder = inner.holder_deadline_wait(slot);
+            let holder = locks.table.holder_deadline_wait(slot);
             if holder == Some(Duration::ZERO) {
                 break;
             }
@@ -321,19 +320,19 @@ where
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            crate::sync::park(timeout);
+            crate::primitives::sync::park(timeout);
         }
         let mut g = slot.lock();
-        if let Some(h) = waiter.take_grant().or_else(|| inner.retry_queued(slot, waiter, &mut g)) {
-            inner.count_contended(slot, waiter);
+        if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, waiter, &mut g)) {
+            locks.count_contended(slot, waiter);
             return Ok(h);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             #[cfg(feature = "tracing")]
-            inner.trace("gave up waiting", slot, None, waiter.ask.owner.as_ref());
-            wait::leave(slot, &inner.core, waiter, &mut g);
+            locks.trace("gave up waiting", slot, None, waiter.ask.owner.as_ref());
+            slot.leave_queue(waiter, &mut g);
             drop(g);
-            inner.count_refusal(slot.hash.load(crate::sync::Ordering::Relaxed), &LockError::TimedOut);
+            locks.table.count_refusal(slot.hash.load(crate::primitives::sync::Ordering::Relaxed), &LockError::TimedOut);
             return Err(LockError::TimedOut);
         }
     }
@@ -378,7 +377,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let inner = &*this.request.locks.inner;
+        let locks = this.request.locks;
         match &this.state {
             FutureState::Done => panic!("AcquireFuture polled after it completed"),
             FutureState::Start => {
@@ -390,13 +389,13 @@ where
                     }
                 };
                 let key = this.request.key;
-                let hash = inner.hash(key);
-                if let (Some(slot), Some(h)) = inner.try_fast(hash, key, &ask) {
+                let hash = locks.table.hash(key);
+                if let (Some(slot), Some(h)) = locks.table.try_fast(hash, key, &ask) {
                     this.state = FutureState::Done;
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
                 let make = || Waiter::for_task(ask.clone(), cx.waker().clone());
-                match inner.attempt(hash, key, &ask, Some(&make)) {
+                match locks.attempt(hash, key, &ask, Some(&make)) {
                     Attempt::Acquired(slot, h) => {
                         this.state = FutureState::Done;
                         Poll::Ready(Ok(this.request.guard(slot, h)))
@@ -415,7 +414,7 @@ where
                 let (slot, waiter) = (*slot, Arc::clone(waiter));
                 if let Some(h) = waiter.take_grant() {
                     this.state = FutureState::Done;
-                    inner.count_contended(slot, &waiter);
+                    locks.count_contended(slot, &waiter);
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
                 if waiter.is_waiting() {
@@ -427,10 +426,10 @@ where
                 let mut g = slot.lock();
                 // The waker first, under the slot lock, so no wake-up slips between it and the retry.
                 waiter.set_waker(cx.waker());
-                if let Some(h) = waiter.take_grant().or_else(|| inner.retry_queued(slot, &waiter, &mut g)) {
+                if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, &waiter, &mut g)) {
                     drop(g);
                     this.state = FutureState::Done;
-                    inner.count_contended(slot, &waiter);
+                    locks.count_contended(slot, &waiter);
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
                 Poll::Pending
@@ -442,7 +441,7 @@ where
 impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
     fn drop(&mut self) {
         if let FutureState::Queued(slot, waiter) = std::mem::replace(&mut self.state, FutureState::Done) {
-            let core = &self.request.locks.inner.core;
+            let core = &self.request.locks.table.core;
             let mut g = slot.lock();
             match waiter.take_grant() {
                 Some(h) => {
@@ -450,13 +449,13 @@ impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
                     // Handed the lock but never polled to take it: give it back.
                     if slot.release(core, &h).is_err() {
                         // Expired meanwhile: its expirer counted us as a zombie.
-                        slot.zombies.fetch_sub(1, crate::sync::Ordering::Release);
+                        slot.zombies.fetch_sub(1, crate::primitives::sync::Ordering::Release);
                     }
                 }
                 None => {
-                    wait::leave(slot, core, &waiter, &mut g);
-                    let stats = core.stats.of(slot.hash.load(crate::sync::Ordering::Relaxed));
-                    crate::metrics::ShardStats::bump(&stats.cancelled);
+                    slot.leave_queue(&waiter, &mut g);
+                    let stats = core.stats.of(slot.hash.load(crate::primitives::sync::Ordering::Relaxed));
+                    crate::primitives::counters::ShardStats::bump(&stats.cancelled);
                 }
             }
         }

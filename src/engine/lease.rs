@@ -34,6 +34,9 @@ pub(crate) const DEADLINE_UNIT_NS: u64 = 64;
 /// The latest deadline the word can hold, in clock nanoseconds.
 pub(crate) const MAX_DEADLINE_NS: u64 = ((1 << (64 - DEADLINE_SHIFT)) - 1) * DEADLINE_UNIT_NS;
 
+/// The longest lease: half the range of a stored deadline (about nine years).
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_nanos(MAX_DEADLINE_NS / 2);
+
 /// The lease word's state field.
 #[inline]
 pub(crate) const fn state(word: u64) -> u64 {

@@ -7,15 +7,15 @@
 
 #![deny(unsafe_code)]
 
+use crate::primitives::sync::untracked::{AtomicBool, AtomicU64, Ordering};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::mode::{Mode, Owner};
-use crate::token::FenceToken;
+use crate::vocab::mode::{Mode, Owner};
+use crate::vocab::token::FenceToken;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

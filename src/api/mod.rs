@@ -1,0 +1,17 @@
+//! The public façade: the manager and its builder, requests and their future, guards, fenced
+//! resources. Thin: it checks arguments, calls the engine, and turns what the engine reports into
+//! events and metrics (`state.rs`).
+
+pub(crate) mod builder;
+pub(crate) mod fenced;
+pub(crate) mod guard;
+pub(crate) mod manager;
+pub(crate) mod request;
+pub(crate) mod state;
+
+pub use crate::engine::table::DefaultHasher;
+pub use builder::Builder;
+pub use fenced::Fenced;
+pub use guard::LockGuard;
+pub use manager::LockManager;
+pub use request::{AcquireFuture, Request};
