@@ -107,7 +107,7 @@ where
         self
     }
 
-    #[inline]
+    #[inline(always)]
     fn ask(&self) -> Result<Ask, LockError> {
         if let Mode::Semaphore(n) = self.mode {
             if n == 0 || n > MAX_PERMITS {
@@ -122,14 +122,26 @@ where
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
-    #[inline]
+    /// The `Ask` of a plain request (no lease, no owner, valid permits): built without the
+    /// validation and the owner clone of `checked_ask`, and with `managed()` known false where it
+    /// inlines, so the fast path folds the managed branches away (bench/PERF-PLAN.md, P2).
+    #[inline(always)]
+    fn plain_ask(&self) -> Option<Ask> {
+        let valid = match self.mode {
+            Mode::Semaphore(n) => n != 0 && n <= MAX_PERMITS,
+            Mode::Exclusive | Mode::Shared => true,
+        };
+        (self.ttl.is_none() & self.owner.is_none() & valid).then_some(Ask { mode: self.mode, ttl_ns: None, owner: None })
+    }
+
+    #[inline(always)]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
         self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
-        LockGuard::new(self.locks, slot, h, self.mode)
+        LockGuard::new(self.locks, slot, h)
     }
 
     /// Validates the request, counting a refusal.
-    #[inline]
+    #[inline(always)]
     fn checked_ask(&self) -> Result<Ask, LockError> {
         self.ask().inspect_err(|e| {
             let locks = self.locks;
@@ -157,8 +169,21 @@ where
     /// assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
     /// # Ok::<(), LockError>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
+        if let Some(ask) = self.plain_ask() {
+            let hash = self.locks.table.hash(self.key);
+            if let (Some(slot), Some(h)) = self.locks.table.try_fast(hash, self.key, &ask) {
+                return Ok(self.guard(slot, h));
+            }
+        }
+        self.try_acquire_slow()
+    }
+
+    /// `try_acquire` past a plain request's fast path.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_slow(self) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
         let locks = self.locks;
         let hash = locks.table.hash(self.key);
@@ -189,7 +214,7 @@ where
     /// let g = locks.exclusive(&42).acquire()?;
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
         self.acquire_until(None)
     }
@@ -217,8 +242,24 @@ where
     }
 
     /// The fast path, inlined into the caller like `try_acquire`'s; everything else is cold.
-    #[inline]
+    #[inline(always)]
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
+        if let Some(ask) = self.plain_ask() {
+            let hash = self.locks.table.hash(self.key);
+            let (found, claimed) = self.locks.table.try_fast(hash, self.key, &ask);
+            let (slot, h) = match (found, claimed) {
+                (Some(slot), Some(h)) => (slot, h),
+                _ => self.acquire_slow(ask, hash, found, deadline)?,
+            };
+            return Ok(self.guard(slot, h));
+        }
+        self.acquire_managed(deadline)
+    }
+
+    /// `acquire_until` for a managed request (lease or owner) or one to refuse: validated into an
+    /// `Ask` first.
+    #[inline(never)]
+    fn acquire_managed(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
         let locks = self.locks;
         let hash = locks.table.hash(self.key);
@@ -231,6 +272,7 @@ where
         Ok(self.guard(slot, h))
     }
 
+    #[cold]
     #[inline(never)]
     fn acquire_slow(
         &self,

@@ -3,7 +3,7 @@
 //! (`Holding`), and what a request asks for (`Ask`).
 
 use crate::engine::lease;
-use crate::engine::word::{Need, RecordIdx};
+use crate::engine::word::{Need, RecordIdx, OVERFLOW};
 use crate::primitives::counters::HOLD_SAMPLE;
 use crate::primitives::sync::{AtomicU64, Ordering};
 use crate::vocab::mode::{Mode, Owner};
@@ -56,36 +56,107 @@ pub(crate) enum RecordRef {
     Overflow(u32),
 }
 
-/// What a guard carries to identify its holding.
+/// A stable pointer to a holding's record (inline records live in the slot, overflow records in
+/// boxes that live as long as the slot's memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordPtr(pub(crate) *const Record);
+
+// SAFETY: it points into type-stable slot memory owned by the manager, which every holder of a
+// `Holding` borrows; all access through it is to atomics.
+unsafe impl Send for RecordPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RecordPtr {}
+
+/// What a guard carries to identify its holding: three full words (so a guard returned through
+/// memory is written and read back with whole-word stores and loads that forward), the packed
+/// part in `bits`:
+///
+/// ```text
+///  63..62   61      60       59 ........ 28     27 .. 20      19 ..... 0
+/// [ mode | owned | managed | overflow index | inline record | units ]
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
-    pub(crate) record: RecordRef,
-    /// Stable pointer to the record (inline records live in the slot, overflow records in boxes
-    /// that live as long as the slot's memory).
-    pub(crate) rec: *const Record,
+    pub(crate) rec: RecordPtr,
     pub(crate) token: u64,
-    pub(crate) units: u32,
-    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
-    pub(crate) managed: bool,
-    /// Has an owner label to clear when it ends.
-    pub(crate) owned: bool,
+    pub(crate) bits: u64,
 }
 
+const UNITS_MASK: u64 = (1 << 20) - 1;
+const IDX_SHIFT: u32 = 20;
+const OVERFLOW_SHIFT: u32 = 28;
+/// `Holding::bits`: ended through the lease word (leased or owned).
+pub(crate) const MANAGED: u64 = 1 << 60;
+const OWNED: u64 = 1 << 61;
+const MODE_SHIFT: u32 = 62;
+
 impl Holding {
+    /// Packs a holding; `mode` is `Mode::code`.
+    #[inline(always)]
+    pub(crate) fn new(
+        record: RecordRef,
+        rec: *const Record,
+        token: u64,
+        units: u32,
+        mode: u64,
+        managed: bool,
+        owned: bool,
+    ) -> Self {
+        let place = match record {
+            RecordRef::Inline(idx) => (idx as u64) << IDX_SHIFT,
+            RecordRef::Overflow(i) => ((OVERFLOW as u64) << IDX_SHIFT) | ((i as u64) << OVERFLOW_SHIFT),
+        };
+        let bits = (units as u64 & UNITS_MASK)
+            | place
+            | if managed { MANAGED } else { 0 }
+            | if owned { OWNED } else { 0 }
+            | (mode << MODE_SHIFT);
+        Holding { rec: RecordPtr(rec), token, bits }
+    }
+
+    /// Where its record lives.
+    #[inline(always)]
+    pub(crate) fn record(&self) -> RecordRef {
+        let idx = (self.bits >> IDX_SHIFT) as RecordIdx;
+        if idx == OVERFLOW {
+            RecordRef::Overflow((self.bits >> OVERFLOW_SHIFT) as u32)
+        } else {
+            RecordRef::Inline(idx)
+        }
+    }
+
+    /// The capacity units it holds.
+    #[inline(always)]
+    pub(crate) fn units(&self) -> u32 {
+        (self.bits & UNITS_MASK) as u32
+    }
+
+    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
+    #[inline(always)]
+    pub(crate) fn managed(&self) -> bool {
+        self.bits & MANAGED != 0
+    }
+
+    /// Has an owner label to clear when it ends.
+    #[inline(always)]
+    pub(crate) fn owned(&self) -> bool {
+        self.bits & OWNED != 0
+    }
+
+    /// `Mode::code` of the request that made it.
+    #[inline(always)]
+    pub(crate) fn mode_code(&self) -> u64 {
+        self.bits >> MODE_SHIFT
+    }
+
     /// Whether this holding is one of the one-in-`HOLD_SAMPLE` timed for the hold-time histogram:
     /// its token picks it, so choosing costs a test of a value at hand. Its start time is then in
     /// its record's `acquired_ns`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_sampled(&self) -> bool {
         self.token % HOLD_SAMPLE == 0
     }
 }
-
-// SAFETY: `rec` points into type-stable slot memory owned by the manager, which the guard borrows;
-// all access through it is to atomics.
-unsafe impl Send for Holding {}
-// SAFETY: as above.
-unsafe impl Sync for Holding {}
 
 /// What a request asks for.
 #[derive(Clone, Debug)]

@@ -123,7 +123,7 @@ impl<K> Shard<K> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn table(&self) -> &Table<K> {
         // SAFETY: the pointer is always a live table: the current one, or (for a reader that
         // loaded it before a swap) a retired one, kept until the shard is dropped. Acquire pairs
@@ -132,7 +132,7 @@ impl<K> Shard<K> {
     }
 
     /// Lock-free lookup: a slot whose hash matches, if the probe finds one. A hint only.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> Option<&Slot<K>> {
         let table = self.table();
         let mut i = table.home(hash);
@@ -386,7 +386,7 @@ impl<K> Drop for Shard<K> {
 /// # Safety
 ///
 /// The slot is pinned and live (see `Slot::key`).
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn key_matches<K, Q>(slot: &Slot<K>, key: &Q) -> bool
 where
     K: Borrow<Q>,

@@ -241,18 +241,18 @@ impl<K> Slot<K> {
     fn record(&self, h: &Holding) -> &Record {
         // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
         // that lives as long as the slot's memory).
-        unsafe { &*h.rec }
+        unsafe { &*h.rec.0 }
     }
 
     /// The fencing token of a claim that produced `word`.
-    #[inline]
+    #[inline(always)]
     fn token_of(&self, word: u64) -> u64 {
         // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
         self.token_base.load(Ordering::Relaxed) + word::counter(word)
     }
 
     /// Checks a request against the key's capacity, for the word `w` just loaded.
-    #[inline]
+    #[inline(always)]
     fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
         // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
         // so a capacity read that does not belong to `w` makes the compare-exchange fail.
@@ -271,7 +271,7 @@ impl<K> Slot<K> {
     }
 
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
         let need = ask.need(privileged);
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
@@ -297,7 +297,7 @@ impl<K> Slot<K> {
 
     /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
     /// caller holds it (needed to attach an owner label).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish_claim(&self, core: &Core, ask: &Ask, claim: Claim, inner: Option<&mut SlotInner>) -> Holding {
         let idx = claim.record;
         let rec = &self.records[idx as usize];
@@ -307,19 +307,12 @@ impl<K> Slot<K> {
             Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
             None => self.lock().set_owner(RecordRef::Inline(idx), owner),
         });
-        Holding {
-            record: RecordRef::Inline(idx),
-            rec,
-            token,
-            units,
-            managed: ask.managed(),
-            owned: ask.owner.is_some(),
-        }
+        Holding::new(RecordRef::Inline(idx), rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
     }
 
     /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
     /// two stores (its mode and units ride in its lease word); a managed one takes the slow lane.
-    #[inline]
+    #[inline(always)]
     fn write_record(
         &self,
         core: &Core,
@@ -432,7 +425,7 @@ impl<K> Slot<K> {
         let units = claim.units;
         let record = RecordRef::Overflow(index);
         self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
-        Holding { record, rec, token, units, managed: ask.managed(), owned: ask.owner.is_some() }
+        Holding::new(record, rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
     }
 
     /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
@@ -449,7 +442,7 @@ impl<K> Slot<K> {
         {
             return None;
         }
-        inner.owner(h.record)
+        inner.owner(h.record())
     }
 
     /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
@@ -457,7 +450,7 @@ impl<K> Slot<K> {
     pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if !h.managed {
+        if !h.managed() {
             return lease::state(l) == lease::PLAIN && lease::tag(l) == lease::tag_of(h.token);
         }
         lease::is_held_by(l, h.token)
@@ -477,30 +470,30 @@ impl<K> Slot<K> {
     /// guard is then a zombie).
     #[inline]
     pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), AlreadyEnded> {
-        match h.record {
+        match h.record() {
             RecordRef::Inline(idx) => {
                 let rec = self.record(h);
-                if h.managed {
+                if h.managed() {
                     self.end_managed(h, rec)?;
-                    if h.owned {
-                        self.lock().set_owner(h.record, None);
+                    if h.owned() {
+                        self.lock().set_owner(h.record(), None);
                     }
-                    self.return_units(core, word::release_delta(idx, h.units));
+                    self.return_units(core, word::release_delta(idx, h.units()));
                 } else {
-                    self.release_plain(core, idx, h.units);
+                    self.release_plain(core, idx, h.units());
                 }
                 Ok(())
             }
             RecordRef::Overflow(index) => {
                 let mut inner = self.lock();
                 let rec = self.record(h);
-                if h.managed {
+                if h.managed() {
                     self.end_managed(h, rec)?;
                 } else {
                     rec.lease.store(lease::FREE, Ordering::Relaxed);
                 }
                 inner.free_overflow(index);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), &mut inner);
                 Ok(())
             }
         }
@@ -523,7 +516,7 @@ impl<K> Slot<K> {
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
     /// whoever can now proceed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn return_units(&self, core: &Core, delta: u64) {
         if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
             return self.return_units_queued(core, delta);
@@ -536,7 +529,7 @@ impl<K> Slot<K> {
     }
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release_plain(&self, core: &Core, idx: RecordIdx, units: u32) {
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers).

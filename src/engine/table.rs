@@ -114,12 +114,12 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
         let i = hash.checked_shr(self.shard_shift).unwrap_or(0) as usize;
         &self.shards[i]
@@ -127,7 +127,7 @@ where
 
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
     /// path" (no slot yet, busy, or anything unusual). Also returns the slot found, for spinning.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_fast<Q>(&self, hash: u64, key: &Q, ask: &Ask) -> (Option<&Slot<K>>, Option<Holding>)
     where
         K: Borrow<Q>,
@@ -140,7 +140,7 @@ where
     }
 
     /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn claim_found<Q>(&self, slot: &Slot<K>, key: &Q, ask: &Ask) -> Option<Holding>
     where
         K: Borrow<Q>,
