@@ -122,16 +122,15 @@ where
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
-    /// The `Ask` of a plain request (no lease, no owner, valid permits): built without the
-    /// validation and the owner clone of `checked_ask`, and with `managed()` known false where it
-    /// inlines, so the fast path folds the managed branches away (bench/PERF-PLAN.md, P2).
+    /// The mode of a plain request (no lease, no owner, valid permits): such a request takes the
+    /// fast path without an `Ask`, its validation or its owner clone (bench/PERF-PLAN.md, P2).
     #[inline(always)]
-    fn plain_ask(&self) -> Option<Ask> {
+    fn plain_mode(&self) -> Option<Mode> {
         let valid = match self.mode {
             Mode::Semaphore(n) => n != 0 && n <= MAX_PERMITS,
             Mode::Exclusive | Mode::Shared => true,
         };
-        (self.ttl.is_none() & self.owner.is_none() & valid).then_some(Ask { mode: self.mode, ttl_ns: None, owner: None })
+        (self.ttl.is_none() & self.owner.is_none() & valid).then_some(self.mode)
     }
 
     #[inline(always)]
@@ -171,10 +170,14 @@ where
     /// ```
     #[inline(always)]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
-        if let Some(ask) = self.plain_ask() {
-            let hash = self.locks.table.hash(self.key);
-            if let (Some(slot), Some(h)) = self.locks.table.try_fast(hash, self.key, &ask) {
-                return Ok(self.guard(slot, h));
+        if let Some(mode) = self.plain_mode() {
+            let (locks, key) = (self.locks, self.key);
+            let hash = locks.table.hash(key);
+            if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode) {
+                // Nothing to drop: a plain request has no owner (`plain_mode`).
+                std::mem::forget(self);
+                locks.emit_acquired(slot, &h, mode, None);
+                return Ok(LockGuard::new(locks, slot, h));
             }
         }
         self.try_acquire_slow()
@@ -244,14 +247,18 @@ where
     /// The fast path, inlined into the caller like `try_acquire`'s; everything else is cold.
     #[inline(always)]
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
-        if let Some(ask) = self.plain_ask() {
-            let hash = self.locks.table.hash(self.key);
-            let (found, claimed) = self.locks.table.try_fast(hash, self.key, &ask);
-            let (slot, h) = match (found, claimed) {
-                (Some(slot), Some(h)) => (slot, h),
-                _ => self.acquire_slow(ask, hash, found, deadline)?,
+        if let Some(mode) = self.plain_mode() {
+            // Only scalars cross into the slow path, so the request need not live in memory.
+            let (locks, key) = (self.locks, self.key);
+            // Nothing to drop: a plain request has no owner (`plain_mode`).
+            std::mem::forget(self);
+            let hash = locks.table.hash(key);
+            let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
+                Ok(claimed) => claimed,
+                Err(found) => acquire_slow(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?,
             };
-            return Ok(self.guard(slot, h));
+            locks.emit_acquired(slot, &h, mode, None);
+            return Ok(LockGuard::new(locks, slot, h));
         }
         self.acquire_managed(deadline)
     }
@@ -267,44 +274,9 @@ where
         let (slot, h) = match (found, claimed) {
             (Some(slot), Some(h)) => (slot, h),
             // The guard is built here for both paths, so the slow path returns only what it got.
-            _ => self.acquire_slow(ask, hash, found, deadline)?,
+            _ => acquire_slow(self.locks, self.key, ask, hash, found, deadline)?,
         };
         Ok(self.guard(slot, h))
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn acquire_slow(
-        &self,
-        ask: Ask,
-        hash: u64,
-        found: Option<&'m Slot<K>>,
-        deadline: Option<Instant>,
-    ) -> Result<(&'m Slot<K>, Holding), LockError> {
-        let locks = self.locks;
-        #[cfg(leasehold_loom)]
-        let _ = found;
-        // Someone holds it: a short spin catches a short critical section without parking.
-        // (Not under loom: a model explores the interleavings a spin would only wait through.)
-        #[cfg(not(leasehold_loom))]
-        if let Some(slot) = found {
-            let backoff = Backoff::new();
-            while !backoff.is_completed() {
-                backoff.snooze();
-                if let Some(h) = locks.table.claim_found(slot, self.key, &ask) {
-                    return Ok((slot, h));
-                }
-            }
-        }
-        let make = || Waiter::for_thread(ask.clone());
-        match locks.attempt(hash, self.key, &ask, Some(&make)) {
-            Attempt::Acquired(slot, h) => Ok((slot, h)),
-            Attempt::Failed(e) => Err(e),
-            Attempt::Queued(slot, waiter) => {
-                let h = wait_blocking(locks, slot, &waiter, deadline)?;
-                Ok((slot, h))
-            }
-        }
     }
 
     /// A future that resolves to the lock, on any executor.
@@ -328,6 +300,48 @@ where
     pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
         let ask = self.checked_ask();
         AcquireFuture { request: self, ask, state: FutureState::Start }
+    }
+}
+
+/// Past the fast path: spin a little on a held slot, then the locked path, and park if queued.
+#[cold]
+#[inline(never)]
+fn acquire_slow<'m, K, Q, S>(
+    locks: &'m State<K, S>,
+    key: &Q,
+    ask: Ask,
+    hash: u64,
+    found: Option<&'m Slot<K>>,
+    deadline: Option<Instant>,
+) -> Result<(&'m Slot<K>, Holding), LockError>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[cfg(leasehold_loom)]
+    let _ = found;
+    // Someone holds it: a short spin catches a short critical section without parking.
+    // (Not under loom: a model explores the interleavings a spin would only wait through.)
+    #[cfg(not(leasehold_loom))]
+    if let Some(slot) = found {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if let Some(h) = locks.table.claim_found(slot, key, &ask) {
+                return Ok((slot, h));
+            }
+        }
+    }
+    let make = || Waiter::for_thread(ask.clone());
+    match locks.attempt(hash, key, &ask, Some(&make)) {
+        Attempt::Acquired(slot, h) => Ok((slot, h)),
+        Attempt::Failed(e) => Err(e),
+        Attempt::Queued(slot, waiter) => {
+            let h = wait_blocking(locks, slot, &waiter, deadline)?;
+            Ok((slot, h))
+        }
     }
 }
 

@@ -273,12 +273,32 @@ impl<K> Slot<K> {
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
-        let need = ask.need(privileged);
+        self.claim_with(core, ask.mode, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
+    }
+
+    /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
+    /// `finish_plain`, so nothing of the managed lane is on this path.
+    #[inline(always)]
+    pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
+        let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
+        self.claim_with(core, mode, need, |claim| self.finish_plain(core, mode, claim))
+    }
+
+    /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
+    /// record of the claim it installed.
+    #[inline(always)]
+    fn claim_with(
+        &self,
+        core: &Core,
+        mode: Mode,
+        need: word::Need,
+        finish: impl FnOnce(Claim) -> Holding,
+    ) -> Result<Holding, Blocked> {
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
         // initialisation, a capacity change), so the capacity and base read below are current.
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            let cap = self.check_capacity(w, ask.mode)?;
+            let cap = self.check_capacity(w, mode)?;
             let claim = match word::try_claim(w, cap, need, core.counter_limit) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,
@@ -289,10 +309,33 @@ impl<K> Slot<K> {
             // Acquire on success: pairs with the previous holder's Release in `return_units`, so
             // this holder sees everything the previous one did under the lock.
             match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Ok(self.finish_claim(core, ask, claim, None)),
+                Ok(_) => return Ok(finish(claim)),
                 Err(actual) => w = actual,
             }
         }
+    }
+
+    /// `finish_claim` of a plain holding in an inline record: its token and its lease word.
+    #[inline(always)]
+    fn finish_plain(&self, core: &Core, mode: Mode, claim: Claim) -> Holding {
+        let idx = claim.record;
+        let rec = &self.records[idx as usize];
+        let token = self.token_of(claim.word);
+        rec.token.store(token, Ordering::Relaxed);
+        if token % HOLD_SAMPLE == 0 {
+            self.stamp_sampled(core, rec);
+        }
+        // Release: a reader that sees this word sees the token above.
+        rec.lease.store(lease::plain(token, meta(mode, claim.units)), Ordering::Release);
+        Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false)
+    }
+
+    /// A sampled holding's start, exactly, for the hold-time histogram (before the lease word
+    /// publishes the record).
+    #[cold]
+    #[inline(never)]
+    fn stamp_sampled(&self, core: &Core, rec: &Record) {
+        rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
     }
 
     /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
@@ -324,9 +367,7 @@ impl<K> Slot<K> {
     ) {
         rec.token.store(token, Ordering::Relaxed);
         if token % HOLD_SAMPLE == 0 {
-            // A sampled holding: its start, exactly, for the hold-time histogram (before the lease
-            // word publishes it, like the rest of the record).
-            rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
+            self.stamp_sampled(core, rec);
         }
         if ask.managed() {
             self.publish_managed(core, ask, rec, token, units, set_owner);

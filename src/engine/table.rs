@@ -38,7 +38,8 @@ pub(crate) type OnEnded<'a, K> = &'a dyn Fn(&Slot<K>, &Ended);
 pub(crate) struct Table<K, S> {
     pub(crate) core: Core,
     shards: Box<[Shard<K>]>,
-    /// `hash >> shard_shift` is the shard (the index uses the low bits).
+    /// `(hash >> 1) >> shard_shift` is the shard (the index uses the low bits): the top
+    /// `log2(shards)` bits, with no special case for one shard (a shift by 64 would be one).
     shard_shift: u32,
     hasher: S,
     max_slots: usize,
@@ -71,7 +72,10 @@ impl<K, S> Table<K, S> {
         Table {
             core,
             shards: (0..shards).map(|_| Shard::new()).collect(),
-            shard_shift: 64 - shards.trailing_zeros(),
+            shard_shift: {
+                assert!(shards.is_power_of_two(), "the builder checks that shards is a power of two");
+                63 - shards.trailing_zeros()
+            },
             hasher,
             max_slots,
             idle_per_shard: idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
@@ -121,8 +125,11 @@ where
 
     #[inline(always)]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
-        let i = hash.checked_shr(self.shard_shift).unwrap_or(0) as usize;
-        &self.shards[i]
+        let i = ((hash >> 1) >> self.shard_shift) as usize;
+        debug_assert!(i < self.shards.len());
+        // SAFETY: `shards.len()` is `2^(63 - shard_shift)` (a power of two, `new`), and `i` has at
+        // most `63 - shard_shift` bits.
+        unsafe { self.shards.get_unchecked(i) }
     }
 
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
@@ -137,6 +144,34 @@ where
             return (None, None);
         };
         (Some(slot), self.claim_found(slot, key, ask))
+    }
+
+    /// `try_fast` for a plain request: the slot and holding, or the slot found (if any) for the
+    /// slow path.
+    #[inline(always)]
+    pub(crate) fn try_fast_plain<Q>(&self, hash: u64, key: &Q, mode: Mode) -> Result<(&Slot<K>, Holding), Option<&Slot<K>>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let Some(slot) = self.shard(hash).find(hash) else {
+            return Err(None);
+        };
+        let h = slot.try_claim_plain(&self.core, mode).map_err(|_| Some(slot))?;
+        // SAFETY: our claim pins the slot, so it is live and its key stays put.
+        if unsafe { key_matches(slot, key) } {
+            Ok((slot, h))
+        } else {
+            self.undo_collision(slot, &h);
+            Err(None)
+        }
+    }
+
+    /// A full 64-bit hash collision with a key that holds this slot: undo the claim.
+    #[cold]
+    #[inline(never)]
+    fn undo_collision(&self, slot: &Slot<K>, h: &Holding) {
+        let _ = slot.release(&self.core, h);
     }
 
     /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
