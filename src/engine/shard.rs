@@ -29,6 +29,9 @@ const MIN_TABLE: usize = 16;
 /// Most slots allocated at once when a pool runs dry.
 const MAX_CHUNK: usize = 64;
 
+/// Index bytes per slot: a 16-byte entry at a load of at most 1/4 (`Shard::insert`).
+pub(crate) const INDEX_BYTES_PER_SLOT: usize = 4 * std::mem::size_of::<Entry<()>>();
+
 struct Entry<K> {
     hash: AtomicU64,
     slot: AtomicPtr<Slot<K>>,

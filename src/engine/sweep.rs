@@ -15,10 +15,39 @@ use crate::primitives::sync::{AtomicU64, Ordering};
 /// churn of new keys the shard stays near its bound and shrinks back to it after a burst.
 const SWEEP_ON_INSERT: usize = 32;
 const RECLAIM_ON_INSERT: usize = 2;
-/// Default bound on the slots a shard keeps before creations start reclaiming idle ones. A key
-/// reused within a working set below `shards * idle_per_shard` keeps its slot (no insert and
-/// remove per acquire); cyclic reuse over a larger set would evict every slot before its reuse.
-pub(crate) const IDLE_PER_SHARD: usize = 64;
+/// Default budget of the idle-slot cache, in bytes of slot and index memory over the whole table
+/// (`Builder::idle_bytes`): 32 MiB, about 100,000 slots of a `u64` key (`slot_cost`), so that a
+/// working set like lockbench's W2 (100,000 Zipf keys) stays resident. A shard keeps at most
+/// `budget / shards / slot_cost` slots before creations reclaim idle ones (CLOCK: the sweep's
+/// hand with a second chance for a slot claimed since its last visit), and the periodic sweep
+/// reclaims only what is beyond that bound. A key reused within a working set below the bound
+/// keeps its slot (no insert and remove per acquire).
+pub(crate) const IDLE_BYTES: usize = 32 << 20;
+
+/// How the idle cache is bounded (the builder's choice).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IdleBound {
+    /// At most this many bytes of slot and index memory (`slot_cost` per slot).
+    Bytes(usize),
+    /// At most this many slots.
+    Slots(usize),
+}
+
+/// Memory one cached slot costs: the slot and its share of the index (kept at most 1/4 full).
+pub(crate) const fn slot_cost<K>() -> usize {
+    std::mem::size_of::<crate::engine::slot::Slot<K>>() + crate::engine::shard::INDEX_BYTES_PER_SLOT
+}
+
+/// Slots a shard keeps before creations reclaim idle ones (at least one, so a byte budget below
+/// one slot per shard still keeps one).
+pub(crate) fn idle_per_shard<K>(bound: IdleBound, shards: usize) -> usize {
+    match bound {
+        // Rounded down: the budget is a bound.
+        IdleBound::Bytes(bytes) => bytes / slot_cost::<K>() / shards,
+        IdleBound::Slots(n) => n.div_ceil(shards),
+    }
+    .max(1)
+}
 /// How often the reaper (or `expire_due`) sweeps for idle slots.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Index entries the periodic sweep looks at per shard per interval: a table of up to this many
@@ -77,5 +106,19 @@ impl SweepTimer {
                     Ordering::Relaxed,
                 )
                 .is_ok()
+    }
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_budget_keeps_a_100k_working_set_of_u64_keys() {
+        // lockbench's W2 (100,000 Zipf keys) must fit the default cache, at the default 64 shards.
+        assert!(idle_per_shard::<u64>(IdleBound::Bytes(IDLE_BYTES), 64) * 64 >= 100_000, "{}", slot_cost::<u64>());
+        assert!(slot_cost::<u64>() <= 320);
+        assert_eq!(idle_per_shard::<u64>(IdleBound::Slots(6_400), 64), 100);
+        assert_eq!(idle_per_shard::<u64>(IdleBound::Bytes(0), 64), 1);
     }
 }

@@ -14,7 +14,7 @@ use crate::engine::holding::{Ask, Holding, RecordRef};
 use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
-use crate::engine::sweep::{sweep_on_insert, SweepTimer, IDLE_PER_SHARD, SWEEP_PER_INTERVAL};
+use crate::engine::sweep::{idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES, SWEEP_PER_INTERVAL};
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
 use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
@@ -60,14 +60,14 @@ pub(crate) struct Table<K, S> {
 pub(crate) struct TableConfig {
     pub(crate) shards: usize,
     pub(crate) max_slots: usize,
-    /// Idle slots kept over the whole table (`None`: the default per shard).
-    pub(crate) idle_slots: Option<usize>,
+    /// The idle cache's bound (`None`: `IDLE_BYTES`).
+    pub(crate) idle: Option<IdleBound>,
     pub(crate) wake_driver_on_first: bool,
 }
 
 impl<K, S> Table<K, S> {
     pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
-        let TableConfig { shards, max_slots, idle_slots, wake_driver_on_first } = config;
+        let TableConfig { shards, max_slots, idle, wake_driver_on_first } = config;
         let now = core.clock.now_ns();
         Table {
             core,
@@ -78,7 +78,7 @@ impl<K, S> Table<K, S> {
             },
             hasher,
             max_slots,
-            idle_per_shard: idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
+            idle_per_shard: idle_per_shard::<K>(idle.unwrap_or(IdleBound::Bytes(IDLE_BYTES)), shards),
             bounded: (max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
             sweep_timer: SweepTimer::new(now),
             wake_driver_on_first,
@@ -88,6 +88,13 @@ impl<K, S> Table<K, S> {
     /// The shards, for the visits that walk the whole table (snapshots, metrics, sweeps).
     pub(crate) fn shards(&self) -> &[Shard<K>] {
         &self.shards
+    }
+
+    /// The most slots the idle cache keeps over the whole table, and the bytes they take (slot
+    /// and index).
+    pub(crate) fn idle_bound(&self) -> (usize, usize) {
+        let slots = self.idle_per_shard * self.shards.len();
+        (slots, slots * slot_cost::<K>())
     }
 
     /// Slots in the table (held, waited on, or idle and cached), summed over the shards.
@@ -396,11 +403,25 @@ where
         due
     }
 
-    /// The periodic sweep: a bounded stretch of every shard (the hand moves on from where it
-    /// stopped), with a second chance for recently used slots, so the reaper never stalls on a
-    /// huge table. An idle slot outlives its last use by at most two full turns of the hand.
+    /// The periodic sweep: in every shard over its idle bound, a bounded stretch (the hand moves
+    /// on from where it stopped), with a second chance for recently used slots, reclaiming down
+    /// to the bound, so the reaper never stalls on a huge table and never evicts a working set
+    /// that fits the budget. An idle slot beyond the bound outlives its last use by at most two
+    /// full turns of the hand.
     fn sweep_periodic(&self) -> usize {
-        self.sweep_shards(SWEEP_PER_INTERVAL, false)
+        let mut total = 0;
+        for shard in self.shards() {
+            if shard.count() <= self.idle_per_shard {
+                continue;
+            }
+            let mut g = shard.lock();
+            let excess = g.present.saturating_sub(self.idle_per_shard);
+            let n = if excess > 0 { shard.sweep(&mut g, SWEEP_PER_INTERVAL, excess, &self.core, false) } else { 0 };
+            drop(g);
+            self.note_reclaimed(n);
+            total += n;
+        }
+        total
     }
 
     /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.
