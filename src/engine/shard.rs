@@ -99,6 +99,11 @@ pub(crate) struct ShardInner<K> {
     /// The highest token handed out by any slot of this shard that has since been reclaimed:
     /// a new incarnation counts from here, so tokens of a key never go back.
     pub(crate) high_water: u64,
+    /// Acquisitions counted by this shard's reclaimed slots, less the counters their next
+    /// incarnations continue from (wrapping): the metrics add it to the live slots' counters.
+    /// Creation and reclamation change it under the lock; capacity changes and rebases, under a
+    /// slot lock only, use `ShardStats::retired_acquisitions` instead.
+    pub(crate) retired_acquisitions: u64,
     /// Where the idle sweep resumes.
     hand: usize,
     /// Creations to let pass before the next insert-time sweep: a sweep that found only held
@@ -136,6 +141,7 @@ impl<K> Shard<K> {
                 chunks: Vec::new(),
                 retired: Vec::new(),
                 high_water: 0,
+                retired_acquisitions: 0,
                 hand: 0,
                 sweep_backoff: 0,
                 sweep_skip: 0,
@@ -328,11 +334,8 @@ impl<K> Shard<K> {
             core.wheel.unregister(&slot.watch);
         }
         // Its acquisitions move into the shard's total (the next incarnation subtracts the counter
-        // it continues from).
-        core.stats
-            .of(slot.hash.load(Ordering::Relaxed))
-            .retired_acquisitions
-            .fetch_add(word::counter(w), Ordering::Relaxed);
+        // it continues from): a plain field under the lock we hold, not a locked RMW.
+        g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
         let hash = slot.hash.load(Ordering::Relaxed);
         self.remove(g, hash, slot);
@@ -361,8 +364,7 @@ impl<K> Shard<K> {
         let table = self.table(); // only this thread (holding the lock) could swap it
         let budget = budget.min(2 * (table.mask + 1));
         while examined < budget && g.present > 0 && reclaimed < enough {
-            let i = g.hand & table.mask;
-            let p = table.entries[i].slot.load(Ordering::Relaxed);
+            let p = table.entry(g.hand).slot.load(Ordering::Relaxed);
             examined += 1;
             if p.is_null() {
                 g.hand = g.hand.wrapping_add(1);

@@ -284,7 +284,7 @@ where
                 }
                 let base = g.high_water - word::counter(start);
                 // The counter it continues from was counted when the dead slot was reclaimed.
-                self.core.stats.of(hash).retired_acquisitions.fetch_sub(word::counter(start), Ordering::Relaxed);
+                g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
                 let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
                     .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
