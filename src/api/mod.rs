@@ -8,6 +8,8 @@ pub(crate) mod guard;
 pub(crate) mod manager;
 pub(crate) mod request;
 pub(crate) mod state;
+#[cfg(all(test, not(leasehold_loom)))]
+mod write_audit_tests;
 
 pub use crate::engine::table::DefaultHasher;
 pub use builder::Builder;

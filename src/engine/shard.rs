@@ -195,6 +195,7 @@ impl<K> Shard<K> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ShardInner<K>> {
+        crate::primitives::write_audit::note(&*self.locked);
         self.locked.inner.lock()
     }
 

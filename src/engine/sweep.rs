@@ -97,6 +97,10 @@ impl SweepTimer {
     pub(crate) fn take_due(&self, now: u64) -> bool {
         let next_sweep = self.next_ns.load(Ordering::Relaxed);
         now >= next_sweep
+            && {
+                crate::primitives::write_audit::note(&self.next_ns);
+                true
+            }
             && self
                 .next_ns
                 .compare_exchange(

@@ -235,6 +235,7 @@ where
     /// Keeps the bounded count in step with `n` slots reclaimed.
     pub(crate) fn note_reclaimed(&self, n: usize) {
         if let (Some(count), true) = (&self.bounded, n > 0) {
+            crate::primitives::write_audit::note(count);
             count.fetch_sub(n, UntrackedOrdering::Relaxed);
         }
     }
@@ -295,6 +296,7 @@ where
                 shard.insert(&mut g, hash, slot);
                 let first_in_shard = g.present == 1;
                 if let Some(n) = &self.bounded {
+                    crate::primitives::write_audit::note(n);
                     n.fetch_add(1, UntrackedOrdering::Relaxed);
                 }
                 self.note_reclaimed(reclaimed);

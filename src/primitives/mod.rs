@@ -4,5 +4,6 @@
 pub(crate) mod clock;
 pub(crate) mod counters;
 pub(crate) mod sync;
+pub(crate) mod write_audit;
 #[doc(hidden)]
 pub mod wheel;
