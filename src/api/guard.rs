@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, RecordRef, MANAGED};
+use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
 use crate::engine::table::DefaultHasher;
@@ -281,8 +281,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             self.record_hold();
         }
         let core = &self.locks.table.core;
-        if let (false, RecordRef::Inline(idx), false) = (h.managed(), h.record(), self.locks.events.is_active()) {
-            self.slot.release_plain(core, idx, h.units());
+        // A plain holding in an inline record, nobody listening: one store and one `fetch_sub`.
+        if h.bits & (MANAGED | IN_OVERFLOW) == 0 && !self.locks.events.is_active() {
+            self.slot.release_plain(core, &h);
             return Ok(());
         }
         self.finish_slow()

@@ -3,7 +3,7 @@
 //! (`Holding`), and what a request asks for (`Ask`).
 
 use crate::engine::lease;
-use crate::engine::word::{Need, RecordIdx, OVERFLOW};
+use crate::engine::word::{self, Need, RecordIdx};
 use crate::primitives::counters::HOLD_SAMPLE;
 use crate::primitives::sync::{AtomicU64, Ordering};
 use crate::vocab::mode::{Mode, Owner};
@@ -69,11 +69,12 @@ unsafe impl Sync for RecordPtr {}
 
 /// What a guard carries to identify its holding: three full words (so a guard returned through
 /// memory is written and read back with whole-word stores and loads that forward), the packed
-/// part in `bits`:
+/// part in `bits`, laid out so that `bits & RELEASE_MASK` is the holding's
+/// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..62   61      60       59 ........ 28     27 .. 20      19 ..... 0
-/// [ mode | owned | managed | overflow index | inline record | units ]
+///  63..62   61      60      56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | owned | managed | overflow | inline record bit | overflow index | units ]
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
@@ -82,9 +83,13 @@ pub(crate) struct Holding {
     pub(crate) bits: u64,
 }
 
-const UNITS_MASK: u64 = (1 << 20) - 1;
-const IDX_SHIFT: u32 = 20;
-const OVERFLOW_SHIFT: u32 = 28;
+const UNITS_MASK: u64 = (1 << word::UNITS_BITS) - 1;
+const OVERFLOW_INDEX_SHIFT: u32 = word::UNITS_BITS;
+const RECORD_BITS: u64 = 0xF << 52;
+/// `Holding::bits`: what a release subtracts from the state word.
+pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
+/// `Holding::bits`: the holding is in an overflow record.
+pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
 const OWNED: u64 = 1 << 61;
@@ -103,8 +108,8 @@ impl Holding {
         owned: bool,
     ) -> Self {
         let place = match record {
-            RecordRef::Inline(idx) => (idx as u64) << IDX_SHIFT,
-            RecordRef::Overflow(i) => ((OVERFLOW as u64) << IDX_SHIFT) | ((i as u64) << OVERFLOW_SHIFT),
+            RecordRef::Inline(idx) => word::record_bit(idx),
+            RecordRef::Overflow(i) => IN_OVERFLOW | ((i as u64) << OVERFLOW_INDEX_SHIFT),
         };
         let bits = (units as u64 & UNITS_MASK)
             | place
@@ -117,11 +122,10 @@ impl Holding {
     /// Where its record lives.
     #[inline(always)]
     pub(crate) fn record(&self) -> RecordRef {
-        let idx = (self.bits >> IDX_SHIFT) as RecordIdx;
-        if idx == OVERFLOW {
-            RecordRef::Overflow((self.bits >> OVERFLOW_SHIFT) as u32)
+        if self.bits & IN_OVERFLOW != 0 {
+            RecordRef::Overflow((self.bits >> OVERFLOW_INDEX_SHIFT) as u32)
         } else {
-            RecordRef::Inline(idx)
+            RecordRef::Inline(((self.bits & RECORD_BITS) >> 52).trailing_zeros() as RecordIdx)
         }
     }
 
@@ -141,6 +145,12 @@ impl Holding {
     #[inline(always)]
     pub(crate) fn owned(&self) -> bool {
         self.bits & OWNED != 0
+    }
+
+    /// What its release subtracts from the state word (`word::release_delta`).
+    #[inline(always)]
+    pub(crate) fn release_delta(&self) -> u64 {
+        self.bits & RELEASE_MASK
     }
 
     /// `Mode::code` of the request that made it.
@@ -175,5 +185,26 @@ impl Ask {
     #[inline]
     pub(crate) fn need(&self, privileged: bool) -> Need {
         Need { exclusive: self.mode.is_exclusive(), privileged, watch: self.ttl_ns.is_some() }
+    }
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip_and_give_the_release_delta() {
+        let rec = std::ptr::null();
+        for idx in 0..word::INLINE_RECORDS as RecordIdx {
+            for units in [1, 4, word::MAX_UNITS] {
+                let h = Holding::new(RecordRef::Inline(idx), rec, 9, units, 1, idx % 2 == 0, idx == 3);
+                assert_eq!(h.record(), RecordRef::Inline(idx));
+                assert_eq!((h.units(), h.mode_code(), h.managed(), h.owned()), (units, 1, idx % 2 == 0, idx == 3));
+                assert_eq!(h.release_delta(), word::release_delta(idx, units));
+            }
+        }
+        let h = Holding::new(RecordRef::Overflow(u32::MAX), rec, 9, 3, 2, true, false);
+        assert_eq!((h.record(), h.units(), h.mode_code()), (RecordRef::Overflow(u32::MAX), 3, 2));
+        assert_eq!(h.release_delta(), word::release_delta(word::OVERFLOW, 3));
     }
 }

@@ -521,7 +521,7 @@ impl<K> Slot<K> {
                     }
                     self.return_units(core, word::release_delta(idx, h.units()));
                 } else {
-                    self.release_plain(core, idx, h.units());
+                    self.release_plain(core, h);
                 }
                 Ok(())
             }
@@ -571,11 +571,11 @@ impl<K> Slot<K> {
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
     #[inline(always)]
-    pub(crate) fn release_plain(&self, core: &Core, idx: RecordIdx, units: u32) {
+    pub(crate) fn release_plain(&self, core: &Core, h: &Holding) {
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers).
-        self.records[idx as usize].lease.store(lease::FREE, Ordering::Relaxed);
-        self.return_units(core, word::release_delta(idx, units));
+        self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
+        self.return_units(core, h.release_delta());
     }
 
     #[cold]
