@@ -16,6 +16,8 @@ const SHARDS: usize = 64;
 const OPS: u64 = 10_000;
 
 type Locks = LockManager<u64, FixedState>;
+/// One uncontended acquire and release of a key.
+type Op = fn(&Locks, u64);
 
 /// One key per shard (the shard is the hash's top `log2(SHARDS)` bits), from `base` on.
 fn one_key_per_shard(hasher: &FixedState, base: u64) -> Vec<u64> {
@@ -33,7 +35,7 @@ fn one_key_per_shard(hasher: &FixedState, base: u64) -> Vec<u64> {
 fn keys_in_distinct_shards_write_no_common_cache_line() {
     let hasher = FixedState::with_seed(7);
     let locks: Locks = LockManager::builder().hasher(hasher.clone()).shards(SHARDS).reaper(false).build().unwrap();
-    let modes: [(&str, fn(&Locks, u64)); 4] = [
+    let modes: [(&str, Op); 4] = [
         ("exclusive", |l, k| drop(l.exclusive(&k).acquire().unwrap())),
         ("shared", |l, k| drop(l.shared(&k).acquire().unwrap())),
         ("semaphore", |l, k| drop(l.semaphore(&k, 4).acquire().unwrap())),
