@@ -174,9 +174,7 @@ fn main() -> ExitCode {
             warm: Duration::from_millis(15),
             window: Duration::from_millis(60),
             churn_ops: 1_000_000,
-            // At least leasehold's idle cache (about 100,000 slots by default): the RSS baseline
-            // is taken once the cache is full, so that growth means a leak, not the bounded cache.
-            churn_warm: 150_000,
+            churn_warm: 50_000,
         }
     } else {
         Sizes {

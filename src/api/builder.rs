@@ -157,9 +157,12 @@ impl<K, S> Builder<K, S> {
     }
 
     /// The idle-slot cache's budget in bytes of slot and index memory (spread over the shards;
-    /// default 32 MiB, about 100,000 slots of a `u64` key). Bounds what the table keeps beyond
-    /// the slots held or waited on: [`LockManager::idle_bytes_bound`] tells the bound in bytes
-    /// once built. See [`idle_slots`](Builder::idle_slots) for how the cache is used.
+    /// default 20 KiB per shard: 64 slots of a `u64` key, 1.25 MiB at 64 shards). Bounds what the
+    /// table keeps beyond the slots held or waited on: [`LockManager::idle_bytes_bound`] tells
+    /// the bound in bytes once built. A slot of a `u64` key costs about 320 bytes with its share
+    /// of the index: to keep a working set of 100,000 such keys resident, give 32 MiB. A larger
+    /// cache makes a churn of fresh keys slower (its sweep walks more cold memory). See
+    /// [`idle_slots`](Builder::idle_slots) for how the cache is used.
     ///
     /// # Examples
     ///

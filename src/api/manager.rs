@@ -221,7 +221,7 @@ where
     ///
     /// ```
     /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
-    /// assert!(locks.idle_bytes_bound() <= 32 << 20);
+    /// assert!(locks.idle_bytes_bound() <= (20 << 10) * locks.shard_count());
     /// ```
     pub fn idle_bytes_bound(&self) -> usize {
         self.state.table.idle_bound().1

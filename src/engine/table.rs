@@ -14,7 +14,7 @@ use crate::engine::holding::{Ask, Holding, RecordRef};
 use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
-use crate::engine::sweep::{idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES, SWEEP_PER_INTERVAL};
+use crate::engine::sweep::{idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_PER_INTERVAL};
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
 use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
@@ -60,7 +60,7 @@ pub(crate) struct Table<K, S> {
 pub(crate) struct TableConfig {
     pub(crate) shards: usize,
     pub(crate) max_slots: usize,
-    /// The idle cache's bound (`None`: `IDLE_BYTES`).
+    /// The idle cache's bound (`None`: `IDLE_BYTES_PER_SHARD` per shard).
     pub(crate) idle: Option<IdleBound>,
     pub(crate) wake_driver_on_first: bool,
 }
@@ -78,7 +78,7 @@ impl<K, S> Table<K, S> {
             },
             hasher,
             max_slots,
-            idle_per_shard: idle_per_shard::<K>(idle.unwrap_or(IdleBound::Bytes(IDLE_BYTES)), shards),
+            idle_per_shard: idle_per_shard::<K>(idle.unwrap_or(IdleBound::Bytes(IDLE_BYTES_PER_SHARD * shards)), shards),
             bounded: (max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
             sweep_timer: SweepTimer::new(now),
             wake_driver_on_first,
