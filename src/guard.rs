@@ -194,24 +194,27 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 Err(Lost::PastDeadline(now)) => {
                     // Lost even though nobody expired it yet: expire it now, so that release and
                     // expiry agree with this answer.
-                    let events = &self.locks.inner.events;
-                    let mut si = self.slot.lock();
-                    self.slot.force_end(core, h.record, Some(now), Some(h.token), &mut si, &mut |e| {
-                        if events.is_active() {
-                            // SAFETY: the units are not back yet: the slot is pinned.
-                            let key = unsafe { self.slot.key() };
-                            events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
-                        }
-                    });
+                    self.expire_own(&h, now);
                     Err(LockError::Expired)
                 }
             }
         } else {
-            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|()| LockError::Expired);
-            if promoted.is_ok() {
-                self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
+            match self.slot.promote(core, &h, duration_ns(ttl)) {
+                Ok(_) => {
+                    self.managed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+                // Another thread's renew of this guard promoted it first: renew the managed
+                // holding (it fails only if the holding is really gone or past its deadline).
+                Err(()) => match self.slot.renew(core, &Holding { managed: true, ..h }, duration_ns(ttl)) {
+                    Ok(_) => Ok(()),
+                    Err(Lost::Gone) => Err(LockError::Expired),
+                    Err(Lost::PastDeadline(now)) => {
+                        self.expire_own(&Holding { managed: true, ..h }, now);
+                        Err(LockError::Expired)
+                    }
+                },
             }
-            promoted.map(drop)
         };
         match renewed {
             Ok(()) => {
@@ -221,6 +224,22 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             Err(_) => ShardStats::bump(&stats.renew_failures),
         }
         renewed
+    }
+
+    /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
+    /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
+    #[cold]
+    fn expire_own(&self, h: &Holding, now: u64) {
+        let core = &self.locks.inner.core;
+        let events = &self.locks.inner.events;
+        let mut si = self.slot.lock();
+        self.slot.force_end(core, h.record, Some(now), Some(h.token), &mut si, &mut |e| {
+            if events.is_active() {
+                // SAFETY: the units are not back yet: the slot is pinned.
+                let key = unsafe { self.slot.key() };
+                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+            }
+        });
     }
 
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
@@ -292,15 +311,28 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(never)]
     fn finish_slow(&mut self) -> Result<(), LockError> {
         let h = self.current();
-        // Built while the holding still pins the key; sent only if the release wins.
-        let event = self.prepare(EventKind::Released);
-        match self.slot.release(&self.locks.inner.core, &h) {
-            Ok(()) => {
-                if let Some(event) = event {
-                    self.locks.inner.events.send(event);
+        let core = &self.locks.inner.core;
+        if h.managed {
+            // Past its deadline, the holding is lost whether or not an expirer came: end it as an
+            // expiry, so that release agrees with `is_held` (the compare-exchange of the release
+            // below then fails). A renew cannot move the deadline back once it has passed.
+            if let Some(deadline) = self.slot.deadline_of(&h) {
+                let now = core.clock.now_ns();
+                if deadline <= now {
+                    self.expire_own(&h, now);
                 }
-                Ok(())
             }
+        }
+        // Built while the holding still pins the key; sent once the release has won and before
+        // the units go back, so that no successor's `Acquired` comes before it.
+        let mut event = self.prepare(EventKind::Released);
+        let events = &self.locks.inner.events;
+        match self.slot.release_then(core, &h, || {
+            if let Some(event) = event.take() {
+                events.send(event);
+            }
+        }) {
+            Ok(()) => Ok(()),
             Err(()) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the

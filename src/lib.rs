@@ -17,6 +17,7 @@ mod request;
 mod slot;
 mod sync;
 mod table;
+mod timer;
 mod token;
 mod wait;
 #[doc(hidden)]

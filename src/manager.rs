@@ -1169,8 +1169,13 @@ where
         waiter: &SyncArc<Waiter>,
         inner: &mut SlotInner,
     ) -> Option<Holding> {
+        // Privileged (may pass the writer-waiting flag) only if no exclusive request is queued
+        // ahead of it: a retry after a timeout or a holder's deadline was not woken by a release,
+        // and a reader behind a writer must not take the lock before it.
+        let privileged =
+            !inner.queue.iter().take_while(|w| !SyncArc::ptr_eq(w, waiter)).any(|w| w.ask.mode.is_exclusive());
         loop {
-            match slot.claim_locked(&self.core, &waiter.ask, true, true, inner) {
+            match slot.claim_locked(&self.core, &waiter.ask, privileged, true, inner) {
                 Ok(h) => {
                     wait::leave(slot, &self.core, waiter, inner);
                     return Some(h);

@@ -19,8 +19,10 @@ use crate::slot::{Ask, Core, Holding, Slot, SlotInner};
 use crate::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
 use crate::word::{self, OVERFLOW};
 
-/// How long a waiter may lose to bargers before a release hands the lock to it directly.
+/// How long a waiter may lose to bargers before a release hands the lock to it directly, by the
+/// manager's clock.
 pub(crate) const FAIR_AFTER: Duration = Duration::from_micros(500);
+const FAIR_AFTER_NS: u64 = FAIR_AFTER.as_nanos() as u64;
 
 pub(crate) type WaitQueue = VecDeque<Arc<Waiter>>;
 
@@ -35,8 +37,10 @@ const GRANTED: u8 = 2;
 pub(crate) struct Waiter {
     pub(crate) ask: Ask,
     state: AtomicU8,
-    /// When it first queued (real time), for the fairness hand-off.
+    /// When it first queued (real time), for the wait-time metrics and introspection.
     since: Instant,
+    /// When it first queued by the manager's clock, for the fairness hand-off.
+    queued_ns: u64,
     wake: Wake,
     grant: Mutex<Option<Holding>>,
 }
@@ -48,22 +52,24 @@ enum Wake {
 
 impl Waiter {
     /// A waiter that parks the current thread.
-    pub(crate) fn for_thread(ask: Ask) -> Arc<Self> {
+    pub(crate) fn for_thread(ask: Ask, now_ns: u64) -> Arc<Self> {
         Arc::new(Waiter {
             ask,
             state: AtomicU8::new(WAITING),
             since: Instant::now(),
+            queued_ns: now_ns,
             wake: Wake::Thread(thread::current()),
             grant: Mutex::new(None),
         })
     }
 
     /// A waiter that wakes a task.
-    pub(crate) fn for_task(ask: Ask, waker: Waker) -> Arc<Self> {
+    pub(crate) fn for_task(ask: Ask, waker: Waker, now_ns: u64) -> Arc<Self> {
         Arc::new(Waiter {
             ask,
             state: AtomicU8::new(WAITING),
             since: Instant::now(),
+            queued_ns: now_ns,
             wake: Wake::Task(Mutex::new(Some(waker))),
             grant: Mutex::new(None),
         })
@@ -130,10 +136,10 @@ impl Waiter {
         }
     }
 
-    /// Whether it has waited long enough to be handed the lock.
-    fn is_overdue(&self) -> bool {
-        // Under loom, time is not part of the model: no hand-offs, so runs are deterministic.
-        !cfg!(leasehold_loom) && self.since.elapsed() >= FAIR_AFTER
+    /// Whether it has waited long enough to be handed the lock, at `now_ns` on the manager's
+    /// clock (so a manual clock decides it; loom models stay deterministic).
+    fn is_overdue(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.queued_ns) >= FAIR_AFTER_NS
     }
 }
 
@@ -196,13 +202,14 @@ pub(crate) fn sync_flags<K>(slot: &Slot<K>, inner: &SlotInner) {
 
 /// A release of `delta` that hands the units straight to an overdue first waiter: one
 /// compare-exchange both returns the releaser's units and claims for the waiter, so no barger can
-/// slip in between. Returns false (nothing done) if the first waiter is not overdue or does not
-/// fit; the caller then releases normally.
+/// slip in between; a claim that finds the four inline records taken gets an overflow record, so
+/// this holds for any number of holders. Returns false (nothing done) if the first waiter is not
+/// overdue or does not fit; the caller then releases normally.
 pub(crate) fn hand_off<K>(slot: &Slot<K>, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
     let Some(front) = inner.queue.front() else {
         return false;
     };
-    if front.state.load(Ordering::Relaxed) != WAITING || !front.is_overdue() {
+    if front.state.load(Ordering::Relaxed) != WAITING || !front.is_overdue(core.clock.now_ns()) {
         return false;
     }
     let front = Arc::clone(front);
@@ -210,9 +217,8 @@ pub(crate) fn hand_off<K>(slot: &Slot<K>, core: &Core, delta: u64, inner: &mut S
     let mut w = slot.word.load(Ordering::Acquire);
     let claim = loop {
         let released = w - delta;
-        let claim = match word::try_claim(released, capacity, front.ask.need(true), core.counter_limit) {
-            Ok(c) if c.record != OVERFLOW => c,
-            _ => return false,
+        let Ok(claim) = word::try_claim(released, capacity, front.ask.need(true), core.counter_limit) else {
+            return false;
         };
         // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
         // Acquire load of its state (after `grant`'s Release) then sees it all.
@@ -221,7 +227,11 @@ pub(crate) fn hand_off<K>(slot: &Slot<K>, core: &Core, delta: u64, inner: &mut S
             Err(actual) => w = actual,
         }
     };
-    let h = slot.finish_claim(core, &front.ask, claim, Some(inner));
+    let h = if claim.record == OVERFLOW {
+        slot.finish_overflow(core, &front.ask, claim, inner)
+    } else {
+        slot.finish_claim(core, &front.ask, claim, Some(inner))
+    };
     inner.queue.pop_front();
     front.grant(h);
     true
