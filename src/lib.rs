@@ -17,6 +17,7 @@ mod request;
 mod slot;
 mod sync;
 mod table;
+#[cfg(not(leasehold_loom))]
 mod timer;
 mod token;
 mod wait;

@@ -202,18 +202,21 @@ fn release_racing_expiry_frees_the_unit_exactly_once() {
             let expirer = s.spawn(|| locks.expire_due());
             (releaser.join().unwrap(), expirer.join().unwrap())
         });
+        // Past its deadline the release expires the holding itself (it must not say `Ok` once
+        // `is_held` says false); it races the expirer for that, and exactly one of them wins.
         match (released, expired) {
-            (Ok(()), 0) => release_won += 1,
+            (Err(LockError::Expired), 0) => release_won += 1,
             (Err(LockError::Expired), 1) => expiry_won += 1,
             other => panic!("round {round}: release and expiry both or neither won: {other:?}"),
         }
+        assert_eq!(locks.metrics().expiries, round + 1, "round {round}: one expiry per round");
         // Exactly one permit is free: one more fits, a second does not.
         let p = locks.semaphore("sem", 2).try_acquire().expect("the unit came back");
         assert_eq!(locks.semaphore("sem", 2).try_acquire().unwrap_err(), LockError::WouldBlock);
         drop((p, other));
     }
     println!("release won {release_won} times, expiry {expiry_won} times");
-    assert_eq!(release_won + expiry_won, 2_000);
+    assert!(release_won > 0 && expiry_won > 0, "one side never won: release {release_won}, expiry {expiry_won}");
 }
 
 #[test]
