@@ -32,7 +32,7 @@ pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};
 pub use guard::LockGuard;
 pub use inspect::{HolderInfo, LockInfo, WaiterInfo};
-pub use manager::{Builder, DefaultHasher, LockManager};
+pub use manager::{Builder, DefaultHasher, LockManager, MAX_TOKEN_FLOOR};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot, HOLD_SAMPLE};
 pub use mode::{Mode, Owner};
 pub use request::{AcquireFuture, Request, MAX_TTL};

@@ -52,6 +52,10 @@ const MAX_SWEEP_BACKOFF: u32 = 1024;
 /// Fired wheel entries taken per hold of the wheel lock.
 const EXPIRY_BATCH: usize = 256;
 
+/// The highest [`Builder::token_floor`]: half the token range, so that the tokens above it cannot
+/// run out.
+pub const MAX_TOKEN_FLOOR: u64 = u64::MAX / 2;
+
 /// A table of locks keyed by resource id.
 ///
 /// Keys are `K: Hash + Eq`, looked up by borrowed key (`&Q` where `K: Borrow<Q>`), so a
@@ -135,6 +139,7 @@ pub struct Builder<K, S = DefaultHasher> {
     clock: Option<ClockSource>,
     hasher: S,
     counter_limit: u64,
+    token_floor: u64,
     describe_key: Option<fn(&K) -> String>,
     _key: PhantomData<fn(K)>,
 }
@@ -161,6 +166,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             clock: None,
             hasher: DefaultHasher::default(),
             counter_limit: COUNTER_MAX,
+            token_floor: 0,
             describe_key: None,
             _key: PhantomData,
         }
@@ -282,6 +288,7 @@ impl<K, S> Builder<K, S> {
             clock: self.clock,
             hasher,
             counter_limit: self.counter_limit,
+            token_floor: self.token_floor,
             describe_key: self.describe_key,
             _key: PhantomData,
         }
@@ -301,6 +308,34 @@ impl<K, S> Builder<K, S> {
         K: fmt::Debug,
     {
         self.describe_key = Some(|k| format!("{k:?}"));
+        self
+    }
+
+    /// Every fencing token this manager hands out is greater than `floor`, for every key
+    /// (default 0: tokens start at 1). A process that restarts and fences a durable or remote
+    /// resource sets it to the highest token that resource has accepted (or a persisted epoch,
+    /// such as a restart counter times 2^40), so its tokens continue above the old ones instead
+    /// of being rejected as stale. At most [`MAX_TOKEN_FLOOR`], so tokens cannot run out;
+    /// more is [`ConfigError::TokenFloor`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{ConfigError, LockManager, MAX_TOKEN_FLOOR};
+    ///
+    /// // The resource accepted token 41_977 before the restart.
+    /// let locks = LockManager::<String>::builder().token_floor(41_977).build()?;
+    /// let g = locks.exclusive("ledger").try_acquire().unwrap();
+    /// assert!(g.token().as_u64() > 41_977);
+    /// assert_eq!(
+    ///     LockManager::<String>::builder().token_floor(u64::MAX).build().unwrap_err(),
+    ///     ConfigError::TokenFloor { floor: u64::MAX }
+    /// );
+    /// # let _ = MAX_TOKEN_FLOOR;
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn token_floor(mut self, floor: u64) -> Self {
+        self.token_floor = floor;
         self
     }
 
@@ -344,6 +379,9 @@ where
         if self.tick < Duration::from_micros(1) || self.tick > Duration::from_secs(1) {
             return Err(ConfigError::Tick { tick: self.tick });
         }
+        if self.token_floor > MAX_TOKEN_FLOOR {
+            return Err(ConfigError::TokenFloor { floor: self.token_floor });
+        }
         let clock = self.clock.unwrap_or_else(|| ClockSource::Monotonic(MonotonicClock::new()));
         let reaper = match (&clock, self.reaper) {
             (_, false) => ReaperMode::Embedder,
@@ -364,7 +402,7 @@ where
             },
             events: EventBus::new(),
             describe_key: self.describe_key,
-            shards: (0..shards).map(|_| Shard::new()).collect(),
+            shards: (0..shards).map(|_| Shard::new(self.token_floor)).collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: self.hasher,
             max_slots: self.max_slots,

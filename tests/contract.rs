@@ -310,3 +310,27 @@ fn a_panicking_key_clone_in_expiry_or_revocation_leaves_nothing_held() {
     assert_eq!(locks.metrics().expiries, 2);
     assert!(!c.is_held());
 }
+
+// Tokens above a floor, for resources fenced across a restart.
+
+#[test]
+fn every_token_is_above_the_floor_across_reclaims_and_rebases() {
+    let floor = 5 << 40;
+    let locks: LockManager<u64> = LockManager::builder().token_floor(floor).counter_limit(3).build().unwrap();
+    for key in 0..8_u64 {
+        let mut last = floor;
+        for round in 0..10 {
+            let t = locks.exclusive(&key).try_acquire().unwrap().token().as_u64();
+            assert!(t > last, "key {key} round {round}: token {t} after {last} (floor {floor})");
+            last = t;
+            if round % 3 == 0 {
+                locks.reclaim_idle();
+            }
+        }
+    }
+    assert_eq!(
+        LockManager::<u64>::builder().token_floor(leasehold::MAX_TOKEN_FLOOR + 1).build().unwrap_err(),
+        leasehold::ConfigError::TokenFloor { floor: leasehold::MAX_TOKEN_FLOOR + 1 }
+    );
+    assert!(LockManager::<u64>::builder().token_floor(leasehold::MAX_TOKEN_FLOOR).build().is_ok());
+}
