@@ -94,8 +94,10 @@ fn a_parked_waiter_is_woken_by_expiry() {
             got.store(true, Ordering::SeqCst);
             drop(g);
         });
-        // Let the waiter park (whether it parked or not, it must not get a held lock).
-        thread::sleep(20 * MS);
+        // The waiter is queued (observed, not slept for) and has not got the held lock.
+        while locks.inspect("k").map_or(0, |i| i.waiters.len()) == 0 {
+            thread::yield_now();
+        }
         assert!(!got.load(Ordering::SeqCst));
         clock.advance(30 * MS);
     });
@@ -256,15 +258,31 @@ async fn an_async_waiter_is_woken_by_expiry() {
     let locks = driven(&clock);
     let holder = locks.exclusive("k").lease(10 * MS).try_acquire().unwrap();
     let mut fut = std::pin::pin!(locks.exclusive("k").acquire_async());
-    assert!(futures_poll_once(fut.as_mut()).is_none());
+    let woken = std::sync::Arc::new(CountingWaker::default());
+    let waker = std::task::Waker::from(woken.clone());
+    assert!(futures_poll_once(fut.as_mut(), &waker).is_none());
     clock.advance(10 * MS);
-    let g = fut.await.unwrap();
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the expiry did not wake the waiting task");
+    let g = futures_poll_once(fut.as_mut(), &waker).expect("woken, and ready").unwrap();
     assert!(g.token() > holder.token());
 }
 
-/// Polls a future once with a no-op waker.
-fn futures_poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Polls a future once with `waker`.
+fn futures_poll_once<F: std::future::Future>(
+    fut: std::pin::Pin<&mut F>,
+    waker: &std::task::Waker,
+) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(waker);
     match fut.poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
