@@ -49,6 +49,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const SWEEP_PER_INTERVAL: usize = 4096;
 /// Most creations an insert-time sweep that found nothing lets pass before it looks again.
 const MAX_SWEEP_BACKOFF: u32 = 1024;
+/// Shards a refusal at the slot bound sweeps a stretch of (`SWEEP_ON_INSERT` entries each), so a
+/// refusal costs O(1) however large the table.
+const CAPACITY_SWEEP_SHARDS: usize = 8;
 /// Fired wheel entries taken per hold of the wheel lock.
 const EXPIRY_BATCH: usize = 256;
 
@@ -98,6 +101,8 @@ pub(crate) struct Inner<K, S> {
     /// Slots in the index over all shards, kept only when `max_slots` is bounded (a counter every
     /// slot creation and reclamation writes; unbounded managers sum the shards' own counts).
     bounded: Option<AtomicUsize>,
+    /// The next shard a refusal at the slot bound sweeps (`sweep_for_capacity`).
+    capacity_cursor: AtomicUsize,
     /// Clock time of the next periodic sweep.
     next_sweep_ns: AtomicU64,
     reaper: ReaperMode,
@@ -190,9 +195,11 @@ impl<K, S> Builder<K, S> {
         self
     }
 
-    /// Bound on slots in the table (held, waited on, or cached idle). An acquire that needs a new
-    /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`].
-    /// Default: unbounded.
+    /// Bound on slots in the table (held, waited on, or cached idle), exact under concurrent
+    /// creators. An acquire that needs a new slot beyond it first reclaims idle slots (a bounded
+    /// stretch of the table per attempt, so a refusal costs O(1); repeated attempts go round the
+    /// whole table, and the reaper reclaims idle slots within about two seconds), then fails
+    /// with [`LockError::Capacity`]. Default: unbounded.
     ///
     /// # Examples
     ///
@@ -408,6 +415,7 @@ where
             max_slots: self.max_slots,
             idle_per_shard: self.idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
             bounded: (self.max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
+            capacity_cursor: AtomicUsize::new(0),
             next_sweep_ns: AtomicU64::new(now.saturating_add(duration_ns(SWEEP_INTERVAL))),
             reaper,
             shutdown: AtomicBool::new(false),
@@ -1004,6 +1012,35 @@ where
         self.shards.iter().map(Shard::count).sum()
     }
 
+    /// Counts a slot about to be created against `max_slots`; false at the bound.
+    fn reserve_slot(&self) -> bool {
+        let Some(count) = &self.bounded else { return true };
+        count
+            .fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |n| {
+                (n < self.max_slots).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// At the slot bound: sweeps a stretch of `SWEEP_ON_INSERT` entries of each of the next
+    /// `CAPACITY_SWEEP_SHARDS` shards (a cursor goes round the table across calls), stopping at
+    /// the first reclaimed slot. Returns how many it reclaimed.
+    fn sweep_for_capacity(&self) -> usize {
+        let n = self.shards.len();
+        let start = self.capacity_cursor.fetch_add(CAPACITY_SWEEP_SHARDS, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..CAPACITY_SWEEP_SHARDS.min(n) {
+            let shard = &self.shards[start.wrapping_add(i) % n];
+            let mut g = shard.lock();
+            let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
+            drop(g);
+            if reclaimed > 0 {
+                self.note_reclaimed(reclaimed);
+                return reclaimed;
+            }
+        }
+        0
+    }
+
     /// Keeps the bounded count in step with `n` slots reclaimed.
     fn note_reclaimed(&self, n: usize) {
         if let (Some(count), true) = (&self.bounded, n > 0) {
@@ -1101,9 +1138,13 @@ where
         loop {
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
-                if self.bounded.as_ref().is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= self.max_slots)
-                {
-                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, true);
+                // The new slot is counted before it is made (a compare-exchange against the bound),
+                // so creators racing on different shards cannot exceed it.
+                if !self.reserve_slot() {
+                    // At the bound: a bounded stretch of this shard, then of the next few shards
+                    // in turn (`sweep_for_capacity`), so that a refusal costs O(1), not a sweep of
+                    // the whole table; repeated refusals go round the table.
+                    let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
                     if reclaimed > 0 {
                         self.note_reclaimed(reclaimed);
                         continue;
@@ -1111,8 +1152,9 @@ where
                     drop(g);
                     if !reclaimed_for_capacity {
                         reclaimed_for_capacity = true;
-                        self.sweep_all(true);
-                        continue;
+                        if self.sweep_for_capacity() > 0 {
+                            continue;
+                        }
                     }
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
@@ -1149,9 +1191,6 @@ where
                 slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
                 shard.insert(&mut g, hash, slot);
                 let first_in_shard = g.present == 1;
-                if let Some(n) = &self.bounded {
-                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
                 self.note_reclaimed(reclaimed);
                 drop(g);
                 if first_in_shard && self.reaper == ReaperMode::Thread {

@@ -334,3 +334,39 @@ fn every_token_is_above_the_floor_across_reclaims_and_rebases() {
     );
     assert!(LockManager::<u64>::builder().token_floor(leasehold::MAX_TOKEN_FLOOR).build().is_ok());
 }
+
+// The slot bound is exact under racing creators.
+
+#[test]
+fn max_slots_is_exact_with_eight_threads_racing_at_the_bound() {
+    const MAX: usize = 16;
+    let locks: LockManager<u64> = LockManager::builder().max_slots(MAX).build().unwrap();
+    let next_key = AtomicUsize::new(0);
+    for round in 0..3_000 {
+        let start = Barrier::new(8);
+        let held: Vec<Vec<_>> = thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        let mut mine = Vec::new();
+                        for _ in 0..4 {
+                            let key = next_key.fetch_add(1, Ordering::Relaxed) as u64;
+                            match locks.exclusive(&key).try_acquire() {
+                                Ok(g) => mine.push(g),
+                                Err(LockError::Capacity { max_slots }) => assert_eq!(max_slots, MAX),
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let n: usize = held.iter().map(Vec::len).sum();
+        assert!(locks.slot_count() <= MAX, "round {round}: {} slots, bound {MAX}", locks.slot_count());
+        assert!(n <= MAX && n > 0, "round {round}: {n} holders of distinct keys, bound {MAX}");
+        drop(held);
+    }
+}
