@@ -135,7 +135,7 @@ fn a_reader_queued_behind_a_writer_does_not_pass_it_on_a_timeout() {
     let r0 = locks.shared("k").try_acquire().unwrap();
     thread::scope(|s| {
         let writer = s.spawn(|| locks.exclusive("k").acquire_timeout(Duration::from_secs(10)).map(|g| g.token()));
-        while locks.inspect("k").unwrap().waiters.len() < 1 {
+        while locks.inspect("k").unwrap().waiters.is_empty() {
             thread::yield_now();
         }
         // Queued behind the writer: it wakes at its own timeout and must not claim on its way out.
