@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::clock::duration_ns;
 use crate::error::LockError;
 use crate::events::EventKind;
+use crate::lease;
 use crate::manager::{DefaultHasher, LockManager};
 use crate::metrics::ShardStats;
 use crate::mode::{Mode, Owner};
@@ -316,22 +317,27 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             // Past its deadline, the holding is lost whether or not an expirer came: end it as an
             // expiry, so that release agrees with `is_held` (the compare-exchange of the release
             // below then fails). A renew cannot move the deadline back once it has passed.
-            if let Some(deadline) = self.slot.deadline_of(&h) {
+            // The cheap coarse stamp (never earlier than now) first: the exact clock read, a
+            // system call on some machines, only near or past the deadline.
+            // One load of the lease word; `force_end` checks the holding is still this one.
+            let l = self.slot.lease_word(&h);
+            if lease::is_leased(l) && lease::deadline_ns(l) <= core.clock.stamp_ns() {
                 let now = core.clock.now_ns();
-                if deadline <= now {
+                if lease::deadline_ns(l) <= now {
                     self.expire_own(&h, now);
                 }
             }
         }
         // Built while the holding still pins the key; sent once the release has won and before
         // the units go back, so that no successor's `Acquired` comes before it.
-        let mut event = self.prepare(EventKind::Released);
-        let events = &self.locks.inner.events;
-        match self.slot.release_then(core, &h, || {
-            if let Some(event) = event.take() {
-                events.send(event);
+        let released = match self.prepare(EventKind::Released) {
+            None => self.slot.release(core, &h),
+            Some(event) => {
+                let events = &self.locks.inner.events;
+                self.slot.release_then(core, &h, || events.send(event))
             }
-        }) {
+        };
+        match released {
             Ok(()) => Ok(()),
             Err(()) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;

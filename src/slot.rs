@@ -574,6 +574,12 @@ impl<K> Slot<K> {
             && (!lease::is_leased(l) || lease::deadline_ns(l) > now_ns())
     }
 
+    /// The holding's lease word as it is now (whoever's it is).
+    #[inline]
+    pub(crate) fn lease_word(&self, h: &Holding) -> u64 {
+        self.record(h).lease.load(Ordering::Acquire)
+    }
+
     /// The holding's deadline, if it is leased and live.
     pub(crate) fn deadline_of(&self, h: &Holding) -> Option<u64> {
         let rec = self.record(h);
