@@ -317,11 +317,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             // Past its deadline, the holding is lost whether or not an expirer came: end it as an
             // expiry, so that release agrees with `is_held` (the compare-exchange of the release
             // below then fails). A renew cannot move the deadline back once it has passed.
-            // The cheap coarse stamp (never earlier than now) first: the exact clock read, a
-            // system call on some machines, only near or past the deadline.
-            // One load of the lease word; `force_end` checks the holding is still this one.
+            // One load of the lease word (`force_end` checks the holding is still this one) and
+            // the exact clock, as `is_held` reads it: the coarse stamp may lag it by more than
+            // its stated resolution (a stress run saw `Ok` after `is_held` said false with it).
             let l = self.slot.lease_word(&h);
-            if lease::is_leased(l) && lease::deadline_ns(l) <= core.clock.stamp_ns() {
+            if lease::is_leased(l) {
                 let now = core.clock.now_ns();
                 if lease::deadline_ns(l) <= now {
                     self.expire_own(&h, now);
