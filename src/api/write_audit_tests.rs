@@ -60,7 +60,10 @@ fn keys_in_distinct_shards_write_no_common_cache_line() {
             // At most the hold-time sample: one acquisition in HOLD_SAMPLE records its hold in its
             // shard's histogram (a bucket and the sum).
             let writes: u64 = lines.values().sum();
-            assert!(writes <= 2 * (OPS / HOLD_SAMPLE + 1), "{mode}: key {k} wrote shared lines {writes} times: {lines:?}");
+            assert!(
+                writes <= 2 * (OPS / HOLD_SAMPLE + 1),
+                "{mode}: key {k} wrote shared lines {writes} times: {lines:?}"
+            );
             for &line in lines.keys() {
                 if let Some(other) = writer.insert(line, k) {
                     panic!("{mode}: keys {other} and {k}, in distinct shards, both wrote cache line {line:#x}");

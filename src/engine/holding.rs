@@ -141,6 +141,12 @@ impl Holding {
         self.bits & MANAGED != 0
     }
 
+    /// The same holding, managed (a plain holding that a renew has promoted).
+    #[inline]
+    pub(crate) fn as_managed(&self) -> Holding {
+        Holding { bits: self.bits | MANAGED, ..*self }
+    }
+
     /// Has an owner label to clear when it ends.
     #[inline(always)]
     pub(crate) fn owned(&self) -> bool {

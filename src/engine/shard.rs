@@ -131,22 +131,23 @@ pub(crate) enum Reclaim {
 }
 
 impl<K> Shard<K> {
-    pub(crate) fn new() -> Self {
+    /// An empty shard whose first token is `token_floor + 1`.
+    pub(crate) fn new(token_floor: u64) -> Self {
         Shard {
             table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
             locked: CachePadded::new(Locked {
                 count: untracked::AtomicUsize::new(0),
                 inner: Mutex::new(ShardInner {
-                present: 0,
-                free: Vec::new(),
-                chunks: Vec::new(),
-                retired: Vec::new(),
-                high_water: 0,
-                retired_acquisitions: 0,
-                hand: 0,
-                sweep_backoff: 0,
-                sweep_skip: 0,
-                last_sweep_found_idle: false,
+                    present: 0,
+                    free: Vec::new(),
+                    chunks: Vec::new(),
+                    retired: Vec::new(),
+                    high_water: token_floor,
+                    retired_acquisitions: 0,
+                    hand: 0,
+                    sweep_backoff: 0,
+                    sweep_skip: 0,
+                    last_sweep_found_idle: false,
                 }),
             }),
         }

@@ -4,6 +4,8 @@
 pub(crate) mod clock;
 pub(crate) mod counters;
 pub(crate) mod sync;
-pub(crate) mod write_audit;
+#[cfg(not(leasehold_loom))]
+pub(crate) mod timer;
 #[doc(hidden)]
 pub mod wheel;
+pub(crate) mod write_audit;
