@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod audit;
+mod backend;
 mod clock;
 mod error;
 mod events;
@@ -25,6 +26,7 @@ pub mod wheel;
 pub mod word;
 
 pub use audit::AuditLog;
+pub use backend::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};

@@ -1,0 +1,658 @@
+//! One interface, two backends: the trait that both the in-process [`LockManager`] and the
+//! `leasehold-etcd` cluster backend implement, so a service moves from in-process locks to
+//! cluster-wide locks by changing how it builds its lock manager, not how it uses it.
+//!
+//! The trait is async because the network is. Keys are strings (etcd keys are bytes), so the
+//! in-process manager implements it for any key type built from and borrowed as `str`
+//! (`LockManager<String>`, `LockManager<Arc<str>>`). Requests read as they do on the manager:
+//! `locks.exclusive(key).lease(ttl).owner(o).try_acquire().await`. On a concrete
+//! `LockManager` the inherent (synchronous) methods of the same names take precedence; the trait's
+//! are what backend-generic code calls.
+//!
+//! The in-process implementation adds nothing to the fast path: a request is the manager's own
+//! `Request`, and `try_acquire` / an uncontended `acquire` complete on their first poll.
+
+use std::borrow::Borrow;
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::LockError;
+use crate::guard::LockGuard;
+use crate::manager::LockManager;
+use crate::mode::{Mode, Owner};
+use crate::request::{AcquireFuture, Request};
+use crate::token::FenceToken;
+
+/// How long an acquisition may wait.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::Wait;
+/// use std::time::Duration;
+/// assert_ne!(Wait::Try, Wait::Timeout(Duration::from_secs(1)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Do not wait: fail with [`LockError::WouldBlock`] if the lock is not free now.
+    Try,
+    /// Wait at most this long, then fail with [`LockError::TimedOut`].
+    Timeout(Duration),
+    /// Wait until the lock is granted (or the backend fails).
+    Forever,
+}
+
+/// What is asked for: mode, optional lease, optional owner label.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{LockSpec, Mode};
+/// use std::time::Duration;
+/// let spec = LockSpec::new(Mode::Shared).lease(Duration::from_secs(3)).owner("reports");
+/// assert_eq!(spec.mode, Mode::Shared);
+/// assert_eq!(spec.lease, Some(Duration::from_secs(3)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockSpec {
+    /// The mode.
+    pub mode: Mode,
+    /// The lease: the holding is lost this long after it is acquired (or last renewed).
+    pub lease: Option<Duration>,
+    /// The holder's label.
+    pub owner: Option<Owner>,
+}
+
+impl LockSpec {
+    /// A request in `mode`, with no lease and no owner.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let spec = leasehold::LockSpec::new(leasehold::Mode::Exclusive);
+    /// assert!(spec.lease.is_none() && spec.owner.is_none());
+    /// ```
+    pub fn new(mode: Mode) -> Self {
+        LockSpec { mode, lease: None, owner: None }
+    }
+
+    /// With a lease of `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let spec = leasehold::LockSpec::new(leasehold::Mode::Exclusive).lease(Duration::from_secs(2));
+    /// assert_eq!(spec.lease, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn lease(mut self, ttl: Duration) -> Self {
+        self.lease = Some(ttl);
+        self
+    }
+
+    /// With an owner label.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let spec = leasehold::LockSpec::new(leasehold::Mode::Exclusive).owner("node-2");
+    /// assert_eq!(spec.owner.unwrap().as_str(), "node-2");
+    /// ```
+    pub fn owner(mut self, owner: impl Into<Owner>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+/// A backend's error: it says whether it is one of the lock outcomes every backend shares
+/// ([`LockError::WouldBlock`], [`LockError::TimedOut`], [`LockError::Expired`], ...), so generic
+/// code can act on those without knowing the backend.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{BackendError, LockError};
+/// assert_eq!(LockError::WouldBlock.lock_error(), Some(&LockError::WouldBlock));
+/// ```
+pub trait BackendError: std::error::Error + Send + Sync + 'static {
+    /// The shared lock outcome this error is, if it is one (not a transport failure).
+    fn lock_error(&self) -> Option<&LockError>;
+}
+
+impl BackendError for LockError {
+    fn lock_error(&self) -> Option<&LockError> {
+        Some(self)
+    }
+}
+
+/// A held lock of some backend: its token, its mode, whether it is still held, and the holder's
+/// side of the lease.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{BackendGuard, LockBackend, LockManager};
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// let locks: LockManager<String> = LockManager::new();
+/// block_on(async {
+///     let g = LockBackend::exclusive(&locks, "jobs/1").try_acquire().await?;
+///     assert!(BackendGuard::is_held(&g));
+///     BackendGuard::release(g).await
+/// })?;
+/// # Ok::<(), leasehold::LockError>(())
+/// ```
+pub trait BackendGuard: Send {
+    /// The backend's error.
+    type Error: BackendError;
+
+    /// The fencing token of this holding: strictly greater than every earlier holding's of the
+    /// same key, and stable while held. Works with [`Fenced`](crate::Fenced) whatever the backend.
+    fn token(&self) -> FenceToken;
+
+    /// The mode held.
+    fn mode(&self) -> Mode;
+
+    /// The owner label, if the request had one.
+    fn owner(&self) -> Option<Owner>;
+
+    /// Whether the lock is still held: false once released, or once the lease may be gone.
+    fn is_held(&self) -> bool;
+
+    /// Extends the lease (see each backend for what `ttl` may be).
+    fn renew(&self, ttl: Duration) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Releases the lock; [`LockError::Expired`] if it had already been lost.
+    fn release(self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A lock manager, in-process or on a cluster: the one interface both backends implement.
+///
+/// Only [`acquire_with`](LockBackend::acquire_with) is required; `exclusive`, `shared` and
+/// `semaphore` build requests that read as they do on the in-process manager.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{BackendGuard, LockBackend, LockError, LockManager};
+/// use std::time::Duration;
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let mut f = std::pin::pin!(f);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+///
+/// // Code written once against the trait...
+/// async fn transfer<B: LockBackend>(locks: &B) -> Result<u64, B::Error> {
+///     let g = locks.exclusive("accounts/7").lease(Duration::from_secs(5)).acquire_timeout(Duration::from_secs(1)).await?;
+///     let token = g.token().as_u64();
+///     g.release().await?;
+///     Ok(token)
+/// }
+///
+/// // ...runs on the in-process manager (or on `leasehold_etcd::EtcdLocks`).
+/// let locks: LockManager<String> = LockManager::new();
+/// assert!(block_on(transfer(&locks))? > 0);
+/// # Ok::<(), LockError>(())
+/// ```
+pub trait LockBackend: Send + Sync {
+    /// The guard of a holding; it may borrow the backend.
+    type Guard<'a>: BackendGuard<Error = Self::Error>
+    where
+        Self: 'a;
+    /// What goes wrong: for the in-process manager, [`LockError`].
+    type Error: BackendError;
+
+    /// Acquires `key` as `spec` says, waiting as `wait` says.
+    fn acquire_with<'a>(
+        &'a self,
+        key: &str,
+        spec: LockSpec,
+        wait: Wait,
+    ) -> impl Future<Output = Result<Self::Guard<'a>, Self::Error>> + Send;
+
+    /// A request for `key` in exclusive mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager, Mode};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// assert_eq!(LockBackend::exclusive(&locks, "k").spec().mode, Mode::Exclusive);
+    /// ```
+    fn exclusive<'a, 'k>(&'a self, key: &'k str) -> BackendRequest<'a, 'k, Self> {
+        BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Exclusive) }
+    }
+
+    /// A request for `key` in shared mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager, Mode};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// assert_eq!(LockBackend::shared(&locks, "k").spec().mode, Mode::Shared);
+    /// ```
+    fn shared<'a, 'k>(&'a self, key: &'k str) -> BackendRequest<'a, 'k, Self> {
+        BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Shared) }
+    }
+
+    /// A request for one of `permits` permits of `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager, Mode};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// assert_eq!(LockBackend::semaphore(&locks, "k", 3).spec().mode, Mode::Semaphore(3));
+    /// ```
+    fn semaphore<'a, 'k>(&'a self, key: &'k str, permits: u32) -> BackendRequest<'a, 'k, Self> {
+        BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Semaphore(permits)) }
+    }
+}
+
+/// A request built by [`LockBackend::exclusive`], [`shared`](LockBackend::shared) or
+/// [`semaphore`](LockBackend::semaphore), finished by one of the three acquires.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{LockBackend, LockManager};
+/// use std::time::Duration;
+/// let locks: LockManager<String> = LockManager::new();
+/// let req = LockBackend::shared(&locks, "k").lease(Duration::from_secs(1)).owner("me");
+/// assert_eq!(req.spec().owner.as_ref().unwrap().as_str(), "me");
+/// ```
+#[must_use = "a request does nothing until one of its acquires is awaited"]
+pub struct BackendRequest<'a, 'k, B: ?Sized> {
+    backend: &'a B,
+    key: &'k str,
+    spec: LockSpec,
+}
+
+impl<B: ?Sized> std::fmt::Debug for BackendRequest<'_, '_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendRequest").field("key", &self.key).field("spec", &self.spec).finish()
+    }
+}
+
+impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
+    /// Gives the holding a lease of `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager};
+    /// use std::time::Duration;
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let req = LockBackend::exclusive(&locks, "k").lease(Duration::from_secs(2));
+    /// assert_eq!(req.spec().lease, Some(Duration::from_secs(2)));
+    /// ```
+    pub fn lease(mut self, ttl: Duration) -> Self {
+        self.spec.lease = Some(ttl);
+        self
+    }
+
+    /// Labels the holder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let req = LockBackend::exclusive(&locks, "k").owner("node-1");
+    /// assert_eq!(req.spec().owner.as_ref().unwrap().as_str(), "node-1");
+    /// ```
+    pub fn owner(mut self, owner: impl Into<Owner>) -> Self {
+        self.spec.owner = Some(owner.into());
+        self
+    }
+
+    /// What this request asks for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockBackend, LockManager, Mode};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// assert_eq!(LockBackend::semaphore(&locks, "k", 2).spec().mode, Mode::Semaphore(2));
+    /// ```
+    pub fn spec(&self) -> &LockSpec {
+        &self.spec
+    }
+
+    /// Acquires now or fails with [`LockError::WouldBlock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{BackendError, LockBackend, LockError, LockManager};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let _g = block_on(LockBackend::exclusive(&locks, "k").try_acquire())?;
+    /// let err = block_on(LockBackend::exclusive(&locks, "k").try_acquire()).unwrap_err();
+    /// assert_eq!(err.lock_error(), Some(&LockError::WouldBlock));
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn try_acquire(self) -> impl Future<Output = Result<B::Guard<'a>, B::Error>> + Send + use<'a, 'k, B> {
+        self.backend.acquire_with(self.key, self.spec, Wait::Try)
+    }
+
+    /// Waits at most `timeout`, then fails with [`LockError::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{BackendError, LockBackend, LockError, LockManager};
+    /// use std::time::Duration;
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let _g = locks.exclusive("k").try_acquire()?;
+    /// let err = block_on(LockBackend::exclusive(&locks, "k").acquire_timeout(Duration::from_millis(5))).unwrap_err();
+    /// assert_eq!(err.lock_error(), Some(&LockError::TimedOut));
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn acquire_timeout(
+        self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<B::Guard<'a>, B::Error>> + Send + use<'a, 'k, B> {
+        self.backend.acquire_with(self.key, self.spec, Wait::Timeout(timeout))
+    }
+
+    /// Waits until the lock is granted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{BackendGuard, LockBackend, LockManager};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let g = block_on(LockBackend::semaphore(&locks, "pool", 2).acquire())?;
+    /// assert!(g.is_held());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn acquire(self) -> impl Future<Output = Result<B::Guard<'a>, B::Error>> + Send + use<'a, 'k, B> {
+        self.backend.acquire_with(self.key, self.spec, Wait::Forever)
+    }
+}
+
+impl<K, S> LockBackend for LockManager<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<str> + From<String>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    type Guard<'a>
+        = LockGuard<'a, K, S>
+    where
+        Self: 'a;
+    type Error = LockError;
+
+    fn acquire_with<'a>(
+        &'a self,
+        key: &str,
+        spec: LockSpec,
+        wait: Wait,
+    ) -> impl Future<Output = Result<LockGuard<'a, K, S>, LockError>> + Send {
+        InProcessAcquire { locks: self, key, spec, wait, state: State::Start }
+    }
+}
+
+/// The in-process acquire behind the trait: the manager's own request, run at the first poll
+/// (`Try` and a free lock complete there); only a wait that has to queue arms a timer.
+struct InProcessAcquire<'m, 'q, K, S> {
+    locks: &'m LockManager<K, S>,
+    key: &'q str,
+    spec: LockSpec,
+    wait: Wait,
+    state: State<'m, 'q, K, S>,
+}
+
+enum State<'m, 'q, K, S> {
+    Start,
+    Waiting(AcquireFuture<'m, 'q, K, str, S>, Option<Sleep>),
+    Done,
+}
+
+// No field is structurally pinned: `AcquireFuture` and `Sleep` are `Unpin`.
+impl<K, S> Unpin for InProcessAcquire<'_, '_, K, S> {}
+
+fn build_request<'m, 'q, K, S>(
+    locks: &'m LockManager<K, S>,
+    key: &'q str,
+    spec: &mut LockSpec,
+) -> Request<'m, 'q, K, str, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<str> + From<String>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let mut request = match spec.mode {
+        Mode::Exclusive => locks.exclusive(key),
+        Mode::Shared => locks.shared(key),
+        Mode::Semaphore(n) => locks.semaphore(key, n),
+    };
+    if let Some(ttl) = spec.lease {
+        request = request.lease(ttl);
+    }
+    // Moved, not cloned: a future builds its request once.
+    if let Some(owner) = spec.owner.take() {
+        request = request.owner(owner);
+    }
+    request
+}
+
+impl<'m, K, S> Future for InProcessAcquire<'m, '_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<str> + From<String>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    type Output = Result<LockGuard<'m, K, S>, LockError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Start => {
+                    let request = build_request(this.locks, this.key, &mut this.spec);
+                    if this.wait == Wait::Try {
+                        this.state = State::Done;
+                        return Poll::Ready(request.try_acquire());
+                    }
+                    this.state = State::Waiting(request.acquire_async(), None);
+                }
+                State::Waiting(acquire, sleep) => {
+                    if let Poll::Ready(done) = Pin::new(acquire).poll(cx) {
+                        this.state = State::Done;
+                        return Poll::Ready(done);
+                    }
+                    let Wait::Timeout(timeout) = this.wait else { return Poll::Pending };
+                    // Queued: only now does the wait need a deadline.
+                    let sleep = sleep.get_or_insert_with(|| Sleep::new(timeout));
+                    if Pin::new(sleep).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Dropping the queued future leaves the queue (passing on a grant that
+                    // raced with the deadline).
+                    this.state = State::Done;
+                    return Poll::Ready(Err(LockError::TimedOut));
+                }
+                State::Done => panic!("an acquire future was polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<K, S> BackendGuard for LockGuard<'_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    type Error = LockError;
+
+    fn token(&self) -> FenceToken {
+        LockGuard::token(self)
+    }
+
+    fn mode(&self) -> Mode {
+        LockGuard::mode(self)
+    }
+
+    fn owner(&self) -> Option<Owner> {
+        LockGuard::owner(self)
+    }
+
+    fn is_held(&self) -> bool {
+        LockGuard::is_held(self)
+    }
+
+    fn renew(&self, ttl: Duration) -> impl Future<Output = Result<(), LockError>> + Send {
+        std::future::ready(LockGuard::renew(self, ttl))
+    }
+
+    fn release(self) -> impl Future<Output = Result<(), LockError>> + Send {
+        std::future::ready(LockGuard::release(self))
+    }
+}
+
+/// A deadline future for the in-process timed wait, served by one lazily started timer thread
+/// (the core has no async runtime to borrow a timer from). Only a wait that queues creates one.
+struct Sleep {
+    shared: Arc<SleepShared>,
+}
+
+struct SleepShared {
+    fired: AtomicBool,
+    waker: parking_lot::Mutex<Option<Waker>>,
+}
+
+struct TimerEntry {
+    at: Instant,
+    sleep: Arc<SleepShared>,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    // Reversed: the heap's top is the earliest deadline.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+struct TimerThread {
+    heap: parking_lot::Mutex<BinaryHeap<TimerEntry>>,
+    changed: parking_lot::Condvar,
+}
+
+/// The timer thread, started on first use; `None` if it could not be started.
+fn timer() -> Option<&'static TimerThread> {
+    static TIMER: OnceLock<Option<&'static TimerThread>> = OnceLock::new();
+    *TIMER.get_or_init(|| {
+        let timer: &'static TimerThread = Box::leak(Box::new(TimerThread {
+            heap: parking_lot::Mutex::new(BinaryHeap::new()),
+            changed: parking_lot::Condvar::new(),
+        }));
+        let spawned = std::thread::Builder::new().name("leasehold-timer".into()).spawn(move || timer.run());
+        spawned.ok().map(|_| timer)
+    })
+}
+
+impl TimerThread {
+    fn run(&self) {
+        let mut heap = self.heap.lock();
+        loop {
+            let now = Instant::now();
+            while heap.peek().is_some_and(|e| e.at <= now) {
+                if let Some(entry) = heap.pop() {
+                    entry.sleep.fire();
+                }
+            }
+            match heap.peek().map(|e| e.at) {
+                Some(at) => {
+                    self.changed.wait_until(&mut heap, at);
+                }
+                None => self.changed.wait(&mut heap),
+            }
+        }
+    }
+}
+
+impl SleepShared {
+    fn fire(&self) {
+        // Release: pairs with the Acquire load in `Sleep::poll`.
+        self.fired.store(true, Ordering::Release);
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Sleep {
+    fn new(timeout: Duration) -> Self {
+        let shared = Arc::new(SleepShared { fired: AtomicBool::new(false), waker: parking_lot::Mutex::new(None) });
+        match (Instant::now().checked_add(timeout), timer()) {
+            (Some(at), Some(timer)) => {
+                let mut heap = timer.heap.lock();
+                let earliest = heap.peek().is_none_or(|e| at < e.at);
+                heap.push(TimerEntry { at, sleep: shared.clone() });
+                drop(heap);
+                if earliest {
+                    timer.changed.notify_one();
+                }
+            }
+            // No timer thread: the deadline is taken as reached (a timed wait degrades to a try)
+            // rather than never.
+            (Some(_), None) => shared.fire(),
+            // A timeout past the clock's range never fires.
+            (None, _) => {}
+        }
+        Sleep { shared }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let shared = &self.shared;
+        if shared.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *shared.waker.lock() = Some(cx.waker().clone());
+        // Checked again after the waker is stored: `fire` takes the waker after setting the flag,
+        // so either it sees this waker or this load sees the flag.
+        if shared.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
