@@ -78,6 +78,7 @@ impl LockSpec {
     /// let spec = leasehold::LockSpec::new(leasehold::Mode::Exclusive);
     /// assert!(spec.lease.is_none() && spec.owner.is_none());
     /// ```
+    #[inline]
     pub fn new(mode: Mode) -> Self {
         LockSpec { mode, lease: None, owner: None }
     }
@@ -235,6 +236,7 @@ pub trait LockBackend: Send + Sync {
     /// let locks: LockManager<String> = LockManager::new();
     /// assert_eq!(LockBackend::exclusive(&locks, "k").spec().mode, Mode::Exclusive);
     /// ```
+    #[inline]
     fn exclusive<'a, 'k>(&'a self, key: &'k str) -> BackendRequest<'a, 'k, Self> {
         BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Exclusive) }
     }
@@ -248,6 +250,7 @@ pub trait LockBackend: Send + Sync {
     /// let locks: LockManager<String> = LockManager::new();
     /// assert_eq!(LockBackend::shared(&locks, "k").spec().mode, Mode::Shared);
     /// ```
+    #[inline]
     fn shared<'a, 'k>(&'a self, key: &'k str) -> BackendRequest<'a, 'k, Self> {
         BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Shared) }
     }
@@ -261,6 +264,7 @@ pub trait LockBackend: Send + Sync {
     /// let locks: LockManager<String> = LockManager::new();
     /// assert_eq!(LockBackend::semaphore(&locks, "k", 3).spec().mode, Mode::Semaphore(3));
     /// ```
+    #[inline]
     fn semaphore<'a, 'k>(&'a self, key: &'k str, permits: u32) -> BackendRequest<'a, 'k, Self> {
         BackendRequest { backend: self, key, spec: LockSpec::new(Mode::Semaphore(permits)) }
     }
@@ -303,6 +307,7 @@ impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
     /// let req = LockBackend::exclusive(&locks, "k").lease(Duration::from_secs(2));
     /// assert_eq!(req.spec().lease, Some(Duration::from_secs(2)));
     /// ```
+    #[inline]
     pub fn lease(mut self, ttl: Duration) -> Self {
         self.spec.lease = Some(ttl);
         self
@@ -318,6 +323,7 @@ impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
     /// let req = LockBackend::exclusive(&locks, "k").owner("node-1");
     /// assert_eq!(req.spec().owner.as_ref().unwrap().as_str(), "node-1");
     /// ```
+    #[inline]
     pub fn owner(mut self, owner: impl Into<Owner>) -> Self {
         self.spec.owner = Some(owner.into());
         self
@@ -356,6 +362,7 @@ impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
     /// assert_eq!(err.lock_error(), Some(&LockError::WouldBlock));
     /// # Ok::<(), LockError>(())
     /// ```
+    #[inline]
     pub fn try_acquire(self) -> impl Future<Output = Result<B::Guard<'a>, B::Error>> + Send + use<'a, 'k, B> {
         self.backend.acquire_with(self.key, self.spec, Wait::Try)
     }
@@ -381,6 +388,7 @@ impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
     /// assert_eq!(err.lock_error(), Some(&LockError::TimedOut));
     /// # Ok::<(), LockError>(())
     /// ```
+    #[inline]
     pub fn acquire_timeout(
         self,
         timeout: Duration,
@@ -407,6 +415,7 @@ impl<'a, 'k, B: LockBackend + ?Sized> BackendRequest<'a, 'k, B> {
     /// assert!(g.is_held());
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
+    #[inline]
     pub fn acquire(self) -> impl Future<Output = Result<B::Guard<'a>, B::Error>> + Send + use<'a, 'k, B> {
         self.backend.acquire_with(self.key, self.spec, Wait::Forever)
     }
@@ -423,6 +432,7 @@ where
         Self: 'a;
     type Error = LockError;
 
+    #[inline]
     fn acquire_with<'a>(
         &'a self,
         key: &str,
@@ -452,6 +462,7 @@ enum State<'m, 'q, K, S> {
 // No field is structurally pinned: `AcquireFuture` and `Sleep` are `Unpin`.
 impl<K, S> Unpin for InProcessAcquire<'_, '_, K, S> {}
 
+#[inline]
 fn build_request<'m, 'q, K, S>(
     locks: &'m LockManager<K, S>,
     key: &'q str,
@@ -483,6 +494,7 @@ where
 {
     type Output = Result<LockGuard<'m, K, S>, LockError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
@@ -524,6 +536,7 @@ where
 {
     type Error = LockError;
 
+    #[inline]
     fn token(&self) -> FenceToken {
         LockGuard::token(self)
     }
@@ -536,14 +549,17 @@ where
         LockGuard::owner(self)
     }
 
+    #[inline]
     fn is_held(&self) -> bool {
         LockGuard::is_held(self)
     }
 
+    #[inline]
     fn renew(&self, ttl: Duration) -> impl Future<Output = Result<(), LockError>> + Send {
         std::future::ready(LockGuard::renew(self, ttl))
     }
 
+    #[inline]
     fn release(self) -> impl Future<Output = Result<(), LockError>> + Send {
         std::future::ready(LockGuard::release(self))
     }

@@ -152,7 +152,8 @@ pub(crate) struct Shared {
 
 /// Locks on an etcd cluster, with the requests of [`LockBackend`]: `exclusive`, `shared`,
 /// `semaphore`, then `lease`, `owner`, and `try_acquire` / `acquire_timeout` / `acquire`.
-/// Cheap to clone (the connection is shared). Needs a tokio runtime.
+/// Cheap to clone (the connection is shared). Needs a tokio runtime: keep-alives run on the one
+/// it was connected on.
 ///
 /// # Examples
 ///
@@ -192,6 +193,11 @@ impl EtcdLocks {
         endpoints: impl IntoIterator<Item = E>,
         opts: EtcdOptions,
     ) -> Result<Self, EtcdError> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(EtcdError::Etcd {
+                message: "EtcdLocks needs a tokio runtime (etcd-client runs on tokio)".into(),
+            });
+        };
         let endpoints: Vec<String> = endpoints.into_iter().map(|e| e.as_ref().to_string()).collect();
         if !(opts.keepalive_fraction > 0.0 && opts.keepalive_fraction <= 0.5) {
             return Err(EtcdError::Etcd {
@@ -207,14 +213,7 @@ impl EtcdLocks {
             Ok(Err(e)) => return Err(EtcdError::Etcd { message: e.to_string() }),
             Err(_) => return Err(EtcdError::Unavailable { after: opts.op_timeout, last: "connect".into() }),
         };
-        Ok(EtcdLocks {
-            shared: Arc::new(Shared {
-                client,
-                opts: Arc::new(opts),
-                breaker: Breaker::new(),
-                runtime: tokio::runtime::Handle::current(),
-            }),
-        })
+        Ok(EtcdLocks { shared: Arc::new(Shared { client, opts: Arc::new(opts), breaker: Breaker::new(), runtime }) })
     }
 
     /// The options in force.
@@ -310,25 +309,22 @@ impl EtcdLocks {
         s.runtime.spawn(lease::keep_alive(self.shared.clone(), hold.clone(), sent));
         let prefix = entry::lock_prefix(&s.opts.namespace, name);
         let mine = entry::entry_key(&prefix, hold.lease);
-        let outcome = self.queue_and_wait(&prefix, &mine, &spec, &hold, wait, wait_deadline).await;
-        match outcome {
-            Ok(token) => Ok(EtcdGuard {
-                shared: self.shared.clone(),
-                hold,
-                name: name.to_string(),
-                entry: mine,
-                token: FenceToken::from_u64(token as u64),
-                mode: spec.mode,
-                owner: spec.owner,
-                done: false,
-            }),
-            Err(e) => {
-                // Leave the queue: revoking the lease deletes the waiter's key.
-                hold.stop();
-                s.runtime.spawn(lease::revoke_quietly(self.shared.clone(), hold.lease));
-                Err(e)
-            }
-        }
+        // Until the guard exists, dropping this (an error, or the caller dropping the acquire
+        // future mid-wait) leaves the queue: the keep-alive stops and the lease is revoked, which
+        // deletes the waiter's key.
+        let mut leave = LeaveOnDrop { shared: Some(self.shared.clone()), hold: hold.clone() };
+        let token = self.queue_and_wait(&prefix, &mine, &spec, &hold, wait, wait_deadline).await?;
+        leave.shared = None;
+        Ok(EtcdGuard {
+            shared: self.shared.clone(),
+            hold,
+            name: name.to_string(),
+            entry: mine,
+            token: FenceToken::from_u64(token as u64),
+            mode: spec.mode,
+            owner: spec.owner,
+            done: false,
+        })
     }
 
     /// Puts the waiter's key and waits until the rule says it holds; returns its create revision.
@@ -442,6 +438,21 @@ impl EtcdLocks {
         tokio::select! {
             _ = &mut sleep => {}
             _ = watch => {}
+        }
+    }
+}
+
+/// Leaves the queue when an acquisition ends without a guard.
+struct LeaveOnDrop {
+    shared: Option<Arc<Shared>>,
+    hold: Arc<Hold>,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            self.hold.stop();
+            shared.runtime.spawn(lease::revoke_quietly(shared.clone(), self.hold.lease));
         }
     }
 }

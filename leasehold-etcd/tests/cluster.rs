@@ -293,7 +293,11 @@ async fn try_and_timeout_leave_no_waiter_behind(ctx: &mut Ctx) -> Result<(), Str
     })?;
     let r = a.exclusive("t").try_acquire().await;
     check(lock_err(&r) == Some(LockError::WouldBlock), || format!("try: {r:?}"))?;
-    // The failed waiters' keys are gone (their leases revoked): only the holder's remains.
+    // An acquire dropped mid-wait (here by a timeout around it) leaves the queue too.
+    let dropped = tokio::time::timeout(Duration::from_millis(200), a.exclusive("t").acquire()).await;
+    check(dropped.is_err(), || format!("the dropped acquire finished: {dropped:?}"))?;
+    // The failed and dropped waiters' keys are gone (their leases revoked; the keep-alives
+    // stopped): only the holder's remains.
     wait_for_entries(&a, "t", 1).await?;
     check(held.is_held(), || "holder lost".into())?;
     Ok(())
