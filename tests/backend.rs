@@ -63,7 +63,9 @@ fn a_queued_acquire_is_woken_by_the_release() {
     assert_eq!(locks.inspect("k").unwrap().waiters.len(), 1);
     held.release().unwrap();
     wait_woken(&woken, 1);
-    let Poll::Ready(Ok(g)) = f.as_mut().poll(&mut Context::from_waker(&w)) else { panic!("not granted after the release") };
+    let Poll::Ready(Ok(g)) = f.as_mut().poll(&mut Context::from_waker(&w)) else {
+        panic!("not granted after the release")
+    };
     assert!(g.token() > first);
 }
 
@@ -106,10 +108,15 @@ fn a_timed_acquire_granted_before_its_deadline_holds() {
 fn trait_guards_renew_and_release_as_the_manager_does() {
     let locks: LockManager<String> = LockManager::builder().clock(leasehold::ManualClock::new()).build().unwrap();
     let (_, w) = counting();
-    let Poll::Ready(Ok(g)) = poll(&mut Box::pin(LockBackend::exclusive(&locks, "k").lease(Duration::from_secs(1)).try_acquire()), &w) else {
+    let Poll::Ready(Ok(g)) =
+        poll(&mut Box::pin(LockBackend::exclusive(&locks, "k").lease(Duration::from_secs(1)).try_acquire()), &w)
+    else {
         panic!("not acquired")
     };
-    assert_eq!(poll(&mut Box::pin(BackendGuard::renew(&g, Duration::ZERO)), &w), Poll::Ready(Err(LockError::InvalidTtl { ttl: Duration::ZERO })));
+    assert_eq!(
+        poll(&mut Box::pin(BackendGuard::renew(&g, Duration::ZERO)), &w),
+        Poll::Ready(Err(LockError::InvalidTtl { ttl: Duration::ZERO }))
+    );
     assert_eq!(poll(&mut Box::pin(BackendGuard::renew(&g, Duration::from_secs(2))), &w), Poll::Ready(Ok(())));
     assert_eq!(poll(&mut Box::pin(BackendGuard::release(g)), &w), Poll::Ready(Ok(())));
     let bad = poll(&mut Box::pin(LockBackend::semaphore(&locks, "s", 0).try_acquire()), &w).map(|r| r.err());
