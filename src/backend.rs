@@ -439,35 +439,23 @@ where
         spec: LockSpec,
         wait: Wait,
     ) -> impl Future<Output = Result<LockGuard<'a, K, S>, LockError>> + Send {
-        InProcessAcquire { locks: self, key, spec, wait, state: State::Start }
+        InProcessAcquire { start: Some(build_request(self, key, spec)), wait, waiting: None }
     }
 }
 
 /// The in-process acquire behind the trait: the manager's own request, run at the first poll
 /// (`Try` and a free lock complete there); only a wait that has to queue arms a timer.
 struct InProcessAcquire<'m, 'q, K, S> {
-    locks: &'m LockManager<K, S>,
-    key: &'q str,
-    spec: LockSpec,
+    start: Option<Request<'m, 'q, K, str, S>>,
     wait: Wait,
-    state: State<'m, 'q, K, S>,
+    waiting: Option<(AcquireFuture<'m, 'q, K, str, S>, Option<Sleep>)>,
 }
 
-enum State<'m, 'q, K, S> {
-    Start,
-    Waiting(AcquireFuture<'m, 'q, K, str, S>, Option<Sleep>),
-    Done,
-}
-
-// No field is structurally pinned: `AcquireFuture` and `Sleep` are `Unpin`.
+// No field is structurally pinned: `Request`, `AcquireFuture` and `Sleep` are `Unpin`.
 impl<K, S> Unpin for InProcessAcquire<'_, '_, K, S> {}
 
 #[inline]
-fn build_request<'m, 'q, K, S>(
-    locks: &'m LockManager<K, S>,
-    key: &'q str,
-    spec: &mut LockSpec,
-) -> Request<'m, 'q, K, str, S>
+fn build_request<'m, 'q, K, S>(locks: &'m LockManager<K, S>, key: &'q str, spec: LockSpec) -> Request<'m, 'q, K, str, S>
 where
     K: Hash + Eq + Send + Sync + 'static + Borrow<str> + From<String>,
     S: BuildHasher + Send + Sync + 'static,
@@ -480,8 +468,8 @@ where
     if let Some(ttl) = spec.lease {
         request = request.lease(ttl);
     }
-    // Moved, not cloned: a future builds its request once.
-    if let Some(owner) = spec.owner.take() {
+    // Moved, not cloned.
+    if let Some(owner) = spec.owner {
         request = request.owner(owner);
     }
     request
@@ -497,35 +485,29 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                State::Start => {
-                    let request = build_request(this.locks, this.key, &mut this.spec);
-                    if this.wait == Wait::Try {
-                        this.state = State::Done;
-                        return Poll::Ready(request.try_acquire());
-                    }
-                    this.state = State::Waiting(request.acquire_async(), None);
-                }
-                State::Waiting(acquire, sleep) => {
-                    if let Poll::Ready(done) = Pin::new(acquire).poll(cx) {
-                        this.state = State::Done;
-                        return Poll::Ready(done);
-                    }
-                    let Wait::Timeout(timeout) = this.wait else { return Poll::Pending };
-                    // Queued: only now does the wait need a deadline.
-                    let sleep = sleep.get_or_insert_with(|| Sleep::new(timeout));
-                    if Pin::new(sleep).poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Dropping the queued future leaves the queue (passing on a grant that
-                    // raced with the deadline).
-                    this.state = State::Done;
-                    return Poll::Ready(Err(LockError::TimedOut));
-                }
-                State::Done => panic!("an acquire future was polled after it completed"),
+        if let Some(request) = this.start.take() {
+            if this.wait == Wait::Try {
+                return Poll::Ready(request.try_acquire());
             }
+            this.waiting = Some((request.acquire_async(), None));
         }
+        let Some((acquire, sleep)) = &mut this.waiting else {
+            panic!("an acquire future was polled after it completed")
+        };
+        if let Poll::Ready(done) = Pin::new(acquire).poll(cx) {
+            this.waiting = None;
+            return Poll::Ready(done);
+        }
+        let Wait::Timeout(timeout) = this.wait else { return Poll::Pending };
+        // Queued: only now does the wait need a deadline.
+        let sleep = sleep.get_or_insert_with(|| Sleep::new(timeout));
+        if Pin::new(sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // Dropping the queued future leaves the queue (passing on a grant that raced with the
+        // deadline).
+        this.waiting = None;
+        Poll::Ready(Err(LockError::TimedOut))
     }
 }
 

@@ -471,8 +471,8 @@ impl LockBackend for EtcdLocks {
     type Guard<'a> = EtcdGuard;
     type Error = EtcdError;
 
-    fn acquire_with<'a>(
-        &'a self,
+    fn acquire_with(
+        &self,
         key: &str,
         spec: LockSpec,
         wait: Wait,
