@@ -313,7 +313,19 @@ impl EtcdLocks {
         // future mid-wait) leaves the queue: the keep-alive stops and the lease is revoked, which
         // deletes the waiter's key.
         let mut leave = LeaveOnDrop { shared: Some(self.shared.clone()), hold: hold.clone() };
-        let token = self.queue_and_wait(&prefix, &mine, &spec, &hold, wait, wait_deadline).await?;
+        let token = match self.queue_and_wait(&prefix, &mine, &spec, &hold, wait, wait_deadline).await {
+            Ok(token) => token,
+            Err(e @ EtcdError::Lock(_)) => {
+                // A lock outcome (would block, timed out, ...): leave the queue before answering,
+                // so a caller that retries does not find its own stale key in the way.
+                hold.stop();
+                lease::revoke_quietly(self.shared.clone(), hold.lease).await;
+                leave.shared = None;
+                return Err(e);
+            }
+            // The cluster failed: revoke in the background (`leave`), not delaying the error.
+            Err(e) => return Err(e),
+        };
         leave.shared = None;
         Ok(EtcdGuard {
             shared: self.shared.clone(),

@@ -224,6 +224,8 @@ async fn modes_in_one_process(ctx: &mut Ctx) -> Result<(), String> {
     let r2 = b.shared("s").try_acquire().await.map_err(|e| e.to_string())?;
     let w = b.exclusive("s").try_acquire().await;
     check(lock_err(&w) == Some(LockError::WouldBlock), || format!("writer beside readers: {w:?}"))?;
+    // The refused try has left the queue when it answered.
+    wait_for_entries(&a, "s", 2).await?;
     let b2 = b.clone();
     let writer = tokio::spawn(async move { b2.exclusive("s").acquire_timeout(Duration::from_secs(10)).await });
     // The writer is queued once its key is in the range (observed, not slept for).
