@@ -114,3 +114,39 @@ where
         backoff = (backoff * 2).min(Duration::from_millis(250));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(threshold: u32, cooldown: Duration) -> EtcdOptions {
+        EtcdOptions { breaker_threshold: threshold, breaker_cooldown: cooldown, ..EtcdOptions::default() }
+    }
+
+    #[test]
+    fn the_circuit_opens_after_the_threshold_and_a_success_resets_the_count() {
+        let o = opts(2, Duration::from_secs(3600));
+        let b = Breaker::new();
+        b.failure(&o);
+        assert!(b.check().is_ok());
+        b.success();
+        b.failure(&o);
+        assert!(b.check().is_ok(), "a success in between resets the count");
+        b.failure(&o);
+        match b.check() {
+            Err(EtcdError::CircuitOpen { retry_in }) => assert!(retry_in > Duration::from_secs(3000)),
+            other => panic!("after two failures in a row: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn after_the_cool_down_one_call_goes_through_and_a_failure_reopens() {
+        let o = opts(1, Duration::ZERO);
+        let b = Breaker::new();
+        b.failure(&o);
+        assert!(b.check().is_ok(), "cool-down over: half-open");
+        let o = opts(1, Duration::from_secs(3600));
+        b.failure(&o);
+        assert!(matches!(b.check(), Err(EtcdError::CircuitOpen { .. })));
+    }
+}

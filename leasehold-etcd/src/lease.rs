@@ -194,3 +194,52 @@ pub(crate) async fn revoke_quietly(shared: Arc<Shared>, lease: i64) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_counts_from_when_the_keep_alive_was_sent() {
+        let sent = Instant::now() - Duration::from_millis(400);
+        let hold = Hold::new(7, Duration::from_secs(2), sent);
+        assert_eq!(hold.deadline(), sent + Duration::from_secs(2));
+        let later = sent + Duration::from_millis(300);
+        assert!(hold.extend(later));
+        assert_eq!(hold.deadline(), later + Duration::from_secs(2));
+        // An answer to an older keep-alive never moves the deadline back.
+        assert!(hold.extend(sent));
+        assert_eq!(hold.deadline(), later + Duration::from_secs(2));
+        assert!(!hold.is_lost());
+    }
+
+    #[test]
+    fn loss_is_sticky() {
+        // Granted 3 s ago with a 2 s TTL: the deadline has passed.
+        let sent = Instant::now() - Duration::from_secs(3);
+        let hold = Hold::new(7, Duration::from_secs(2), sent);
+        assert!(hold.is_lost());
+        // A late answer to a keep-alive does not bring the holding back.
+        assert!(!hold.extend(Instant::now()));
+        assert!(hold.is_lost());
+
+        let fresh = Hold::new(8, Duration::from_secs(60), Instant::now());
+        fresh.mark_lost();
+        assert!(fresh.is_lost());
+        assert!(!fresh.extend(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn lost_resolves_on_the_mark_and_at_the_deadline() {
+        let hold = Hold::new(7, Duration::from_secs(60), Instant::now());
+        let waiting = {
+            let hold = hold.clone();
+            tokio::spawn(async move { hold.lost().await })
+        };
+        hold.mark_lost();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("lost() did not resolve").expect("task");
+        // Past its deadline already: resolves at once, without anyone marking it.
+        let past = Hold::new(8, Duration::from_secs(1), Instant::now() - Duration::from_secs(2));
+        tokio::time::timeout(Duration::from_secs(5), past.lost()).await.expect("lost() past the deadline");
+    }
+}
