@@ -40,7 +40,10 @@
 //! # Tokens
 //!
 //! A holding's [`FenceToken`] is its key's create revision: strictly increasing per lock across the
-//! cluster, stable while held, so [`leasehold::Fenced`] works unchanged. For state kept in etcd
+//! cluster, stable while held, so [`leasehold::Fenced`] works unchanged. Holders are granted in
+//! create-revision order, so every holder's token is larger than that of every earlier holder it
+//! conflicts with; holders that hold together (readers, permits) are ordered by their place in
+//! the queue, not by the instant each one learned of its grant. For state kept in etcd
 //! itself, [`EtcdLocks::fenced_put`] is a put guarded by a transaction comparing the holder key's
 //! create revision.
 //!
