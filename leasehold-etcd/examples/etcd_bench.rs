@@ -8,7 +8,8 @@
 //! Starts its own cluster (the `etcd` binary on the PATH or at `$LEASEHOLD_ETCD_BIN`; data on
 //! tmpfs when there is one), or uses `$LEASEHOLD_ETCD_ENDPOINTS` (comma-separated) if set. Each
 //! client acquires and releases its own lock (uncontended locks on a shared coordinator, the
-//! common case), exclusive, no lease given (the backend's default TTL).
+//! common case), then 8 clients share one lock; exclusive, no lease given (the backend's default
+//! TTL).
 
 #[path = "../tests/support/cluster.rs"]
 mod cluster;
@@ -25,6 +26,7 @@ use leasehold_etcd::{EtcdLocks, EtcdOptions};
 struct Cell {
     backend: &'static str,
     clients: usize,
+    one_lock: bool,
     ops: usize,
     secs: f64,
     lat_ns: Vec<u64>,
@@ -72,21 +74,20 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
 
     let mut cells = Vec::new();
-    for clients in [1usize, 2, 8] {
-        cells.push(bench_in_process(clients, run));
-        cells.push(rt.block_on(bench_etcd(&endpoints, clients, run)));
+    for (clients, one_lock) in [(1usize, false), (2, false), (8, false), (8, true)] {
+        cells.push(bench_in_process(clients, one_lock, run));
+        cells.push(rt.block_on(bench_etcd(&endpoints, clients, one_lock, run)));
     }
-    println!(
-        "\nacquire+release, each client its own lock, {secs} s per cell, 2 cores, 3-member loopback etcd 3.4 cluster\n"
-    );
-    println!("| backend | clients | ops/s | p50 | p99 |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("\nacquire+release, exclusive, {secs} s per cell, 2 cores, 3-member loopback etcd 3.4 cluster\n");
+    println!("| backend | clients | locks | ops/s | p50 | p99 |");
+    println!("|---|---:|---|---:|---:|---:|");
     for c in &cells {
+        let locks = if c.one_lock { "one, shared by all" } else { "one each" };
+        let rate = c.ops as f64 / c.secs;
         println!(
-            "| {} | {} | {:.0} | {} | {} |",
+            "| {} | {} | {locks} | {rate:.0} | {} | {} |",
             c.backend,
             c.clients,
-            c.ops as f64 / c.secs,
             fmt_ns(c.pct(0.5)),
             fmt_ns(c.pct(0.99))
         );
@@ -101,21 +102,21 @@ fn main() {
     println!("| trait: `LockBackend::exclusive(&locks, k).try_acquire().await` + `release().await` | {via_trait:.1} |");
 }
 
-fn bench_in_process(clients: usize, run: Duration) -> Cell {
+fn bench_in_process(clients: usize, one_lock: bool, run: Duration) -> Cell {
     let locks: Arc<LockManager<String>> = Arc::new(LockManager::new());
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             let locks = locks.clone();
             std::thread::spawn(move || {
-                let key = format!("bench/{i}");
+                let key = if one_lock { "bench/one".to_string() } else { format!("bench/{i}") };
                 let mut lat = Vec::with_capacity(1 << 20);
                 let end = Instant::now() + run;
                 let mut n = 0usize;
                 loop {
                     // A clock read per 64 ops decides the end; every op's latency is timed.
                     let t0 = Instant::now();
-                    let g = locks.exclusive(key.as_str()).acquire().expect("uncontended");
+                    let g = locks.exclusive(key.as_str()).acquire().expect("no lease, no error");
                     g.release().expect("held");
                     lat.push(t0.elapsed().as_nanos() as u64);
                     n += 1;
@@ -130,17 +131,17 @@ fn bench_in_process(clients: usize, run: Duration) -> Cell {
     let mut lat: Vec<u64> = handles.into_iter().flat_map(|h| h.join().expect("bench thread")).collect();
     let secs = start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    Cell { backend: "in-process", clients, ops: lat.len(), secs, lat_ns: lat }
+    Cell { backend: "in-process", clients, one_lock, ops: lat.len(), secs, lat_ns: lat }
 }
 
-async fn bench_etcd(endpoints: &[String], clients: usize, run: Duration) -> Cell {
-    let opts = EtcdOptions { namespace: format!("leasehold-bench/{clients}/"), ..EtcdOptions::default() };
+async fn bench_etcd(endpoints: &[String], clients: usize, one_lock: bool, run: Duration) -> Cell {
+    let opts = EtcdOptions { namespace: format!("leasehold-bench/{clients}-{one_lock}/"), ..EtcdOptions::default() };
     let mut tasks = Vec::new();
     let start = Instant::now();
     for i in 0..clients {
         let locks = EtcdLocks::connect(endpoints.to_vec(), opts.clone()).await.expect("connect");
         tasks.push(tokio::spawn(async move {
-            let key = format!("bench/{i}");
+            let key = if one_lock { "bench/one".to_string() } else { format!("bench/{i}") };
             let mut lat = Vec::new();
             let end = Instant::now() + run;
             while Instant::now() < end {
@@ -158,7 +159,7 @@ async fn bench_etcd(endpoints: &[String], clients: usize, run: Duration) -> Cell
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    Cell { backend: "etcd (3 members)", clients, ops: lat.len(), secs, lat_ns: lat }
+    Cell { backend: "etcd (3 members)", clients, one_lock, ops: lat.len(), secs, lat_ns: lat }
 }
 
 /// Polls a future that completes on its first poll (the in-process try path does).
