@@ -485,20 +485,34 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(request) = this.start.take() {
-            if this.wait == Wait::Try {
+        if this.wait == Wait::Try {
+            if let Some(request) = this.start.take() {
                 return Poll::Ready(request.try_acquire());
             }
-            this.waiting = Some((request.acquire_async(), None));
         }
-        let Some((acquire, sleep)) = &mut this.waiting else {
+        this.poll_wait(cx)
+    }
+}
+
+impl<'m, K, S> InProcessAcquire<'m, '_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<str> + From<String>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Everything but `Try`: kept out of line, so the try path stays small enough to inline.
+    #[inline(never)]
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<LockGuard<'m, K, S>, LockError>> {
+        if let Some(request) = self.start.take() {
+            self.waiting = Some((request.acquire_async(), None));
+        }
+        let Some((acquire, sleep)) = &mut self.waiting else {
             panic!("an acquire future was polled after it completed")
         };
         if let Poll::Ready(done) = Pin::new(acquire).poll(cx) {
-            this.waiting = None;
+            self.waiting = None;
             return Poll::Ready(done);
         }
-        let Wait::Timeout(timeout) = this.wait else { return Poll::Pending };
+        let Wait::Timeout(timeout) = self.wait else { return Poll::Pending };
         // Queued: only now does the wait need a deadline.
         let sleep = sleep.get_or_insert_with(|| Sleep::new(timeout));
         if Pin::new(sleep).poll(cx).is_pending() {
@@ -506,7 +520,7 @@ where
         }
         // Dropping the queued future leaves the queue (passing on a grant that raced with the
         // deadline).
-        this.waiting = None;
+        self.waiting = None;
         Poll::Ready(Err(LockError::TimedOut))
     }
 }
