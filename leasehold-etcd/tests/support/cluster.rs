@@ -52,8 +52,11 @@ fn temp_root() -> PathBuf {
 impl Cluster {
     /// Starts `n` members and waits (at most `within`) until every one reports healthy.
     pub fn start(bin: &Path, n: usize, within: Duration) -> Result<Cluster, String> {
-        let dir =
-            temp_root().join(format!("leasehold-etcd-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+        let dir = temp_root().join(format!(
+            "leasehold-etcd-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir {}: {e}", dir.display()))?;
         let mut members = Vec::new();
         for i in 0..n {
@@ -83,7 +86,22 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name))).map_err(|e| e.to_string())?;
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            #[allow(unsafe_code)]
+            // SAFETY: between fork and exec only prctl(2), which is async-signal-safe, is called.
+            // A member dies with the process that started it, even one killed without unwinding
+            // (SIGKILL from a timeout), so no etcd outlives its test run.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
