@@ -4,6 +4,8 @@
 
 mod audit;
 mod clock;
+pub mod compat;
+mod deadlock;
 mod error;
 mod events;
 mod expiry;
@@ -12,6 +14,7 @@ mod inspect;
 mod lease;
 mod manager;
 mod metrics;
+mod many;
 mod mode;
 mod request;
 mod slot;
@@ -25,6 +28,11 @@ pub mod wheel;
 pub mod word;
 
 pub use audit::AuditLog;
+pub use deadlock::{
+    Cycle, CycleEdge, DeadlockStats, Session, SessionAcquire, SessionGuard, SessionId, SessionNode, SessionRequest,
+    VictimPolicy, WaitGraph,
+};
+pub use many::{ManyAcquire, ManyGuard, ManyRequest};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};

@@ -76,6 +76,8 @@ const EXPIRY_BATCH: usize = 256;
 /// ```
 pub struct LockManager<K, S = DefaultHasher> {
     pub(crate) inner: Arc<Inner<K, S>>,
+    /// Sessions and the wait-for graph (touched only by sessions' waits and registrations).
+    pub(crate) detector: crate::deadlock::Detector<K>,
 }
 
 pub(crate) struct Inner<K, S> {
@@ -136,6 +138,7 @@ pub struct Builder<K, S = DefaultHasher> {
     hasher: S,
     counter_limit: u64,
     describe_key: Option<fn(&K) -> String>,
+    detect: crate::deadlock::DetectConfig,
     _key: PhantomData<fn(K)>,
 }
 
@@ -162,6 +165,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             hasher: DefaultHasher::default(),
             counter_limit: COUNTER_MAX,
             describe_key: None,
+            detect: crate::deadlock::DetectConfig::default(),
             _key: PhantomData,
         }
     }
@@ -283,8 +287,54 @@ impl<K, S> Builder<K, S> {
             hasher,
             counter_limit: self.counter_limit,
             describe_key: self.describe_key,
+            detect: self.detect,
             _key: PhantomData,
         }
+    }
+
+    /// How deep the deadlock search follows a chain of waiting sessions (default 50, as RocksDB's
+    /// `deadlock_detect_depth`); beyond it the requester fails with [`LockError::Deadlock`] and
+    /// `depth_exceeded` set. At least 1 (0 is taken as 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_depth(8).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    ///
+    /// [`LockError::Deadlock`]: crate::LockError::Deadlock
+    pub fn deadlock_depth(mut self, depth: usize) -> Self {
+        self.detect.depth = depth.max(1);
+        self
+    }
+
+    /// Which request fails when a session's wait would close a cycle (default: the requester).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::VictimPolicy;
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_victim(VictimPolicy::Youngest).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn deadlock_victim(mut self, victim: crate::deadlock::VictimPolicy) -> Self {
+        self.detect.victim = victim;
+        self
+    }
+
+    /// How many recent deadlocks `LockManager::deadlocks` keeps (default 32; 0 keeps none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_history(4).build()?;
+    /// assert!(locks.deadlocks().is_empty());
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn deadlock_history(mut self, history: usize) -> Self {
+        self.detect.history = history;
+        self
     }
 
     /// Names keys in `tracing` output by their `Debug` form (with the `tracing` feature; without
@@ -385,7 +435,7 @@ where
             }
             ReaperMode::Embedder => {}
         }
-        Ok(LockManager { inner })
+        Ok(LockManager { inner, detector: crate::deadlock::Detector::new(self.detect) })
     }
 }
 
