@@ -491,10 +491,12 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
                 path.pop();
                 continue;
             }
-            if path.len() >= self.config.depth {
+            let next = self.edges_of(sessions, to);
+            if !next.is_empty() && path.len() >= self.config.depth {
+                // A path of `depth` edges that goes on: give up (RocksDB's choice).
                 return Err(path);
             }
-            stack.push(self.edges_of(sessions, to));
+            stack.push(next);
         }
         Ok(None)
     }
