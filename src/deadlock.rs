@@ -48,8 +48,8 @@ use std::sync::Arc;
 
 // Sessions are not modelled by loom (their waits park through `std::thread` and a waker): plain
 // `parking_lot` here, not the loom shim.
-use parking_lot::Mutex;
 use crate::token::FenceToken;
+use parking_lot::Mutex;
 
 /// The default depth bound of the search (RocksDB's `deadlock_detect_depth` is 50 too).
 pub const DEFAULT_DEPTH: usize = 50;
@@ -669,7 +669,7 @@ impl<K> SessionState<K> {
 
     /// Registers the waker of wait `seq`, or returns its abort if it was chosen as a victim.
     fn set_waker(&self, seq: Option<u64>, waker: &Waker) -> Option<Box<Cycle>> {
-        let Some(seq) = seq else { return None };
+        let seq = seq?;
         let mut s = self.inner.lock();
         if s.abort.as_ref().is_some_and(|(at, _)| *at == seq) {
             drop(s);
@@ -746,7 +746,6 @@ where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-
     pub(crate) fn new(locks: &'m LockManager<K, S>, label: Owner) -> Self {
         let state = locks.detector.register(label);
         Session { locks, state }
@@ -979,7 +978,13 @@ where
     }
 
     pub(crate) fn acquire_until(self, deadline: Option<Instant>) -> Result<SessionGuard<'s, 'm, K, S>, LockError> {
-        let mut fut = self.acquire_async();
+        // Uncontended: no waker, no graph; only this session's list.
+        match self.request().try_acquire() {
+            Ok(g) => return self.wrap(g, None),
+            Err(LockError::WouldBlock) => {}
+            Err(e) => return Err(e),
+        }
+        let mut fut = SessionAcquire { request: self, state: AcquireState::Contended };
         let waker = Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
         loop {
@@ -1047,6 +1052,8 @@ pub struct SessionAcquire<'s, 'm, 'q, K, Q: ?Sized, S = DefaultHasher> {
 
 enum AcquireState<'m, 'q, K, Q: ?Sized, S> {
     Start,
+    /// A `try_acquire` just failed: register the wait without trying again.
+    Contended,
     /// Waiting in the engine; registered in the graph as this wait (if it was).
     Waiting(AcquireFuture<'m, 'q, K, Q, S>, Option<u64>),
     Done,
@@ -1055,7 +1062,7 @@ enum AcquireState<'m, 'q, K, Q: ?Sized, S> {
 impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for SessionAcquire<'_, '_, '_, K, Q, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            AcquireState::Start => "start",
+            AcquireState::Start | AcquireState::Contended => "start",
             AcquireState::Waiting(..) => "waiting",
             AcquireState::Done => "done",
         };
@@ -1076,17 +1083,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let session = &this.request.session.state;
-        if let AcquireState::Start = this.state {
-            // Uncontended: no graph, only this session's list.
-            match this.request.request().try_acquire() {
-                Ok(g) => {
-                    this.state = AcquireState::Done;
-                    return Poll::Ready(this.request.wrap(g, None));
-                }
-                Err(LockError::WouldBlock) => {}
-                Err(e) => {
-                    this.state = AcquireState::Done;
-                    return Poll::Ready(Err(e));
+        if let AcquireState::Start | AcquireState::Contended = this.state {
+            if let AcquireState::Start = this.state {
+                // Uncontended: no graph, only this session's list.
+                match this.request.request().try_acquire() {
+                    Ok(g) => {
+                        this.state = AcquireState::Done;
+                        return Poll::Ready(this.request.wrap(g, None));
+                    }
+                    Err(LockError::WouldBlock) => {}
+                    Err(e) => {
+                        this.state = AcquireState::Done;
+                        return Poll::Ready(Err(e));
+                    }
                 }
             }
             let mut seq = None;

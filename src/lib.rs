@@ -13,8 +13,8 @@ mod guard;
 mod inspect;
 mod lease;
 mod manager;
-mod metrics;
 mod many;
+mod metrics;
 mod mode;
 mod request;
 mod slot;
@@ -28,19 +28,25 @@ pub mod wheel;
 pub mod word;
 
 pub use audit::AuditLog;
+pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use deadlock::{
     Cycle, CycleEdge, DeadlockStats, Session, SessionAcquire, SessionGuard, SessionId, SessionNode, SessionRequest,
     VictimPolicy, WaitGraph,
 };
-pub use many::{ManyAcquire, ManyGuard, ManyRequest};
-pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};
 pub use guard::LockGuard;
 pub use inspect::{HolderInfo, LockInfo, WaiterInfo};
 pub use manager::{Builder, DefaultHasher, LockManager};
+pub use many::{ManyAcquire, ManyGuard, ManyRequest};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot, HOLD_SAMPLE};
 pub use mode::{Mode, Owner};
 pub use request::{AcquireFuture, Request, MAX_TTL};
 pub use token::{FenceToken, Fenced};
 pub use word::{MAX_PERMITS, MAX_UNITS};
+
+/// The database-engine section of the docs (`docs-database.md`), so that its examples run as
+/// doctests until it is folded into the README.
+#[cfg(doctest)]
+#[doc = include_str!("../docs-database.md")]
+struct DocsDatabase;

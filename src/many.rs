@@ -262,7 +262,9 @@ where
         let mut held = Vec::with_capacity(plan.len());
         for (key, mode) in plan {
             held.push(match self.session {
-                Some(s) => Held::Session(SessionRequest::new(s, key, mode, self.owner.clone()).acquire_until(deadline)?),
+                Some(s) => {
+                    Held::Session(SessionRequest::new(s, key, mode, self.owner.clone()).acquire_until(deadline)?)
+                }
                 None => {
                     let r = self.plain(key, mode);
                     Held::Plain(match deadline {
@@ -503,7 +505,9 @@ where
                     return Poll::Ready(Ok(ManyGuard { held: std::mem::take(&mut this.held) }));
                 };
                 this.current = Some(match this.request.session {
-                    Some(s) => Step::Session(SessionRequest::new(s, key, mode, this.request.owner.clone()).acquire_async()),
+                    Some(s) => {
+                        Step::Session(SessionRequest::new(s, key, mode, this.request.owner.clone()).acquire_async())
+                    }
                     None => Step::Plain(this.request.plain(key, mode).acquire_async()),
                 });
             }

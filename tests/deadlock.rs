@@ -215,7 +215,7 @@ fn the_depth_bound_fails_the_requester() {
                 sess.exclusive(&wants).acquire().map(|_| ())
             }));
             rx.recv().unwrap();
-            until("it waits", || waiting_on(&locks, label).is_some());
+            until("it waits", || waiting_on(locks, label).is_some());
         }
         let err = s3.exclusive(&1).acquire().unwrap_err();
         let LockError::Deadlock { cycle } = err else { panic!("{err:?}") };
@@ -318,7 +318,11 @@ fn workload(threads: usize, keys: u64, txns: usize, policy: VictimPolicy, seed: 
                                 );
                                 if e.session != cycle.victim {
                                     let waiter = labels.get(&e.session).expect("the waiter session is live");
-                                    assert_eq!(w.get(waiter), Some(&key), "edge {e:?}: {waiter} is not waiting on {key}");
+                                    assert_eq!(
+                                        w.get(waiter),
+                                        Some(&key),
+                                        "edge {e:?}: {waiter} is not waiting on {key}"
+                                    );
                                 }
                             }
                             deadlocks.fetch_add(1, Ordering::Relaxed);

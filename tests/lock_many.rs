@@ -74,7 +74,10 @@ fn duplicates_merge_into_the_stronger_mode_or_are_refused() {
     drop(all);
     let err = locks.lock_many([(&1, Mode::Semaphore(2)), (&1, Mode::Semaphore(3))]).try_acquire().unwrap_err();
     assert_eq!(err, LockError::PermitMismatch { live: 2, requested: 3 });
-    assert_eq!(locks.lock_many([(&1, Mode::Semaphore(0))]).try_acquire().unwrap_err(), LockError::InvalidPermits { permits: 0 });
+    assert_eq!(
+        locks.lock_many([(&1, Mode::Semaphore(0))]).try_acquire().unwrap_err(),
+        LockError::InvalidPermits { permits: 0 }
+    );
 }
 
 #[test]
@@ -94,7 +97,11 @@ fn each_key_has_its_own_growing_token_and_one_guard_releases_all() {
 #[test]
 fn a_lease_applies_to_every_key_and_sessions_refuse_it() {
     let locks = LockManager::<u64>::new();
-    let all = locks.lock_many([(&1, Mode::Exclusive), (&2, Mode::Shared)]).lease(Duration::from_secs(5)).try_acquire().unwrap();
+    let all = locks
+        .lock_many([(&1, Mode::Exclusive), (&2, Mode::Shared)])
+        .lease(Duration::from_secs(5))
+        .try_acquire()
+        .unwrap();
     assert!(all.iter().all(|g| g.expires_at().is_some()));
     drop(all);
     let tx = locks.session("t");
