@@ -43,7 +43,7 @@ root=$PWD
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 LOOM_TARGET_DIR=${LEASEHOLD_LOOM_TARGET_DIR:-$root/target/loom}
 FUZZ_TARGET_DIR=${LEASEHOLD_FUZZ_TARGET_DIR:-$root/fuzz/target}
-FUZZ_TARGETS=(ops timer_wheel state_word)
+FUZZ_TARGETS=(ops timer_wheel state_word matrix)
 
 started=$SECONDS
 timings=()
