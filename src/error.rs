@@ -62,7 +62,7 @@ pub enum LockError {
     /// transaction: drop its guards, so that the others proceed.
     Deadlock {
         /// The sessions, keys and modes of the cycle, and the victim.
-        cycle: Box<crate::deadlock::Cycle>,
+        cycle: Box<crate::cycle::Cycle>,
     },
     /// A [`Fenced`](crate::Fenced) resource refused a write carrying a token older than one it
     /// has already accepted: the writer lost its lock since it took that token.

@@ -5,7 +5,8 @@
 mod audit;
 mod clock;
 pub mod compat;
-mod deadlock;
+mod cycle;
+mod detector;
 mod error;
 mod events;
 mod expiry;
@@ -17,6 +18,7 @@ mod many;
 mod metrics;
 mod mode;
 mod request;
+mod session;
 mod slot;
 mod sync;
 mod table;
@@ -29,10 +31,7 @@ pub mod word;
 
 pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use deadlock::{
-    Cycle, CycleEdge, DeadlockStats, Session, SessionAcquire, SessionGuard, SessionId, SessionNode, SessionRequest,
-    VictimPolicy, WaitGraph,
-};
+pub use cycle::{Cycle, CycleEdge, DeadlockStats, SessionId, SessionNode, VictimPolicy, WaitGraph};
 pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};
 pub use guard::LockGuard;
@@ -42,6 +41,7 @@ pub use many::{ManyAcquire, ManyGuard, ManyRequest};
 pub use metrics::{HistogramSnapshot, MetricsSnapshot, HOLD_SAMPLE};
 pub use mode::{Mode, Owner};
 pub use request::{AcquireFuture, Request, MAX_TTL};
+pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
 pub use token::{FenceToken, Fenced};
 pub use word::{MAX_PERMITS, MAX_UNITS};
 

@@ -77,7 +77,7 @@ const EXPIRY_BATCH: usize = 256;
 pub struct LockManager<K, S = DefaultHasher> {
     pub(crate) inner: Arc<Inner<K, S>>,
     /// Sessions and the wait-for graph (touched only by sessions' waits and registrations).
-    pub(crate) detector: crate::deadlock::Detector<K>,
+    pub(crate) detector: crate::detector::Detector<K>,
 }
 
 pub(crate) struct Inner<K, S> {
@@ -138,7 +138,7 @@ pub struct Builder<K, S = DefaultHasher> {
     hasher: S,
     counter_limit: u64,
     describe_key: Option<fn(&K) -> String>,
-    detect: crate::deadlock::DetectConfig,
+    detect: crate::detector::DetectConfig,
     _key: PhantomData<fn(K)>,
 }
 
@@ -165,7 +165,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             hasher: DefaultHasher::default(),
             counter_limit: COUNTER_MAX,
             describe_key: None,
-            detect: crate::deadlock::DetectConfig::default(),
+            detect: crate::detector::DetectConfig::default(),
             _key: PhantomData,
         }
     }
@@ -318,7 +318,7 @@ impl<K, S> Builder<K, S> {
     /// let locks = leasehold::LockManager::<u64>::builder().deadlock_victim(VictimPolicy::Youngest).build()?;
     /// # Ok::<(), leasehold::ConfigError>(())
     /// ```
-    pub fn deadlock_victim(mut self, victim: crate::deadlock::VictimPolicy) -> Self {
+    pub fn deadlock_victim(mut self, victim: crate::cycle::VictimPolicy) -> Self {
         self.detect.victim = victim;
         self
     }
@@ -435,7 +435,7 @@ where
             }
             ReaperMode::Embedder => {}
         }
-        Ok(LockManager { inner, detector: crate::deadlock::Detector::new(self.detect) })
+        Ok(LockManager { inner, detector: crate::detector::Detector::new(self.detect) })
     }
 }
 

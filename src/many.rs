@@ -26,12 +26,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::compat::{self, Granule};
-use crate::deadlock::{Session, SessionAcquire, SessionGuard, SessionRequest};
 use crate::error::LockError;
 use crate::guard::LockGuard;
 use crate::manager::{DefaultHasher, LockManager};
 use crate::mode::{Mode, Owner};
 use crate::request::{AcquireFuture, Request, MAX_TTL};
+use crate::session::{Session, SessionAcquire, SessionGuard, SessionRequest};
 use crate::token::FenceToken;
 
 /// The mode that covers both `a` and `b`, for a key named twice.
