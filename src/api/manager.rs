@@ -496,7 +496,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     /// The wait-for graph now (sessions, holdings, waits), for a picture: see
-    /// [`WaitGraph::to_dot`].
+    /// [`WaitGraph::to_dot`](crate::WaitGraph::to_dot).
     ///
     /// # Examples
     ///
