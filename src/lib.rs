@@ -20,7 +20,7 @@ pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderI
 pub use observe::{MetricsSnapshot, WaiterInfo};
 pub use primitives::clock::{Clock, ManualClock, MonotonicClock};
 pub use primitives::counters::HOLD_SAMPLE;
-pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_UNITS};
+pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_TOKEN_FLOOR, MAX_UNITS};
 pub use vocab::{Cycle, CycleEdge, DeadlockStats, SessionId, SessionNode, VictimPolicy, WaitGraph};
 
 /// The compatibility matrix of the multi-granularity lock modes (IS, IX, S, SIX, U, X), as data.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordRef};
-use crate::engine::lease::MAX_TTL;
+use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
@@ -196,30 +196,27 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 Err(Lost::PastDeadline(now)) => {
                     // Lost even though nobody expired it yet: expire it now, so that release and
                     // expiry agree with this answer.
-                    let events = &self.locks.events;
-                    let mut si = self.slot.lock();
-                    self.slot.force_end(
-                        core,
-                        h.record,
-                        Ending::Expiry { now, token: Some(h.token) },
-                        &mut si,
-                        &mut |e| {
-                            if events.is_active() {
-                                // SAFETY: the units are not back yet: the slot is pinned.
-                                let key = unsafe { self.slot.key() };
-                                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
-                            }
-                        },
-                    );
+                    self.expire_own(&h, now);
                     Err(LockError::Expired)
                 }
             }
         } else {
-            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|AlreadyEnded| LockError::Expired);
-            if promoted.is_ok() {
-                self.managed.store(true, UntrackedOrdering::Relaxed);
+            match self.slot.promote(core, &h, duration_ns(ttl)) {
+                Ok(_) => {
+                    self.managed.store(true, UntrackedOrdering::Relaxed);
+                    Ok(())
+                }
+                // Another thread's renew of this guard promoted it first: renew the managed
+                // holding (it fails only if the holding is really gone or past its deadline).
+                Err(AlreadyEnded) => match self.slot.renew(core, &Holding { managed: true, ..h }, duration_ns(ttl)) {
+                    Ok(_) => Ok(()),
+                    Err(Lost::Gone) => Err(LockError::Expired),
+                    Err(Lost::PastDeadline(now)) => {
+                        self.expire_own(&Holding { managed: true, ..h }, now);
+                        Err(LockError::Expired)
+                    }
+                },
             }
-            promoted.map(drop)
         };
         match renewed {
             Ok(()) => {
@@ -229,6 +226,22 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             Err(_) => ShardStats::bump(&stats.renew_failures),
         }
         renewed
+    }
+
+    /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
+    /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
+    #[cold]
+    fn expire_own(&self, h: &Holding, now: u64) {
+        let core = &self.locks.table.core;
+        let events = &self.locks.events;
+        let mut si = self.slot.lock();
+        self.slot.force_end(core, h.record, Ending::Expiry { now, token: Some(h.token) }, &mut si, &mut |e| {
+            if events.is_active() {
+                // SAFETY: the units are not back yet: the slot is pinned.
+                let key = unsafe { self.slot.key() };
+                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+            }
+        });
     }
 
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
@@ -298,15 +311,33 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(never)]
     fn finish_slow(&mut self) -> Result<(), LockError> {
         let h = self.current();
-        // Built while the holding still pins the key; sent only if the release wins.
-        let event = self.prepare(EventKind::Released);
-        match self.slot.release(&self.locks.table.core, &h) {
-            Ok(()) => {
-                if let Some(event) = event {
-                    self.locks.events.send(event);
+        let core = &self.locks.table.core;
+        if h.managed {
+            // Past its deadline, the holding is lost whether or not an expirer came: end it as an
+            // expiry, so that release agrees with `is_held` (the compare-exchange of the release
+            // below then fails). A renew cannot move the deadline back once it has passed.
+            // One load of the lease word (`force_end` checks the holding is still this one) and
+            // the exact clock, as `is_held` reads it: the coarse stamp may lag it by more than
+            // its stated resolution (a stress run saw `Ok` after `is_held` said false with it).
+            let l = self.slot.lease_word(&h);
+            if lease::is_leased(l) {
+                let now = core.clock.now_ns();
+                if lease::deadline_ns(l) <= now {
+                    self.expire_own(&h, now);
                 }
-                Ok(())
             }
+        }
+        // Built while the holding still pins the key; sent once the release has won and before
+        // the units go back, so that no successor's `Acquired` comes before it.
+        let released = match self.prepare(EventKind::Released) {
+            None => self.slot.release(core, &h),
+            Some(event) => {
+                let events = &self.locks.events;
+                self.slot.release_then(core, &h, || events.send(event))
+            }
+        };
+        match released {
+            Ok(()) => Ok(()),
             Err(AlreadyEnded) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the
