@@ -15,6 +15,7 @@
 //! row request's latency (waits included), and for sessions the detector's searches per second
 //! and its mean time per search (the cost detection adds to each wait).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -143,9 +144,55 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The cost detection adds to one wait, alone on one thread: `sessions` sessions each hold
+/// `per_session` row keys; a further session's `acquire_timeout(0)` on a held key registers its
+/// wait, searches the graph, queues in the engine and gives up. The baseline does the same
+/// engine steps without a session (a failed try, one poll of the engine's future, its drop).
+fn isolated_wait_cost(sessions: usize, per_session: u64) -> (f64, f64) {
+    const N: u32 = 20_000;
+    let locks = LockManager::<u64>::new();
+    let txs: Vec<_> = (0..sessions).map(|i| locks.session(format!("s{i}"))).collect();
+    let mut held = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        for r in 0..per_session {
+            held.push(tx.exclusive(&(i as u64 * 1000 + r)).try_acquire().expect("free"));
+        }
+    }
+    let waiter = locks.session("waiter");
+    let key = 0_u64; // held by s0
+    let start = Instant::now();
+    for _ in 0..N {
+        let r = waiter.exclusive(&key).acquire_timeout(Duration::ZERO);
+        assert!(matches!(r, Err(LockError::TimedOut)));
+    }
+    let with = start.elapsed().as_nanos() as f64 / f64::from(N);
+    // The same steps without a session: a failed try, then one poll of the engine's future
+    // (which queues) and its drop (which leaves the queue), as the session's timed-out wait does.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let start = Instant::now();
+    for _ in 0..N {
+        assert!(locks.exclusive(&key).try_acquire().is_err());
+        let mut fut = locks.exclusive(&key).acquire_async();
+        assert!(std::pin::Pin::new(&mut fut).poll(&mut cx).is_pending());
+    }
+    let without = start.elapsed().as_nanos() as f64 / f64::from(N);
+    drop(held);
+    (with, without)
+}
+
 /// Runs workload T and prints its table.
 pub fn run(threads: &[usize], reps: usize, window: Duration) {
     println!("\n### Workload T: transactions (IX on a table, then 2-10 rows X in random order, Zipf {THETA} over {ROWS} rows x {TABLES} tables)\n");
+    println!("\nDetection cost per wait, alone on one thread (a session's timed-out wait: try, register, search, queue, withdraw; against the same engine steps without a session):\n");
+    println!("| live sessions | keys each | wait with detection | wait without | detection adds |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (n, k) in [(2, 5), (16, 5), (64, 10)] {
+        let runs: Vec<(f64, f64)> = (0..reps).map(|_| isolated_wait_cost(n, k)).collect();
+        let with = median(runs.iter().map(|r| r.0).collect());
+        let without = median(runs.iter().map(|r| r.1).collect());
+        println!("| {n} | {k} | {with:.0} ns | {without:.0} ns | {:.0} ns |", with - without);
+    }
+    println!();
     println!("| way | threads | commits/s | deadlocks/s | p99 row wait | searches/s | ns per search |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for way in [Way::Sessions, Way::LockMany] {
