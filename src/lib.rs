@@ -14,9 +14,9 @@ mod primitives;
 mod vocab;
 
 pub use api::{AcquireFuture, Builder, DefaultHasher, Fenced, LockGuard, LockManager, Request};
-pub use api::{ManyAcquire, ManyGuard, ManyRequest, Session, SessionAcquire, SessionGuard, SessionRequest};
 #[cfg(not(leasehold_loom))]
 pub use api::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
+pub use api::{ManyAcquire, ManyGuard, ManyRequest, Session, SessionAcquire, SessionGuard, SessionRequest};
 pub use engine::lease::MAX_TTL;
 pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderInfo, LockEvent, LockInfo};
 pub use observe::{MetricsSnapshot, WaiterInfo};
