@@ -43,7 +43,7 @@ root=$PWD
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 LOOM_TARGET_DIR=${LEASEHOLD_LOOM_TARGET_DIR:-$root/target/loom}
 FUZZ_TARGET_DIR=${LEASEHOLD_FUZZ_TARGET_DIR:-$root/fuzz/target}
-FUZZ_TARGETS=(ops timer_wheel state_word)
+FUZZ_TARGETS=(ops timer_wheel state_word matrix)
 
 started=$SECONDS
 timings=()
@@ -60,8 +60,8 @@ trap 'rm -f "$loom_log"' EXIT
         cargo test --release --tests
 ) 2>&1 | tee "$loom_log"
 loom_passed=$(awk '/^test result: ok\./ { n += $4 } END { print n + 0 }' "$loom_log")
-if [ "$loom_passed" -lt 14 ]; then
-    echo "verify: expected at least 14 loom models to pass, counted $loom_passed" >&2
+if [ "$loom_passed" -lt 15 ]; then
+    echo "verify: expected at least 15 loom models to pass, counted $loom_passed" >&2
     exit 1
 fi
 took "loom" "$t"

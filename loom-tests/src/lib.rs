@@ -22,6 +22,7 @@
 //! | | `expiry_wakes_a_parked_waiter` | an expiry wakes a thread parked in `acquire()` |
 //! | `reclaim.rs` | `tokens_grow_across_reclamation` | tokens strictly increase across reclamation and re-creation |
 //! | | `acquire_racing_reclamation_holds_a_live_slot` | readers racing the reclamation of the key's slot hold one live slot |
+//! | `many.rs` | `overlapping_lock_many_never_deadlocks` | two `lock_many` calls naming two keys in opposite orders both finish, never holding both keys at once |
 //!
 //! Models use a manager with one shard, a manual clock, no reaper (no background threads exist
 //! under loom: models call `expire_due`) and a fixed-seed hasher (loom replays executions by

@@ -6,10 +6,13 @@
 #[cfg(not(leasehold_loom))]
 pub(crate) mod backend;
 pub(crate) mod builder;
+pub(crate) mod detector;
 pub(crate) mod fenced;
 pub(crate) mod guard;
 pub(crate) mod manager;
+pub(crate) mod many;
 pub(crate) mod request;
+pub(crate) mod session;
 pub(crate) mod state;
 #[cfg(all(test, not(leasehold_loom)))]
 mod write_audit_tests;
@@ -21,4 +24,12 @@ pub use builder::Builder;
 pub use fenced::Fenced;
 pub use guard::LockGuard;
 pub use manager::LockManager;
+pub use many::{ManyAcquire, ManyGuard, ManyRequest};
 pub use request::{AcquireFuture, Request};
+pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
+
+/// The database-engine section of the docs (`docs-database.md`), so that its examples run as
+/// doctests until it is folded into the README.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs-database.md")]
+struct DocsDatabase;
