@@ -9,8 +9,9 @@
 //! - `shared`: the same with shared mode.
 //! - `semaphore`: one key, 4 permits (workload S).
 //! - `leased`: `exclusive` with a 30 s lease on every acquire (workload L).
-//! - `churn`: a fresh key every iteration (W4), then `reclaim_idle()` once at the end (so its cost,
-//!   bounded by the idle cache, is the same at both N and cancels).
+//! - `churn`: a fresh key every iteration (W4), after a warm-up that fills the idle cache, then
+//!   `reclaim_idle()` once at the end (so its cost, bounded by the idle cache, is the same at both
+//!   N and cancels).
 //! - `mutex`: a bare `parking_lot::Mutex<()>` lock+unlock (F, the unit of lockbench's ratios).
 //! - `hashmap`: `std::sync::Mutex<HashMap<u64, ()>>` insert + remove of a fresh key (W4's peer).
 //!
@@ -72,6 +73,12 @@ fn main() {
             }
         }
         "churn" => {
+            // Fill the idle cache first (the same at both N): the count is then that of a churn
+            // at the cache's bound, where every creation reclaims.
+            let warm = locks.idle_slot_bound() as u64 + 64 * 64;
+            for k in (1 << 40)..(1 << 40) + warm {
+                drop(locks.exclusive(&k).acquire().expect("uncontended acquire"));
+            }
             for k in 0..n {
                 let g = locks.exclusive(&k).acquire().expect("uncontended acquire");
                 black_box(g.token());

@@ -278,7 +278,7 @@ fn main() -> ExitCode {
     cells.sort_by_key(order);
     let fs: Vec<f64> = (0..reps).filter_map(|r| rows.iter().find(|x| x.rep == r).map(|x| x.f)).collect();
     let f = report::median(fs.clone());
-    let idle_bound = leasehold::LockManager::<u64>::new().shard_count() * 64;
+    let idle_bound = leasehold::LockManager::<u64>::new().idle_slot_bound();
 
     println!("# lockbench\n");
     println!(

@@ -235,7 +235,7 @@ fn xf(rows: &[Row], w: Workload, peer: PeerId, threads: usize) -> Option<f64> {
 }
 
 /// The goals, evaluated from this run's numbers. `idle_bound` is leasehold's idle-slot
-/// cache bound (64 per shard by default).
+/// cache bound (`LockManager::idle_slot_bound`, 64 slots per shard by default).
 pub fn goals(rows: &[Row], idle_bound: usize) -> Vec<Goal> {
     use PeerId::*;
     use Workload::*;

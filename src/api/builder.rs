@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::api::manager::LockManager;
 use crate::api::state::State;
 use crate::engine::core::Core;
+use crate::engine::sweep::IdleBound;
 use crate::engine::table::{DefaultHasher, Table, TableConfig};
 use crate::engine::watch::Wheelhouse;
 use crate::engine::word::COUNTER_MAX;
@@ -63,7 +64,7 @@ where
 pub struct Builder<K, S = DefaultHasher> {
     shards: Option<usize>,
     max_slots: usize,
-    idle_slots: Option<usize>,
+    idle: Option<IdleBound>,
     tick: Duration,
     reaper: bool,
     clock: Option<ClockSource>,
@@ -91,7 +92,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
         Builder {
             shards: None,
             max_slots: usize::MAX,
-            idle_slots: None,
+            idle: None,
             tick: Duration::from_millis(1),
             reaper: true,
             clock: None,
@@ -142,19 +143,42 @@ impl<K, S> Builder<K, S> {
     }
 
     /// About how many idle slots the table keeps cached for reuse (spread over the shards;
-    /// default 64 per shard). A key reused within a working set smaller than this keeps its slot
-    /// and is acquired without touching the shard lock; beyond it, creating a slot for a new key
-    /// reclaims idle ones. Idle slots beyond the bound are also reclaimed by the reaper within
-    /// about two seconds, and [`LockManager::reclaim_idle`] reclaims them all at once.
+    /// replaces the default byte budget of [`idle_bytes`](Builder::idle_bytes)). A key reused
+    /// within a working set smaller than this keeps its slot and is acquired without touching the
+    /// shard lock; beyond it, creating a slot for a new key reclaims idle ones (CLOCK: a slot
+    /// claimed since the sweep's hand last passed gets a second chance). Idle slots beyond the
+    /// bound are also reclaimed by the reaper within about two seconds, and
+    /// [`LockManager::reclaim_idle`] reclaims them all at once.
     ///
     /// # Examples
     ///
     /// ```
-    /// let locks = leasehold::LockManager::<u64>::builder().idle_slots(100_000).build()?;
+    /// let locks = leasehold::LockManager::<u64>::builder().shards(64).idle_slots(100_000).build()?;
+    /// assert!(locks.idle_slot_bound() >= 100_000);
     /// # Ok::<(), leasehold::ConfigError>(())
     /// ```
     pub fn idle_slots(mut self, idle_slots: usize) -> Self {
-        self.idle_slots = Some(idle_slots);
+        self.idle = Some(IdleBound::Slots(idle_slots));
+        self
+    }
+
+    /// The idle-slot cache's budget in bytes of slot and index memory (spread over the shards;
+    /// default 20 KiB per shard: 64 slots of a `u64` key, 1.25 MiB at 64 shards). Bounds what the
+    /// table keeps beyond the slots held or waited on: [`LockManager::idle_bytes_bound`] tells
+    /// the bound in bytes once built. A slot of a `u64` key costs about 320 bytes with its share
+    /// of the index: to keep a working set of 100,000 such keys resident, give 32 MiB. A larger
+    /// cache makes a churn of fresh keys slower (its sweep walks more cold memory). See
+    /// [`idle_slots`](Builder::idle_slots) for how the cache is used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().idle_bytes(1 << 20).build()?;
+    /// assert!(locks.idle_bytes_bound() <= 1 << 20);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn idle_bytes(mut self, bytes: usize) -> Self {
+        self.idle = Some(IdleBound::Bytes(bytes));
         self
     }
 
@@ -216,7 +240,7 @@ impl<K, S> Builder<K, S> {
         Builder {
             shards: self.shards,
             max_slots: self.max_slots,
-            idle_slots: self.idle_slots,
+            idle: self.idle,
             tick: self.tick,
             reaper: self.reaper,
             clock: self.clock,
@@ -381,7 +405,7 @@ where
         let config = TableConfig {
             shards,
             max_slots: self.max_slots,
-            idle_slots: self.idle_slots,
+            idle: self.idle,
             wake_driver_on_first: reaper == ReaperMode::Thread,
             token_floor: self.token_floor,
         };

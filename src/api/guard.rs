@@ -1,12 +1,13 @@
 //! The guard: proof of a holding, and the holder's side of leases.
 
-use crate::primitives::sync::untracked::{AtomicBool, Ordering as UntrackedOrdering};
+use crate::primitives::sync::untracked::{AtomicU64, Ordering as UntrackedOrdering};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordRef};
+use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
 use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
 use crate::engine::table::DefaultHasher;
@@ -43,31 +44,24 @@ use crate::vocab::token::FenceToken;
 pub struct LockGuard<'m, K, S = DefaultHasher> {
     locks: &'m State<K, S>,
     slot: &'m Slot<K>,
-    holding: Holding,
-    /// Whether the holding ends through its lease word (a plain holding becomes managed when it
-    /// is first renewed).
-    managed: AtomicBool,
-    /// `Mode::code`; a semaphore's permits are the slot's capacity.
-    mode: u8,
-    done: bool,
+    // The holding, as whole words (`Holding`): no narrow field, so a guard returned through memory
+    // is stored and loaded back with stores that forward (bench/PERF-PLAN.md, P1).
+    rec: RecordPtr,
+    token: u64,
+    /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
+    /// holding is first renewed (promoted), through `&self`, hence atomic.
+    bits: AtomicU64,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
-    #[inline]
-    pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding, mode: Mode) -> Self {
-        LockGuard {
-            locks,
-            slot,
-            managed: AtomicBool::new(holding.managed),
-            holding,
-            mode: mode.code() as u8,
-            done: false,
-        }
+    #[inline(always)]
+    pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding) -> Self {
+        LockGuard { locks, slot, rec: holding.rec, token: holding.token, bits: AtomicU64::new(holding.bits) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn current(&self) -> Holding {
-        Holding { managed: self.managed.load(UntrackedOrdering::Relaxed), ..self.holding }
+        Holding { rec: self.rec, token: self.token, bits: self.bits.load(UntrackedOrdering::Relaxed) }
     }
 
     /// The key this guard holds.
@@ -96,7 +90,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn mode(&self) -> Mode {
-        Mode::from_code(self.mode as u64, self.slot.capacity.load(Ordering::Relaxed))
+        Mode::from_code(self.current().mode_code(), self.slot.capacity.load(Ordering::Relaxed))
     }
 
     /// The fencing token: strictly greater than every token handed out before for this key.
@@ -111,7 +105,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn token(&self) -> FenceToken {
-        FenceToken::from_u64(self.holding.token)
+        FenceToken::from_u64(self.token)
     }
 
     /// The owner label this holding was acquired with (while it is held).
@@ -125,10 +119,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn owner(&self) -> Option<Owner> {
-        if !self.holding.owned {
+        let h = self.current();
+        if !h.owned() {
             return None;
         }
-        self.slot.owner_of(&self.holding)
+        self.slot.owner_of(&h)
     }
 
     /// Whether the lock is still held: not released, expired or revoked, and (with a lease) its
@@ -142,7 +137,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn is_held(&self) -> bool {
-        !self.done && self.slot.is_held(&self.current(), || self.locks.table.core.clock.now_ns())
+        self.slot.is_held(&self.current(), || self.locks.table.core.clock.now_ns())
     }
 
     /// The lease deadline, as a reading of the manager's clock (compare with
@@ -183,13 +178,10 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(LockError::InvalidTtl { ttl });
         }
-        if self.done {
-            return Err(LockError::Expired);
-        }
         let core = &self.locks.table.core;
         let h = self.current();
         let stats = core.stats.of(self.slot.hash.load(Ordering::Relaxed));
-        let renewed = if h.managed {
+        let renewed = if h.managed() {
             match self.slot.renew(core, &h, duration_ns(ttl)) {
                 Ok(_) => Ok(()),
                 Err(Lost::Gone) => Err(LockError::Expired),
@@ -203,16 +195,16 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         } else {
             match self.slot.promote(core, &h, duration_ns(ttl)) {
                 Ok(_) => {
-                    self.managed.store(true, UntrackedOrdering::Relaxed);
+                    self.bits.fetch_or(MANAGED, UntrackedOrdering::Relaxed);
                     Ok(())
                 }
                 // Another thread's renew of this guard promoted it first: renew the managed
                 // holding (it fails only if the holding is really gone or past its deadline).
-                Err(AlreadyEnded) => match self.slot.renew(core, &Holding { managed: true, ..h }, duration_ns(ttl)) {
+                Err(AlreadyEnded) => match self.slot.renew(core, &h.as_managed(), duration_ns(ttl)) {
                     Ok(_) => Ok(()),
                     Err(Lost::Gone) => Err(LockError::Expired),
                     Err(Lost::PastDeadline(now)) => {
-                        self.expire_own(&Holding { managed: true, ..h }, now);
+                        self.expire_own(&h.as_managed(), now);
                         Err(LockError::Expired)
                     }
                 },
@@ -235,7 +227,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         let core = &self.locks.table.core;
         let events = &self.locks.events;
         let mut si = self.slot.lock();
-        self.slot.force_end(core, h.record, Ending::Expiry { now, token: Some(h.token) }, &mut si, &mut |e| {
+        self.slot.force_end(core, h.record(), Ending::Expiry { now, token: Some(h.token) }, &mut si, &mut |e| {
             if events.is_active() {
                 // SAFETY: the units are not back yet: the slot is pinned.
                 let key = unsafe { self.slot.key() };
@@ -258,10 +250,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         if !inner.events.is_active() {
             return None;
         }
-        let owner = if self.holding.owned { self.slot.owner_of(&self.holding) } else { None };
+        let h = self.current();
+        let owner = if h.owned() { self.slot.owner_of(&h) } else { None };
         // SAFETY: pinned by this guard (held, or zombie-counted).
         let key = unsafe { self.slot.key() };
-        inner.events.prepare(kind, key, self.mode(), self.holding.token, owner, inner.table.core.clock.now_ns())
+        inner.events.prepare(kind, key, self.mode(), self.token, owner, inner.table.core.clock.now_ns())
     }
 
     /// Records the hold time of a sampled holding that is about to end (read while still held).
@@ -269,7 +262,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(never)]
     fn record_hold(&self) {
         let core = &self.locks.table.core;
-        let held = core.clock.now_ns().saturating_sub(self.slot.sampled_start(&self.holding));
+        let held = core.clock.now_ns().saturating_sub(self.slot.sampled_start(&self.current()));
         core.stats.of(self.slot.hash.load(Ordering::Relaxed)).hold.record(held);
     }
 
@@ -288,31 +281,33 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// assert!(locks.exclusive(&5).try_acquire().is_ok());
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
-    pub fn release(mut self) -> Result<(), LockError> {
-        self.finish()
+    pub fn release(self) -> Result<(), LockError> {
+        // `finish` is the guard's last act: no drop after it.
+        ManuallyDrop::new(self).finish()
     }
 
-    #[inline]
-    fn finish(&mut self) -> Result<(), LockError> {
-        self.done = true;
-        if self.holding.is_sampled() {
+    /// Ends the holding; called once, by `release` or `drop`.
+    #[inline(always)]
+    fn finish(&self) -> Result<(), LockError> {
+        let h = self.current();
+        if h.is_sampled() {
             self.record_hold();
         }
         let core = &self.locks.table.core;
-        if let (false, RecordRef::Inline(idx), false) =
-            (self.managed.load(UntrackedOrdering::Relaxed), self.holding.record, self.locks.events.is_active())
-        {
-            self.slot.release_plain(core, idx, self.holding.units);
+        // A plain holding in an inline record, nobody listening: one store and one `fetch_sub`.
+        if h.bits & (MANAGED | IN_OVERFLOW) == 0 && !self.locks.events.is_active() {
+            self.slot.release_plain(core, &h);
             return Ok(());
         }
         self.finish_slow()
     }
 
+    #[cold]
     #[inline(never)]
-    fn finish_slow(&mut self) -> Result<(), LockError> {
+    fn finish_slow(&self) -> Result<(), LockError> {
         let h = self.current();
         let core = &self.locks.table.core;
-        if h.managed {
+        if h.managed() {
             // Past its deadline, the holding is lost whether or not an expirer came: end it as an
             // expiry, so that release agrees with `is_held` (the compare-exchange of the release
             // below then fails). A renew cannot move the deadline back once it has passed.
@@ -350,11 +345,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 }
 
 impl<K, S> Drop for LockGuard<'_, K, S> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.finish();
-        }
+        let _ = self.finish();
     }
 }
 

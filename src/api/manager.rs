@@ -199,6 +199,36 @@ where
         self.state.table.sweep_all(true)
     }
 
+    /// The most idle slots the table keeps cached for reuse (the bound of
+    /// [`Builder::idle_bytes`](crate::Builder::idle_bytes) or
+    /// [`Builder::idle_slots`](crate::Builder::idle_slots), rounded to whole slots per shard).
+    /// Slots held or waited on come on top.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().shards(64).idle_slots(6_400).build()?;
+    /// assert_eq!(locks.idle_slot_bound(), 6_400);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn idle_slot_bound(&self) -> usize {
+        self.state.table.idle_bound().0
+    }
+
+    /// The memory the idle cache may take at most, in bytes: `idle_slot_bound()` slots, each a
+    /// slot plus its share of the index. The key's own heap memory (a `String`'s buffer) comes
+    /// on top.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.idle_bytes_bound() <= (20 << 10) * locks.shard_count());
+    /// ```
+    pub fn idle_bytes_bound(&self) -> usize {
+        self.state.table.idle_bound().1
+    }
+
     /// Slots in the table: held, waited on, or idle and cached for reuse.
     ///
     /// # Examples

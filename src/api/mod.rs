@@ -14,6 +14,8 @@ pub(crate) mod many;
 pub(crate) mod request;
 pub(crate) mod session;
 pub(crate) mod state;
+#[cfg(all(test, not(leasehold_loom)))]
+mod write_audit_tests;
 
 pub use crate::engine::table::DefaultHasher;
 #[cfg(not(leasehold_loom))]

@@ -107,7 +107,7 @@ where
         self
     }
 
-    #[inline]
+    #[inline(always)]
     fn ask(&self) -> Result<Ask, LockError> {
         if let Mode::Semaphore(n) = self.mode {
             if n == 0 || n > MAX_PERMITS {
@@ -122,14 +122,25 @@ where
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
-    #[inline]
+    /// The mode of a plain request (no lease, no owner, valid permits): such a request takes the
+    /// fast path without an `Ask`, its validation or its owner clone (bench/PERF-PLAN.md, P2).
+    #[inline(always)]
+    fn plain_mode(&self) -> Option<Mode> {
+        let valid = match self.mode {
+            Mode::Semaphore(n) => n != 0 && n <= MAX_PERMITS,
+            Mode::Exclusive | Mode::Shared => true,
+        };
+        (self.ttl.is_none() & self.owner.is_none() & valid).then_some(self.mode)
+    }
+
+    #[inline(always)]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
         self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
-        LockGuard::new(self.locks, slot, h, self.mode)
+        LockGuard::new(self.locks, slot, h)
     }
 
     /// Validates the request, counting a refusal.
-    #[inline]
+    #[inline(always)]
     fn checked_ask(&self) -> Result<Ask, LockError> {
         self.ask().inspect_err(|e| {
             let locks = self.locks;
@@ -157,8 +168,25 @@ where
     /// assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
     /// # Ok::<(), LockError>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
+        if let Some(mode) = self.plain_mode() {
+            let (locks, key) = (self.locks, self.key);
+            let hash = locks.table.hash(key);
+            if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode) {
+                // Nothing to drop: a plain request has no owner (`plain_mode`).
+                std::mem::forget(self);
+                locks.emit_acquired(slot, &h, mode, None);
+                return Ok(LockGuard::new(locks, slot, h));
+            }
+        }
+        self.try_acquire_slow()
+    }
+
+    /// `try_acquire` past a plain request's fast path.
+    #[cold]
+    #[inline(never)]
+    fn try_acquire_slow(self) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
         let locks = self.locks;
         let hash = locks.table.hash(self.key);
@@ -189,7 +217,7 @@ where
     /// let g = locks.exclusive(&42).acquire()?;
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
         self.acquire_until(None)
     }
@@ -217,8 +245,28 @@ where
     }
 
     /// The fast path, inlined into the caller like `try_acquire`'s; everything else is cold.
-    #[inline]
+    #[inline(always)]
     fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
+        if let Some(mode) = self.plain_mode() {
+            // Only scalars cross into the slow path, so the request need not live in memory.
+            let (locks, key) = (self.locks, self.key);
+            // Nothing to drop: a plain request has no owner (`plain_mode`).
+            std::mem::forget(self);
+            let hash = locks.table.hash(key);
+            let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
+                Ok(claimed) => claimed,
+                Err(found) => acquire_slow(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?,
+            };
+            locks.emit_acquired(slot, &h, mode, None);
+            return Ok(LockGuard::new(locks, slot, h));
+        }
+        self.acquire_managed(deadline)
+    }
+
+    /// `acquire_until` for a managed request (lease or owner) or one to refuse: validated into an
+    /// `Ask` first.
+    #[inline(never)]
+    fn acquire_managed(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
         let ask = self.checked_ask()?;
         let locks = self.locks;
         let hash = locks.table.hash(self.key);
@@ -226,43 +274,9 @@ where
         let (slot, h) = match (found, claimed) {
             (Some(slot), Some(h)) => (slot, h),
             // The guard is built here for both paths, so the slow path returns only what it got.
-            _ => self.acquire_slow(ask, hash, found, deadline)?,
+            _ => acquire_slow(self.locks, self.key, ask, hash, found, deadline)?,
         };
         Ok(self.guard(slot, h))
-    }
-
-    #[inline(never)]
-    fn acquire_slow(
-        &self,
-        ask: Ask,
-        hash: u64,
-        found: Option<&'m Slot<K>>,
-        deadline: Option<Instant>,
-    ) -> Result<(&'m Slot<K>, Holding), LockError> {
-        let locks = self.locks;
-        #[cfg(leasehold_loom)]
-        let _ = found;
-        // Someone holds it: a short spin catches a short critical section without parking.
-        // (Not under loom: a model explores the interleavings a spin would only wait through.)
-        #[cfg(not(leasehold_loom))]
-        if let Some(slot) = found {
-            let backoff = Backoff::new();
-            while !backoff.is_completed() {
-                backoff.snooze();
-                if let Some(h) = locks.table.claim_found(slot, self.key, &ask) {
-                    return Ok((slot, h));
-                }
-            }
-        }
-        let make = || Waiter::for_thread(ask.clone(), locks.table.core.clock.now_ns());
-        match locks.attempt(hash, self.key, &ask, Some(&make)) {
-            Attempt::Acquired(slot, h) => Ok((slot, h)),
-            Attempt::Failed(e) => Err(e),
-            Attempt::Queued(slot, waiter) => {
-                let h = wait_blocking(locks, slot, &waiter, deadline)?;
-                Ok((slot, h))
-            }
-        }
     }
 
     /// A future that resolves to the lock, on any executor.
@@ -286,6 +300,48 @@ where
     pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
         let ask = self.checked_ask();
         AcquireFuture { request: self, ask, state: FutureState::Start, timer: None }
+    }
+}
+
+/// Past the fast path: spin a little on a held slot, then the locked path, and park if queued.
+#[cold]
+#[inline(never)]
+fn acquire_slow<'m, K, Q, S>(
+    locks: &'m State<K, S>,
+    key: &Q,
+    ask: Ask,
+    hash: u64,
+    found: Option<&'m Slot<K>>,
+    deadline: Option<Instant>,
+) -> Result<(&'m Slot<K>, Holding), LockError>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[cfg(leasehold_loom)]
+    let _ = found;
+    // Someone holds it: a short spin catches a short critical section without parking.
+    // (Not under loom: a model explores the interleavings a spin would only wait through.)
+    #[cfg(not(leasehold_loom))]
+    if let Some(slot) = found {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if let Some(h) = locks.table.claim_found(slot, key, &ask) {
+                return Ok((slot, h));
+            }
+        }
+    }
+    let make = || Waiter::for_thread(ask.clone(), locks.table.core.clock.now_ns());
+    match locks.attempt(hash, key, &ask, Some(&make)) {
+        Attempt::Acquired(slot, h) => Ok((slot, h)),
+        Attempt::Failed(e) => Err(e),
+        Attempt::Queued(slot, waiter) => {
+            let h = wait_blocking(locks, slot, &waiter, deadline)?;
+            Ok((slot, h))
+        }
     }
 }
 

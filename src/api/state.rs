@@ -88,7 +88,7 @@ where
     }
 
     /// Tells subscribers that a holding began (the caller holds it, so the key is pinned).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn emit_acquired(&self, slot: &Slot<K>, h: &Holding, mode: Mode, owner: Option<&Owner>) {
         if self.events.is_active() {
             self.emit(EventKind::Acquired, slot, h.token, mode, owner.cloned());

@@ -3,7 +3,7 @@
 //! (`Holding`), and what a request asks for (`Ask`).
 
 use crate::engine::lease;
-use crate::engine::word::{Need, RecordIdx};
+use crate::engine::word::{self, Need, RecordIdx};
 use crate::primitives::counters::HOLD_SAMPLE;
 use crate::primitives::sync::{AtomicU64, Ordering};
 use crate::vocab::mode::{Mode, Owner};
@@ -56,36 +56,123 @@ pub(crate) enum RecordRef {
     Overflow(u32),
 }
 
-/// What a guard carries to identify its holding.
+/// A stable pointer to a holding's record (inline records live in the slot, overflow records in
+/// boxes that live as long as the slot's memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordPtr(pub(crate) *const Record);
+
+// SAFETY: it points into type-stable slot memory owned by the manager, which every holder of a
+// `Holding` borrows; all access through it is to atomics.
+unsafe impl Send for RecordPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RecordPtr {}
+
+/// What a guard carries to identify its holding: three full words (so a guard returned through
+/// memory is written and read back with whole-word stores and loads that forward), the packed
+/// part in `bits`, laid out so that `bits & RELEASE_MASK` is the holding's
+/// `word::release_delta` (its units and its inline record's bit, where the state word has them):
+///
+/// ```text
+///  63..62   61      60      56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | owned | managed | overflow | inline record bit | overflow index | units ]
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
-    pub(crate) record: RecordRef,
-    /// Stable pointer to the record (inline records live in the slot, overflow records in boxes
-    /// that live as long as the slot's memory).
-    pub(crate) rec: *const Record,
+    pub(crate) rec: RecordPtr,
     pub(crate) token: u64,
-    pub(crate) units: u32,
-    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
-    pub(crate) managed: bool,
-    /// Has an owner label to clear when it ends.
-    pub(crate) owned: bool,
+    pub(crate) bits: u64,
 }
 
+const UNITS_MASK: u64 = (1 << word::UNITS_BITS) - 1;
+const OVERFLOW_INDEX_SHIFT: u32 = word::UNITS_BITS;
+const RECORD_BITS: u64 = 0xF << 52;
+/// `Holding::bits`: what a release subtracts from the state word.
+pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
+/// `Holding::bits`: the holding is in an overflow record.
+pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
+/// `Holding::bits`: ended through the lease word (leased or owned).
+pub(crate) const MANAGED: u64 = 1 << 60;
+const OWNED: u64 = 1 << 61;
+const MODE_SHIFT: u32 = 62;
+
 impl Holding {
+    /// Packs a holding; `mode` is `Mode::code`.
+    #[inline(always)]
+    pub(crate) fn new(
+        record: RecordRef,
+        rec: *const Record,
+        token: u64,
+        units: u32,
+        mode: u64,
+        managed: bool,
+        owned: bool,
+    ) -> Self {
+        let place = match record {
+            RecordRef::Inline(idx) => word::record_bit(idx),
+            RecordRef::Overflow(i) => IN_OVERFLOW | ((i as u64) << OVERFLOW_INDEX_SHIFT),
+        };
+        let bits = (units as u64 & UNITS_MASK)
+            | place
+            | if managed { MANAGED } else { 0 }
+            | if owned { OWNED } else { 0 }
+            | (mode << MODE_SHIFT);
+        Holding { rec: RecordPtr(rec), token, bits }
+    }
+
+    /// Where its record lives.
+    #[inline(always)]
+    pub(crate) fn record(&self) -> RecordRef {
+        if self.bits & IN_OVERFLOW != 0 {
+            RecordRef::Overflow((self.bits >> OVERFLOW_INDEX_SHIFT) as u32)
+        } else {
+            RecordRef::Inline(((self.bits & RECORD_BITS) >> 52).trailing_zeros() as RecordIdx)
+        }
+    }
+
+    /// The capacity units it holds.
+    #[inline(always)]
+    pub(crate) fn units(&self) -> u32 {
+        (self.bits & UNITS_MASK) as u32
+    }
+
+    /// Leased or owned: ended through the lease word, by the guard or by an expirer or revoker.
+    #[inline(always)]
+    pub(crate) fn managed(&self) -> bool {
+        self.bits & MANAGED != 0
+    }
+
+    /// The same holding, managed (a plain holding that a renew has promoted).
+    #[inline]
+    pub(crate) fn as_managed(&self) -> Holding {
+        Holding { bits: self.bits | MANAGED, ..*self }
+    }
+
+    /// Has an owner label to clear when it ends.
+    #[inline(always)]
+    pub(crate) fn owned(&self) -> bool {
+        self.bits & OWNED != 0
+    }
+
+    /// What its release subtracts from the state word (`word::release_delta`).
+    #[inline(always)]
+    pub(crate) fn release_delta(&self) -> u64 {
+        self.bits & RELEASE_MASK
+    }
+
+    /// `Mode::code` of the request that made it.
+    #[inline(always)]
+    pub(crate) fn mode_code(&self) -> u64 {
+        self.bits >> MODE_SHIFT
+    }
+
     /// Whether this holding is one of the one-in-`HOLD_SAMPLE` timed for the hold-time histogram:
     /// its token picks it, so choosing costs a test of a value at hand. Its start time is then in
     /// its record's `acquired_ns`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_sampled(&self) -> bool {
         self.token % HOLD_SAMPLE == 0
     }
 }
-
-// SAFETY: `rec` points into type-stable slot memory owned by the manager, which the guard borrows;
-// all access through it is to atomics.
-unsafe impl Send for Holding {}
-// SAFETY: as above.
-unsafe impl Sync for Holding {}
 
 /// What a request asks for.
 #[derive(Clone, Debug)]
@@ -104,5 +191,26 @@ impl Ask {
     #[inline]
     pub(crate) fn need(&self, privileged: bool) -> Need {
         Need { exclusive: self.mode.is_exclusive(), privileged, watch: self.ttl_ns.is_some() }
+    }
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip_and_give_the_release_delta() {
+        let rec = std::ptr::null();
+        for idx in 0..word::INLINE_RECORDS as RecordIdx {
+            for units in [1, 4, word::MAX_UNITS] {
+                let h = Holding::new(RecordRef::Inline(idx), rec, 9, units, 1, idx % 2 == 0, idx == 3);
+                assert_eq!(h.record(), RecordRef::Inline(idx));
+                assert_eq!((h.units(), h.mode_code(), h.managed(), h.owned()), (units, 1, idx % 2 == 0, idx == 3));
+                assert_eq!(h.release_delta(), word::release_delta(idx, units));
+            }
+        }
+        let h = Holding::new(RecordRef::Overflow(u32::MAX), rec, 9, 3, 2, true, false);
+        assert_eq!((h.record(), h.units(), h.mode_code()), (RecordRef::Overflow(u32::MAX), 3, 2));
+        assert_eq!(h.release_delta(), word::release_delta(word::OVERFLOW, 3));
     }
 }

@@ -29,6 +29,9 @@ const MIN_TABLE: usize = 16;
 /// Most slots allocated at once when a pool runs dry.
 const MAX_CHUNK: usize = 64;
 
+/// Index bytes per slot: a 16-byte entry at a load of at most 1/4 (`Shard::insert`).
+pub(crate) const INDEX_BYTES_PER_SLOT: usize = 4 * std::mem::size_of::<Entry<()>>();
+
 struct Entry<K> {
     hash: AtomicU64,
     slot: AtomicPtr<Slot<K>>,
@@ -43,9 +46,11 @@ struct Table<K> {
 impl<K> Table<K> {
     fn with_capacity(capacity: usize) -> Box<Self> {
         let capacity = capacity.next_power_of_two().max(MIN_TABLE);
-        let entries = (0..capacity)
+        let entries: Box<[Entry<K>]> = (0..capacity)
             .map(|_| Entry { hash: AtomicU64::new(0), slot: AtomicPtr::new(std::ptr::null_mut()) })
             .collect();
+        // `entry` relies on this: every `i & mask` is in bounds.
+        assert_eq!(entries.len(), capacity);
         Box::new(Table { mask: capacity - 1, entries })
     }
 
@@ -53,15 +58,31 @@ impl<K> Table<K> {
     fn home(&self, hash: u64) -> usize {
         hash as usize & self.mask
     }
+
+    /// Entry `i & mask`, without a bounds check.
+    #[inline(always)]
+    fn entry(&self, i: usize) -> &Entry<K> {
+        // SAFETY: `entries.len() == mask + 1`, a power of two (`with_capacity`), so `i & mask` is
+        // in bounds.
+        unsafe { self.entries.get_unchecked(i & self.mask) }
+    }
 }
 
-/// A shard: its lock-free index and its lock-protected pool and bookkeeping.
+/// A shard: its lock-free index and its lock-protected pool and bookkeeping. Padded parts: the
+/// table pointer that every lookup reads, and what only writers under the lock change; aligned to
+/// a power of two (512 bytes) so that a shift, not a multiply, finds a shard.
+#[repr(C, align(512))]
 pub(crate) struct Shard<K> {
     /// The current table. Swapped (Release) under the lock when the table grows.
     table: CachePadded<AtomicPtr<Table<K>>>,
-    /// `ShardInner::present`, mirrored for readers that do not take the lock (`slot_count`); its
-    /// own line, written with a plain store under the lock.
-    count: CachePadded<untracked::AtomicUsize>,
+    locked: CachePadded<Locked<K>>,
+}
+
+/// The shard's written-under-the-lock line.
+struct Locked<K> {
+    /// `ShardInner::present`, mirrored for readers that do not take the lock (`slot_count`),
+    /// written with a plain store under the lock.
+    count: untracked::AtomicUsize,
     inner: Mutex<ShardInner<K>>,
 }
 
@@ -79,6 +100,11 @@ pub(crate) struct ShardInner<K> {
     /// The highest token handed out by any slot of this shard that has since been reclaimed:
     /// a new incarnation counts from here, so tokens of a key never go back.
     pub(crate) high_water: u64,
+    /// Acquisitions counted by this shard's reclaimed slots, less the counters their next
+    /// incarnations continue from (wrapping): the metrics add it to the live slots' counters.
+    /// Creation and reclamation change it under the lock; capacity changes and rebases, under a
+    /// slot lock only, use `ShardStats::retired_acquisitions` instead.
+    pub(crate) retired_acquisitions: u64,
     /// Where the idle sweep resumes.
     hand: usize,
     /// Creations to let pass before the next insert-time sweep: a sweep that found only held
@@ -109,22 +135,25 @@ impl<K> Shard<K> {
     pub(crate) fn new(token_floor: u64) -> Self {
         Shard {
             table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
-            count: CachePadded::new(untracked::AtomicUsize::new(0)),
-            inner: Mutex::new(ShardInner {
-                present: 0,
-                free: Vec::new(),
-                chunks: Vec::new(),
-                retired: Vec::new(),
-                high_water: token_floor,
-                hand: 0,
-                sweep_backoff: 0,
-                sweep_skip: 0,
-                last_sweep_found_idle: false,
+            locked: CachePadded::new(Locked {
+                count: untracked::AtomicUsize::new(0),
+                inner: Mutex::new(ShardInner {
+                    present: 0,
+                    free: Vec::new(),
+                    chunks: Vec::new(),
+                    retired: Vec::new(),
+                    high_water: token_floor,
+                    retired_acquisitions: 0,
+                    hand: 0,
+                    sweep_backoff: 0,
+                    sweep_skip: 0,
+                    last_sweep_found_idle: false,
+                }),
             }),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn table(&self) -> &Table<K> {
         // SAFETY: the pointer is always a live table: the current one, or (for a reader that
         // loaded it before a swap) a retired one, kept until the shard is dropped. Acquire pairs
@@ -133,12 +162,15 @@ impl<K> Shard<K> {
     }
 
     /// Lock-free lookup: a slot whose hash matches, if the probe finds one. A hint only.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> Option<&Slot<K>> {
         let table = self.table();
-        let mut i = table.home(hash);
-        for _ in 0..=table.mask {
-            let entry = &table.entries[i];
+        let mut i = hash as usize;
+        // At most one turn of the table (it is never more than 1/4 full, so a probe ends at an
+        // empty entry long before; the bound keeps a reader racing removals finite).
+        let mut left = table.mask;
+        loop {
+            let entry = table.entry(i);
             // Acquire: pairs with the Release in `place`, so the slot's fields are initialised.
             let p = entry.slot.load(Ordering::Acquire);
             if p.is_null() {
@@ -151,18 +183,22 @@ impl<K> Shard<K> {
                     return Some(slot);
                 }
             }
-            i = (i + 1) & table.mask;
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            i = i.wrapping_add(1);
         }
-        None
     }
 
     /// Slots in this shard's index, read without the lock.
     pub(crate) fn count(&self) -> usize {
-        self.count.load(untracked::Ordering::Relaxed)
+        self.locked.count.load(untracked::Ordering::Relaxed)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ShardInner<K>> {
-        self.inner.lock()
+        crate::primitives::write_audit::note(&*self.locked);
+        self.locked.inner.lock()
     }
 
     /// Authoritative lookup under the shard lock.
@@ -214,7 +250,7 @@ impl<K> Shard<K> {
         }
         self.place(self.table(), hash, slot as *const Slot<K> as *mut Slot<K>);
         g.present += 1;
-        self.count.store(g.present, untracked::Ordering::Relaxed);
+        self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
     fn place(&self, table: &Table<K>, hash: u64, p: *mut Slot<K>) {
@@ -268,7 +304,7 @@ impl<K> Shard<K> {
         }
         table.entries[hole].slot.store(std::ptr::null_mut(), Ordering::Release);
         g.present -= 1;
-        self.count.store(g.present, untracked::Ordering::Relaxed);
+        self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
     /// Tries to reclaim `slot` (under the shard lock): an idle slot with no zombies becomes dead,
@@ -301,11 +337,8 @@ impl<K> Shard<K> {
             core.wheel.unregister(&slot.watch);
         }
         // Its acquisitions move into the shard's total (the next incarnation subtracts the counter
-        // it continues from).
-        core.stats
-            .of(slot.hash.load(Ordering::Relaxed))
-            .retired_acquisitions
-            .fetch_add(word::counter(w), Ordering::Relaxed);
+        // it continues from): a plain field under the lock we hold, not a locked RMW.
+        g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
         let hash = slot.hash.load(Ordering::Relaxed);
         self.remove(g, hash, slot);
@@ -334,8 +367,7 @@ impl<K> Shard<K> {
         let table = self.table(); // only this thread (holding the lock) could swap it
         let budget = budget.min(2 * (table.mask + 1));
         while examined < budget && g.present > 0 && reclaimed < enough {
-            let i = g.hand & table.mask;
-            let p = table.entries[i].slot.load(Ordering::Relaxed);
+            let p = table.entry(g.hand).slot.load(Ordering::Relaxed);
             examined += 1;
             if p.is_null() {
                 g.hand = g.hand.wrapping_add(1);
@@ -387,7 +419,7 @@ impl<K> Drop for Shard<K> {
 /// # Safety
 ///
 /// The slot is pinned and live (see `Slot::key`).
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn key_matches<K, Q>(slot: &Slot<K>, key: &Q) -> bool
 where
     K: Borrow<Q>,

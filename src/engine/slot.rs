@@ -241,18 +241,18 @@ impl<K> Slot<K> {
     fn record(&self, h: &Holding) -> &Record {
         // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
         // that lives as long as the slot's memory).
-        unsafe { &*h.rec }
+        unsafe { &*h.rec.0 }
     }
 
     /// The fencing token of a claim that produced `word`.
-    #[inline]
+    #[inline(always)]
     fn token_of(&self, word: u64) -> u64 {
         // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
         self.token_base.load(Ordering::Relaxed) + word::counter(word)
     }
 
     /// Checks a request against the key's capacity, for the word `w` just loaded.
-    #[inline]
+    #[inline(always)]
     fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
         // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
         // so a capacity read that does not belong to `w` makes the compare-exchange fail.
@@ -271,14 +271,34 @@ impl<K> Slot<K> {
     }
 
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
-        let need = ask.need(privileged);
+        self.claim_with(core, ask.mode, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
+    }
+
+    /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
+    /// `finish_plain`, so nothing of the managed lane is on this path.
+    #[inline(always)]
+    pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
+        let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
+        self.claim_with(core, mode, need, |claim| self.finish_plain(core, mode, claim))
+    }
+
+    /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
+    /// record of the claim it installed.
+    #[inline(always)]
+    fn claim_with(
+        &self,
+        core: &Core,
+        mode: Mode,
+        need: word::Need,
+        finish: impl FnOnce(Claim) -> Holding,
+    ) -> Result<Holding, Blocked> {
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
         // initialisation, a capacity change), so the capacity and base read below are current.
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            let cap = self.check_capacity(w, ask.mode)?;
+            let cap = self.check_capacity(w, mode)?;
             let claim = match word::try_claim(w, cap, need, core.counter_limit) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,
@@ -289,15 +309,38 @@ impl<K> Slot<K> {
             // Acquire on success: pairs with the previous holder's Release in `return_units`, so
             // this holder sees everything the previous one did under the lock.
             match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Ok(self.finish_claim(core, ask, claim, None)),
+                Ok(_) => return Ok(finish(claim)),
                 Err(actual) => w = actual,
             }
         }
     }
 
+    /// `finish_claim` of a plain holding in an inline record: its token and its lease word.
+    #[inline(always)]
+    fn finish_plain(&self, core: &Core, mode: Mode, claim: Claim) -> Holding {
+        let idx = claim.record;
+        let rec = &self.records[idx as usize];
+        let token = self.token_of(claim.word);
+        rec.token.store(token, Ordering::Relaxed);
+        if token % HOLD_SAMPLE == 0 {
+            self.stamp_sampled(core, rec);
+        }
+        // Release: a reader that sees this word sees the token above.
+        rec.lease.store(lease::plain(token, meta(mode, claim.units)), Ordering::Release);
+        Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false)
+    }
+
+    /// A sampled holding's start, exactly, for the hold-time histogram (before the lease word
+    /// publishes the record).
+    #[cold]
+    #[inline(never)]
+    fn stamp_sampled(&self, core: &Core, rec: &Record) {
+        rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
+    }
+
     /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
     /// caller holds it (needed to attach an owner label).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish_claim(&self, core: &Core, ask: &Ask, claim: Claim, inner: Option<&mut SlotInner>) -> Holding {
         let idx = claim.record;
         let rec = &self.records[idx as usize];
@@ -307,19 +350,12 @@ impl<K> Slot<K> {
             Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
             None => self.lock().set_owner(RecordRef::Inline(idx), owner),
         });
-        Holding {
-            record: RecordRef::Inline(idx),
-            rec,
-            token,
-            units,
-            managed: ask.managed(),
-            owned: ask.owner.is_some(),
-        }
+        Holding::new(RecordRef::Inline(idx), rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
     }
 
     /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
     /// two stores (its mode and units ride in its lease word); a managed one takes the slow lane.
-    #[inline]
+    #[inline(always)]
     fn write_record(
         &self,
         core: &Core,
@@ -331,9 +367,7 @@ impl<K> Slot<K> {
     ) {
         rec.token.store(token, Ordering::Relaxed);
         if token % HOLD_SAMPLE == 0 {
-            // A sampled holding: its start, exactly, for the hold-time histogram (before the lease
-            // word publishes it, like the rest of the record).
-            rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
+            self.stamp_sampled(core, rec);
         }
         if ask.managed() {
             self.publish_managed(core, ask, rec, token, units, set_owner);
@@ -432,7 +466,7 @@ impl<K> Slot<K> {
         let units = claim.units;
         let record = RecordRef::Overflow(index);
         self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
-        Holding { record, rec, token, units, managed: ask.managed(), owned: ask.owner.is_some() }
+        Holding::new(record, rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
     }
 
     /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
@@ -449,7 +483,7 @@ impl<K> Slot<K> {
         {
             return None;
         }
-        inner.owner(h.record)
+        inner.owner(h.record())
     }
 
     /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
@@ -457,7 +491,7 @@ impl<K> Slot<K> {
     pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if !h.managed && lease::state(l) == lease::PLAIN {
+        if !h.managed() && lease::state(l) == lease::PLAIN {
             return lease::tag(l) == lease::tag_of(h.token);
         }
         // A managed holding, or a plain one that another thread's renew of the same guard has
@@ -493,33 +527,33 @@ impl<K> Slot<K> {
     /// holder's `Acquired`).
     #[inline]
     pub(crate) fn release_then(&self, core: &Core, h: &Holding, ended: impl FnOnce()) -> Result<(), AlreadyEnded> {
-        match h.record {
+        match h.record() {
             RecordRef::Inline(idx) => {
                 let rec = self.record(h);
-                if h.managed {
+                if h.managed() {
                     self.end_managed(h, rec)?;
-                    if h.owned {
-                        self.lock().set_owner(h.record, None);
+                    if h.owned() {
+                        self.lock().set_owner(h.record(), None);
                     }
                     ended();
-                    self.return_units(core, word::release_delta(idx, h.units));
+                    self.return_units(core, word::release_delta(idx, h.units()));
                 } else {
                     ended();
-                    self.release_plain(core, idx, h.units);
+                    self.release_plain(core, h);
                 }
                 Ok(())
             }
             RecordRef::Overflow(index) => {
                 let mut inner = self.lock();
                 let rec = self.record(h);
-                if h.managed {
+                if h.managed() {
                     self.end_managed(h, rec)?;
                 } else {
                     rec.lease.store(lease::FREE, Ordering::Relaxed);
                 }
                 ended();
                 inner.free_overflow(index);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), &mut inner);
                 Ok(())
             }
         }
@@ -542,7 +576,7 @@ impl<K> Slot<K> {
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
     /// whoever can now proceed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn return_units(&self, core: &Core, delta: u64) {
         if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
             return self.return_units_queued(core, delta);
@@ -555,12 +589,12 @@ impl<K> Slot<K> {
     }
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
-    #[inline]
-    pub(crate) fn release_plain(&self, core: &Core, idx: RecordIdx, units: u32) {
+    #[inline(always)]
+    pub(crate) fn release_plain(&self, core: &Core, h: &Holding) {
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers).
-        self.records[idx as usize].lease.store(lease::FREE, Ordering::Relaxed);
-        self.return_units(core, word::release_delta(idx, units));
+        self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
+        self.return_units(core, h.release_delta());
     }
 
     #[cold]

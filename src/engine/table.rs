@@ -15,7 +15,8 @@ use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
 use crate::engine::sweep::{
-    sweep_on_insert, SweepTimer, CAPACITY_SWEEP_SHARDS, IDLE_PER_SHARD, SWEEP_ON_INSERT, SWEEP_PER_INTERVAL,
+    idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, CAPACITY_SWEEP_SHARDS, IDLE_BYTES_PER_SHARD,
+    SWEEP_ON_INSERT, SWEEP_PER_INTERVAL,
 };
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
@@ -40,7 +41,8 @@ pub(crate) type OnEnded<'a, K> = &'a dyn Fn(&Slot<K>, &Ended);
 pub(crate) struct Table<K, S> {
     pub(crate) core: Core,
     shards: Box<[Shard<K>]>,
-    /// `hash >> shard_shift` is the shard (the index uses the low bits).
+    /// `(hash >> 1) >> shard_shift` is the shard (the index uses the low bits): the top
+    /// `log2(shards)` bits, with no special case for one shard (a shift by 64 would be one).
     shard_shift: u32,
     hasher: S,
     max_slots: usize,
@@ -63,8 +65,8 @@ pub(crate) struct Table<K, S> {
 pub(crate) struct TableConfig {
     pub(crate) shards: usize,
     pub(crate) max_slots: usize,
-    /// Idle slots kept over the whole table (`None`: the default per shard).
-    pub(crate) idle_slots: Option<usize>,
+    /// The idle cache's bound (`None`: `IDLE_BYTES_PER_SHARD` per shard).
+    pub(crate) idle: Option<IdleBound>,
     pub(crate) wake_driver_on_first: bool,
     /// Every token is above this floor (`Builder::token_floor`).
     pub(crate) token_floor: u64,
@@ -72,15 +74,21 @@ pub(crate) struct TableConfig {
 
 impl<K, S> Table<K, S> {
     pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
-        let TableConfig { shards, max_slots, idle_slots, wake_driver_on_first, token_floor } = config;
+        let TableConfig { shards, max_slots, idle, wake_driver_on_first, token_floor } = config;
         let now = core.clock.now_ns();
         Table {
             core,
             shards: (0..shards).map(|_| Shard::new(token_floor)).collect(),
-            shard_shift: 64 - shards.trailing_zeros(),
+            shard_shift: {
+                assert!(shards.is_power_of_two(), "the builder checks that shards is a power of two");
+                63 - shards.trailing_zeros()
+            },
             hasher,
             max_slots,
-            idle_per_shard: idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
+            idle_per_shard: idle_per_shard::<K>(
+                idle.unwrap_or(IdleBound::Bytes(IDLE_BYTES_PER_SHARD * shards)),
+                shards,
+            ),
             bounded: (max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
             capacity_cursor: AtomicUsize::new(0),
             sweep_timer: SweepTimer::new(now),
@@ -91,6 +99,13 @@ impl<K, S> Table<K, S> {
     /// The shards, for the visits that walk the whole table (snapshots, metrics, sweeps).
     pub(crate) fn shards(&self) -> &[Shard<K>] {
         &self.shards
+    }
+
+    /// The most slots the idle cache keeps over the whole table, and the bytes they take (slot
+    /// and index).
+    pub(crate) fn idle_bound(&self) -> (usize, usize) {
+        let slots = self.idle_per_shard * self.shards.len();
+        (slots, slots * slot_cost::<K>())
     }
 
     /// Slots in the table (held, waited on, or idle and cached), summed over the shards.
@@ -121,20 +136,23 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
-        let i = hash.checked_shr(self.shard_shift).unwrap_or(0) as usize;
-        &self.shards[i]
+        let i = ((hash >> 1) >> self.shard_shift) as usize;
+        debug_assert!(i < self.shards.len());
+        // SAFETY: `shards.len()` is `2^(63 - shard_shift)` (a power of two, `new`), and `i` has at
+        // most `63 - shard_shift` bits.
+        unsafe { self.shards.get_unchecked(i) }
     }
 
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
     /// path" (no slot yet, busy, or anything unusual). Also returns the slot found, for spinning.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_fast<Q>(&self, hash: u64, key: &Q, ask: &Ask) -> (Option<&Slot<K>>, Option<Holding>)
     where
         K: Borrow<Q>,
@@ -146,8 +164,41 @@ where
         (Some(slot), self.claim_found(slot, key, ask))
     }
 
+    /// `try_fast` for a plain request: the slot and holding, or the slot found (if any) for the
+    /// slow path.
+    #[inline(always)]
+    pub(crate) fn try_fast_plain<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        mode: Mode,
+    ) -> Result<(&Slot<K>, Holding), Option<&Slot<K>>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let Some(slot) = self.shard(hash).find(hash) else {
+            return Err(None);
+        };
+        let h = slot.try_claim_plain(&self.core, mode).map_err(|_| Some(slot))?;
+        // SAFETY: our claim pins the slot, so it is live and its key stays put.
+        if unsafe { key_matches(slot, key) } {
+            Ok((slot, h))
+        } else {
+            self.undo_collision(slot, &h);
+            Err(None)
+        }
+    }
+
+    /// A full 64-bit hash collision with a key that holds this slot: undo the claim.
+    #[cold]
+    #[inline(never)]
+    fn undo_collision(&self, slot: &Slot<K>, h: &Holding) {
+        let _ = slot.release(&self.core, h);
+    }
+
     /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn claim_found<Q>(&self, slot: &Slot<K>, key: &Q, ask: &Ask) -> Option<Holding>
     where
         K: Borrow<Q>,
@@ -200,6 +251,7 @@ where
     /// Counts a slot about to be created against `max_slots`; false at the bound.
     fn reserve_slot(&self) -> bool {
         let Some(count) = &self.bounded else { return true };
+        crate::primitives::write_audit::note(count);
         count
             .fetch_update(UntrackedOrdering::Relaxed, UntrackedOrdering::Relaxed, |n| {
                 (n < self.max_slots).then_some(n + 1)
@@ -212,6 +264,7 @@ where
     /// the first reclaimed slot. Returns how many it reclaimed.
     fn sweep_for_capacity(&self) -> usize {
         let n = self.shards.len();
+        crate::primitives::write_audit::note(&self.capacity_cursor);
         let start = self.capacity_cursor.fetch_add(CAPACITY_SWEEP_SHARDS, UntrackedOrdering::Relaxed);
         for i in 0..CAPACITY_SWEEP_SHARDS.min(n) {
             let shard = &self.shards[start.wrapping_add(i) % n];
@@ -229,6 +282,7 @@ where
     /// Keeps the bounded count in step with `n` slots reclaimed.
     pub(crate) fn note_reclaimed(&self, n: usize) {
         if let (Some(count), true) = (&self.bounded, n > 0) {
+            crate::primitives::write_audit::note(count);
             count.fetch_sub(n, UntrackedOrdering::Relaxed);
         }
     }
@@ -284,7 +338,7 @@ where
                 }
                 let base = g.high_water - word::counter(start);
                 // The counter it continues from was counted when the dead slot was reclaimed.
-                self.core.stats.of(hash).retired_acquisitions.fetch_sub(word::counter(start), Ordering::Relaxed);
+                g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
                 let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
                     .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
@@ -404,11 +458,25 @@ where
         due
     }
 
-    /// The periodic sweep: a bounded stretch of every shard (the hand moves on from where it
-    /// stopped), with a second chance for recently used slots, so the reaper never stalls on a
-    /// huge table. An idle slot outlives its last use by at most two full turns of the hand.
+    /// The periodic sweep: in every shard over its idle bound, a bounded stretch (the hand moves
+    /// on from where it stopped), with a second chance for recently used slots, reclaiming down
+    /// to the bound, so the reaper never stalls on a huge table and never evicts a working set
+    /// that fits the budget. An idle slot beyond the bound outlives its last use by at most two
+    /// full turns of the hand.
     fn sweep_periodic(&self) -> usize {
-        self.sweep_shards(SWEEP_PER_INTERVAL, false)
+        let mut total = 0;
+        for shard in self.shards() {
+            if shard.count() <= self.idle_per_shard {
+                continue;
+            }
+            let mut g = shard.lock();
+            let excess = g.present.saturating_sub(self.idle_per_shard);
+            let n = if excess > 0 { shard.sweep(&mut g, SWEEP_PER_INTERVAL, excess, &self.core, false) } else { 0 };
+            drop(g);
+            self.note_reclaimed(n);
+            total += n;
+        }
+        total
     }
 
     /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.

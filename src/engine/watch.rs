@@ -85,6 +85,12 @@ impl Wheelhouse {
         }
     }
 
+    /// The wheel's lock (a manager-wide line: noted by the shared-write audit).
+    fn lock_wheel(&self) -> crate::primitives::sync::MutexGuard<'_, Wheel<usize>> {
+        crate::primitives::write_audit::note(&self.wheel);
+        self.wheel.lock()
+    }
+
     /// Makes the wheel fire slot `addr` no later than `deadline` (clock nanoseconds), and marks the
     /// slot `WATCHED`.
     pub(crate) fn register(
@@ -96,7 +102,7 @@ impl Wheelhouse {
     ) {
         let tick = deadline.div_ceil(self.tick_ns);
         {
-            let mut wheel = self.wheel.lock();
+            let mut wheel = self.lock_wheel();
             if watch.scheduled.load(Ordering::Relaxed) > deadline {
                 match watch.entry() {
                     Some(key) if wheel.reschedule(key, tick) => {}
@@ -114,7 +120,7 @@ impl Wheelhouse {
 
     /// Drops a slot's entry (the slot is being reclaimed).
     pub(crate) fn unregister(&self, watch: &Watch) {
-        let mut wheel = self.wheel.lock();
+        let mut wheel = self.lock_wheel();
         if let Some(key) = watch.entry() {
             wheel.remove(key);
             watch.set_entry(None);
@@ -132,7 +138,7 @@ impl Wheelhouse {
         watch_of: impl Fn(usize) -> *const Watch,
     ) -> bool {
         batch.clear();
-        let mut wheel = self.wheel.lock();
+        let mut wheel = self.lock_wheel();
         while batch.len() < batch.capacity() {
             let Some((_, addr)) = wheel.poll(now_tick) else { break };
             // SAFETY: `watch_of` gives the watch of a type-stable slot.
@@ -146,7 +152,7 @@ impl Wheelhouse {
 
     /// The next tick at which an entry may fire.
     pub(crate) fn next_tick(&self) -> Option<u64> {
-        self.wheel.lock().next_expiration()
+        self.lock_wheel().next_expiration()
     }
 
     /// Records the reaper thread (it parks; registrations unpark it).

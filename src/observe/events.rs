@@ -244,6 +244,8 @@ impl<K> EventBus<K> {
     #[cold]
     pub(crate) fn send(&self, event: LockEvent<K>) {
         let Some(clone_key) = self.clone_key.get() else { return };
+        // The subscribers' read lock is a manager-wide line.
+        crate::primitives::write_audit::note(&self.subscribers);
         let copy = |e: &LockEvent<K>| LockEvent { key: clone_key(&e.key), owner: e.owner.clone(), ..*e };
         let mut gone = false;
         {

@@ -2,7 +2,8 @@
 //!
 //! Successful acquisitions are not counted on the way: every slot's acquisition counter already
 //! counts them, so the total is the sum over live slots plus what reclaimed and rebased slots had
-//! counted (moved into their shard's `retired_acquisitions` under the shard lock). Everything
+//! counted (moved into their shard's `ShardInner::retired_acquisitions` under the shard lock, or its
+//! `retired_acquisitions` by a capacity change or rebase). Everything
 //! else (refusals, timeouts, waiting, expiry, renewal, revocation) happens on a slow path and is
 //! counted there, per shard, so no counter is written by every acquire. Hold times are sampled:
 //! one acquisition in [`HOLD_SAMPLE`](crate::HOLD_SAMPLE), chosen by the slot's counter, is timed from acquire to
@@ -24,6 +25,7 @@ pub(crate) fn collect<K, S>(table: &Table<K, S>, events_dropped: u64) -> Metrics
     let mut m = MetricsSnapshot::default();
     for shard in table.shards() {
         let g = shard.lock();
+        m.acquisitions = m.acquisitions.wrapping_add(g.retired_acquisitions);
         for slot in shard.slots(&g) {
             let w = slot.word.load(SyncOrdering::Acquire);
             m.acquisitions = m.acquisitions.wrapping_add(word::counter(w));

@@ -32,7 +32,10 @@ impl Histogram {
     /// Counts one duration.
     pub(crate) fn record(&self, ns: u64) {
         let bucket = (u64::BITS - ns.leading_zeros()) as usize;
-        self.buckets[bucket.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        let bucket = &self.buckets[bucket.min(BUCKETS - 1)];
+        crate::primitives::write_audit::note(bucket);
+        crate::primitives::write_audit::note(&self.sum_ns);
+        bucket.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
@@ -90,6 +93,7 @@ impl ShardStats {
     /// Adds one to a counter.
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
+        crate::primitives::write_audit::note(counter);
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -8,3 +8,4 @@ pub(crate) mod sync;
 pub(crate) mod timer;
 #[doc(hidden)]
 pub mod wheel;
+pub(crate) mod write_audit;
