@@ -3,6 +3,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::clock::duration_ns;
@@ -12,6 +13,7 @@ use crate::manager::{DefaultHasher, LockManager};
 use crate::metrics::ShardStats;
 use crate::mode::{Mode, Owner};
 use crate::request::MAX_TTL;
+use crate::service::GuardService;
 use crate::slot::{Holding, Lost, RecordRef, Slot};
 use crate::sync::Ordering;
 use crate::token::FenceToken;
@@ -39,15 +41,17 @@ use crate::token::FenceToken;
 /// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct LockGuard<'m, K, S = DefaultHasher> {
-    locks: &'m LockManager<K, S>,
-    slot: &'m Slot<K>,
-    holding: Holding,
+    pub(crate) locks: &'m LockManager<K, S>,
+    pub(crate) slot: &'m Slot<K>,
+    pub(crate) holding: Holding,
     /// Whether the holding ends through its lease word (a plain holding becomes managed when it
     /// is first renewed).
     managed: AtomicBool,
     /// `Mode::code`; a semaphore's permits are the slot's capacity.
     mode: u8,
-    done: bool,
+    pub(crate) done: bool,
+    /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
+    pub(crate) service: OnceLock<Box<GuardService<K>>>,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
@@ -60,11 +64,12 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             holding,
             mode: mode.code() as u8,
             done: false,
+            service: OnceLock::new(),
         }
     }
 
     #[inline]
-    fn current(&self) -> Holding {
+    pub(crate) fn current(&self) -> Holding {
         Holding { managed: self.managed.load(std::sync::atomic::Ordering::Relaxed), ..self.holding }
     }
 
@@ -273,6 +278,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 
     #[inline]
     fn finish(&mut self) -> Result<(), LockError> {
+        if let Some(service) = self.service.get() {
+            service.before_release(self);
+        }
         self.done = true;
         if self.holding.is_sampled() {
             self.record_hold();

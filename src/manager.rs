@@ -5,13 +5,16 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::clock::{duration_ns, Clock, ClockSource, MonotonicClock, TimeListener};
 use crate::error::{ConfigError, LockError};
 use crate::events::{EventBus, EventKind, EventReceiver};
+use crate::election::Elections;
 use crate::expiry::Wheelhouse;
+use crate::loss::LossDesk;
+use crate::renew::{Drive, Renewer};
 use crate::inspect::{self, LockInfo};
 use crate::metrics::{MetricsSnapshot, ShardStats, Stats};
 use crate::mode::{Mode, Owner};
@@ -99,6 +102,10 @@ pub(crate) struct Inner<K, S> {
     reaper: ReaperMode,
     shutdown: AtomicBool,
     reaper_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The keep-alive renewer (`renew.rs`).
+    pub(crate) renewer: Renewer<K>,
+    /// Elections' own lock table, made on the first `elect` (`election.rs`).
+    pub(crate) elections: OnceLock<Elections>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,7 +368,14 @@ where
                 counter_limit: self.counter_limit,
                 wheel: Wheelhouse::new(duration_ns(self.tick)),
                 stats: Stats::new(shards, 64 - shards.trailing_zeros()),
+                losses: LossDesk::new(),
             },
+            renewer: Renewer::new(match reaper {
+                ReaperMode::Thread => Drive::Thread,
+                ReaperMode::ManualClock => Drive::ManualClock,
+                ReaperMode::Embedder => Drive::Embedder,
+            }),
+            elections: OnceLock::new(),
             events: EventBus::new(),
             describe_key: self.describe_key,
             shards: (0..shards).map(|_| Shard::new()).collect(),
@@ -779,6 +793,10 @@ where
                 }
             }
         }
+        // The owner's leaderships too (elections keep their own table).
+        if let Some(elections) = inner.elections.get() {
+            revoked += elections.revoke_owner(&owner);
+        }
         revoked
     }
 
@@ -861,6 +879,7 @@ impl<K, S> Drop for LockManager<K, S> {
             // The reaper only runs expiry and sweeps; a panic there was already reported.
             let _ = handle.join();
         }
+        self.inner.renewer.shut_down();
     }
 }
 
@@ -1341,5 +1360,7 @@ where
 {
     fn time_advanced(&self) {
         self.run_expiry();
+        // After expiry: a clock that jumped past a deadline lost the lease, as a late renewer would.
+        self.renew_due_entries(false);
     }
 }

@@ -21,6 +21,8 @@ use crate::manager::{Attempt, DefaultHasher, Inner, LockManager};
 use crate::mode::{Mode, Owner};
 use crate::slot::{Ask, Holding, Slot};
 use crate::sync::Arc;
+use crate::loss::LossCause;
+use crate::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
 use crate::wait::{self, Waiter};
 use crate::word::MAX_PERMITS;
 
@@ -51,6 +53,8 @@ pub struct Request<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
     mode: Mode,
     ttl: Option<Duration>,
     owner: Option<Owner>,
+    /// Keep-alive and `on_lost` (`service.rs`); `None` for a plain request.
+    service: Option<Box<ServiceAsk>>,
 }
 
 impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for Request<'_, '_, K, Q, S> {
@@ -72,7 +76,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     pub(crate) fn new(locks: &'m LockManager<K, S>, key: &'q Q, mode: Mode) -> Self {
-        Request { locks, key, mode, ttl: None, owner: None }
+        Request { locks, key, mode, ttl: None, owner: None, service: None }
     }
 
     /// Gives the holding a lease: it is lost `ttl` after it is acquired unless renewed, and the
@@ -108,6 +112,55 @@ where
         self
     }
 
+    /// Keeps the lease alive while the guard lives: the manager's renewer (one for all holdings)
+    /// renews it every third of its TTL, and stops before the guard releases. Without
+    /// [`lease`](Request::lease), the lease is 30 seconds. If the renewer cannot keep up (it is
+    /// starved, or the process pauses), the lease expires as any other and the guard's
+    /// [`lost`](LockGuard::lost) signal fires before the next holder can acquire.
+    ///
+    /// A guard that is leaked (`mem::forget`) keeps its lease alive for good, as a leaked mutex
+    /// guard keeps its mutex; a holder that may hang should renew by hand from its work loop
+    /// instead, so that a hang lets the lease run out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("job").lease(Duration::from_secs(10)).keep_alive().acquire()?;
+    /// assert!(g.trusted_for() > Duration::from_secs(5));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn keep_alive(mut self) -> Self {
+        self.ttl.get_or_insert(DEFAULT_KEEP_ALIVE_TTL);
+        self.service.get_or_insert_with(Box::default).keep_alive = true;
+        self
+    }
+
+    /// Calls `f` once if the holding is lost (expired or revoked rather than released by its
+    /// guard). It runs on the manager's service thread (or in
+    /// [`renew_due`](LockManager::renew_due) for a manager without a reaper), with no lock held,
+    /// so it may use the manager; a panic in it is caught. It runs after the loss: what is
+    /// ordered before the next holder's acquire is the guard's [`is_lost`](LockGuard::is_lost)
+    /// and [`lost`](LockGuard::lost), not this call. Only holdings with a lease or an owner can
+    /// be lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::LossCause;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let g = locks.exclusive("job").owner("host-7").on_lost(move |cause| tx.send(cause).unwrap()).acquire()?;
+    /// locks.revoke_owner("host-7");
+    /// assert_eq!(rx.recv().unwrap(), LossCause::Revoked);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn on_lost(mut self, f: impl Fn(LossCause) + Send + Sync + 'static) -> Self {
+        self.service.get_or_insert_with(Box::default).on_lost = Some(std::sync::Arc::new(f));
+        self
+    }
+
     #[inline]
     fn ask(&self) -> Result<Ask, LockError> {
         if let Mode::Semaphore(n) = self.mode {
@@ -126,7 +179,11 @@ where
     #[inline]
     fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
         self.locks.inner.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
-        LockGuard::new(self.locks, slot, h, self.mode)
+        let guard = LockGuard::new(self.locks, slot, h, self.mode);
+        if let Some(service) = &self.service {
+            guard.start_service(service, self.ttl.map(duration_ns));
+        }
+        guard
     }
 
     /// Validates the request, counting a refusal.

@@ -24,6 +24,7 @@ use std::mem::MaybeUninit;
 use crate::clock::ClockSource;
 use crate::expiry::{Watch, Wheelhouse};
 use crate::lease;
+use crate::loss::LossDesk;
 use crate::metrics::{ShardStats, Stats, HOLD_SAMPLE};
 use crate::mode::{Mode, Owner};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
@@ -37,6 +38,8 @@ pub(crate) struct Core {
     pub(crate) counter_limit: u64,
     pub(crate) wheel: Wheelhouse,
     pub(crate) stats: Stats,
+    /// Loss signals of holdings whose holders asked for one (`loss.rs`).
+    pub(crate) losses: LossDesk,
 }
 
 /// A holding's mode and units, packed: `mode code | units << 2`.
@@ -713,6 +716,8 @@ impl<K> Slot<K> {
         let units = rec.units();
         let owner = inner.owner(record);
         inner.set_owner(record, None);
+        // Before the units go back: the holder learns of the loss before the next holder can claim.
+        core.losses.holding_ended(self as *const Self as usize, t, due_at.is_some());
         // The units are not back yet, so the slot (and its key) is still pinned for the callback.
         on_end(&Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() });
         match record {
