@@ -676,6 +676,22 @@ impl Leadership<'_> {
         self.guard().is_lost()
     }
 
+    /// Why this tenure ended without `resign`, if it did.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::LossCause;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let lead = locks.elect("e").candidate("n1").try_acquire()?;
+    /// locks.revoke_owner("n1");
+    /// assert_eq!(lead.loss_cause(), Some(LossCause::Revoked));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.guard().loss_cause()
+    }
+
     /// How much longer this leader may trust that it leads (see [`LockGuard::trusted_for`]).
     ///
     /// # Examples
@@ -932,6 +948,12 @@ where
     /// ```
     pub fn leader(&self, name: &str) -> Option<Leader> {
         self.inner.elections.get()?.existing_board(name)?.current()
+    }
+
+    /// The holder and waiters of the election `name` (for tests and debugging).
+    #[doc(hidden)]
+    pub fn inspect_election(&self, name: &str) -> Option<crate::LockInfo<Arc<str>>> {
+        self.inner.elections.get()?.locks.inspect(name)
     }
 
     /// Observes the election `name`: first its current state, then every change in token order
