@@ -278,6 +278,7 @@ impl LossDesk {
     }
 
     /// Records the thread that runs queued callbacks.
+    #[cfg_attr(leasehold_loom, allow(dead_code))] // no service thread under loom
     pub(crate) fn set_runner(&self, t: std::thread::Thread) {
         *self.runner.lock() = Some(t);
     }
@@ -294,6 +295,7 @@ impl LossDesk {
     }
 
     /// Whether callbacks wait to run.
+    #[cfg_attr(leasehold_loom, allow(dead_code))] // no service thread under loom
     pub(crate) fn has_callbacks(&self) -> bool {
         !self.queue.lock().is_empty()
     }

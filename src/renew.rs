@@ -131,6 +131,7 @@ impl<K> Ord for Due<K> {
 /// `sleeping_until` while the thread is awake.
 const AWAKE: u64 = 0;
 /// `sleeping_until` while it sleeps with nothing due.
+#[cfg_attr(leasehold_loom, allow(dead_code))] // no service thread under loom
 const IDLE: u64 = u64::MAX;
 /// Entries renewed per hold of the heap lock.
 const BATCH: usize = 256;
