@@ -66,7 +66,10 @@ fn main() {
                             break;
                         }
                         if round == 3 && !hung_once.swap(true, Ordering::Relaxed) {
-                            println!("[{:>5} ms] {name}: hangs for {HANG:?} (lease {LEASE:?})", started.elapsed().as_millis());
+                            println!(
+                                "[{:>5} ms] {name}: hangs for {HANG:?} (lease {LEASE:?})",
+                                started.elapsed().as_millis()
+                            );
                             thread::sleep(HANG);
                         }
                         let entry = format!("{name} round {round}");

@@ -133,7 +133,12 @@ impl Clock for BorrowedClock {
 
 impl Elections {
     /// The table for a manager with this clock, tick and reaper setting.
-    pub(crate) fn new(clock: &ClockSource, tick_ns: u64, reaper: bool, now: Box<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        clock: &ClockSource,
+        tick_ns: u64,
+        reaper: bool,
+        now: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
         let builder = LockManager::<Arc<str>>::builder().shards(16).tick(Duration::from_nanos(tick_ns));
         let builder = match clock {
             ClockSource::Monotonic(c) => builder.clock(c.clone()),
@@ -468,7 +473,9 @@ where
         let guard = match how {
             How::Try => request.try_acquire()?,
             How::Until(None) => request.acquire()?,
-            How::Until(Some(deadline)) => request.acquire_timeout(deadline.saturating_duration_since(Instant::now()))?,
+            How::Until(Some(deadline)) => {
+                request.acquire_timeout(deadline.saturating_duration_since(Instant::now()))?
+            }
         };
         Ok(self.install(elections, guard))
     }
@@ -931,7 +938,13 @@ where
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn elect(&self, name: &str) -> Campaign<'_, K, S> {
-        Campaign { locks: self, name: Arc::from(name), label: Owner::from("candidate"), ttl: DEFAULT_ELECTION_TTL, keep_alive: true }
+        Campaign {
+            locks: self,
+            name: Arc::from(name),
+            label: Owner::from("candidate"),
+            ttl: DEFAULT_ELECTION_TTL,
+            keep_alive: true,
+        }
     }
 
     /// Who leads the election `name` now (label, proclaimed value, token, since when); `None` if

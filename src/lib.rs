@@ -30,7 +30,9 @@ pub mod word;
 
 pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use election::{Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY};
+pub use election::{
+    Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY,
+};
 pub use error::{ConfigError, LockError};
 pub use events::{EventKind, EventReceiver, LockEvent};
 pub use guard::LockGuard;

@@ -9,15 +9,15 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::clock::{duration_ns, Clock, ClockSource, MonotonicClock, TimeListener};
+use crate::election::Elections;
 use crate::error::{ConfigError, LockError};
 use crate::events::{EventBus, EventKind, EventReceiver};
-use crate::election::Elections;
 use crate::expiry::Wheelhouse;
-use crate::loss::LossDesk;
-use crate::renew::{Drive, Renewer};
 use crate::inspect::{self, LockInfo};
+use crate::loss::LossDesk;
 use crate::metrics::{MetricsSnapshot, ShardStats, Stats};
 use crate::mode::{Mode, Owner};
+use crate::renew::{Drive, Renewer};
 use crate::request::Request;
 use crate::slot::{Ask, Blocked, Core, Ended, Holding, RecordRef, Slot, SlotInner};
 use crate::sync::{Arc as SyncArc, AtomicU64, Ordering};

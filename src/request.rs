@@ -17,12 +17,12 @@ use crate::clock::duration_ns;
 use crate::error::LockError;
 use crate::guard::LockGuard;
 use crate::lease::MAX_DEADLINE_NS;
+use crate::loss::LossCause;
 use crate::manager::{Attempt, DefaultHasher, Inner, LockManager};
 use crate::mode::{Mode, Owner};
+use crate::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
 use crate::slot::{Ask, Holding, Slot};
 use crate::sync::Arc;
-use crate::loss::LossCause;
-use crate::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
 use crate::wait::{self, Waiter};
 use crate::word::MAX_PERMITS;
 

@@ -75,7 +75,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     /// Attaches a loss signal (with `callback`) and maybe a keep-alive entry.
-    pub(crate) fn attach(&self, callback: Option<LossCallback>, keep_alive: Option<Arc<KeepAlive<K>>>) -> GuardService<K> {
+    pub(crate) fn attach(
+        &self,
+        callback: Option<LossCallback>,
+        keep_alive: Option<Arc<KeepAlive<K>>>,
+    ) -> GuardService<K> {
         let signal = Arc::new(LossSignal::new(callback));
         let core = &self.locks.inner.core;
         let token = self.holding.token;

@@ -268,5 +268,8 @@ async fn async_campaign_and_observer() {
     assert!(b.token() > a_token);
     assert_eq!(changes.next().await.kind, ChangeKind::Resigned);
     let elected = changes.next().await;
-    assert_eq!((elected.kind, elected.leader.map(|l| l.label.as_str().to_owned())), (ChangeKind::Elected, Some("b".into())));
+    assert_eq!(
+        (elected.kind, elected.leader.map(|l| l.label.as_str().to_owned())),
+        (ChangeKind::Elected, Some("b".into()))
+    );
 }

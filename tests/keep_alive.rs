@@ -3,8 +3,8 @@
 //! is refused; no renewal reaches a released holding; a renewal after the deadline loses to
 //! expiry on the same compare-exchange.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
