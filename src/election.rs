@@ -924,8 +924,13 @@ where
         })
     }
 
-    /// A campaign to lead the election `name` (elections have their own namespace: see
-    /// [`Leadership`]). The leader holds an exclusive lease on the name, kept alive by default.
+    /// A campaign to lead the election `name`. The leader holds an exclusive lease on the name,
+    /// kept alive by default, and its fencing token.
+    ///
+    /// Elections have their own namespace: a name is not a key of this manager's table but of the
+    /// manager's election table (made on the first `elect`, sharing this manager's clock and its
+    /// way of driving expiry), so any key type works and an election never blocks, or is blocked
+    /// by, a lock on a key that looks the same.
     ///
     /// # Examples
     ///
