@@ -181,8 +181,12 @@ impl<K> Renewer<K> {
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             handle.thread().unpark();
-            // The thread only renews and runs callbacks (which are caught); nothing to report.
-            let _ = handle.join();
+            // A loss callback that held the last handle on the manager drops it on this very
+            // thread: it ends on its own once the callback returns (it sees `shutdown`).
+            if handle.thread().id() != std::thread::current().id() {
+                // The thread only renews and runs callbacks (which are caught); nothing to report.
+                let _ = handle.join();
+            }
         }
     }
 }

@@ -274,3 +274,41 @@ fn the_next_holders_wake_up_already_sees_the_loss() {
         other => panic!("the next holder did not get the key: {other:?}"),
     }
 }
+
+/// A loss callback that holds the last handle on the manager drops the manager on the service
+/// thread itself: the manager's drop must not try to join that thread (a self-join panics).
+#[test]
+fn a_callback_may_drop_the_last_handle_on_the_manager() {
+    /// Reports, when dropped, whether the thread was panicking (it is dropped after the manager).
+    struct Report(mpsc::Sender<bool>);
+    impl Drop for Report {
+        fn drop(&mut self) {
+            let _ = self.0.send(!std::thread::panicking());
+        }
+    }
+    let (locks, _clock) = manual();
+    let locks = Arc::new(locks);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    // Tuple fields drop in order: the manager first, then the report.
+    let pack = (Arc::clone(&locks), Report(done_tx));
+    let g = locks
+        .exclusive("job")
+        .owner("host-7")
+        .on_lost(move |_| {
+            let _ = go_rx.lock().map(|rx| rx.recv());
+            let _ = &pack;
+        })
+        .try_acquire()
+        .expect("free");
+    assert_eq!(locks.revoke_owner("host-7"), 1);
+    drop(g);
+    drop(locks); // the running callback now holds the last handle
+    go_tx.send(()).expect("the callback waits");
+    assert_eq!(
+        done_rx.recv_timeout(Duration::from_secs(10)),
+        Ok(true),
+        "dropping the manager on its service thread panicked"
+    );
+}
