@@ -2,46 +2,30 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-mod audit;
-mod clock;
-mod election;
-mod error;
-mod events;
+// The layers, top to bottom (ARCHITECTURE.md; `.ci/layers.py` checks that imports only point
+// down): the public façade, observation, the expiry driver, the engine, the shared vocabulary,
+// and the primitives.
+mod api;
 mod expiry;
-mod guard;
-mod inspect;
-mod lease;
-mod loss;
-mod manager;
-mod metrics;
-mod mode;
-mod renew;
-mod request;
-mod service;
-mod slot;
-mod sync;
-mod table;
-mod token;
-mod wait;
-#[doc(hidden)]
-pub mod wheel;
-#[doc(hidden)]
-pub mod word;
+mod observe;
 
-pub use audit::AuditLog;
-pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use election::{
-    Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY,
-};
-pub use error::{ConfigError, LockError};
-pub use events::{EventKind, EventReceiver, LockEvent};
-pub use guard::LockGuard;
-pub use inspect::{HolderInfo, LockInfo, WaiterInfo};
-pub use loss::{LossCause, Lost};
-pub use manager::{Builder, DefaultHasher, LockManager};
-pub use metrics::{HistogramSnapshot, MetricsSnapshot, HOLD_SAMPLE};
-pub use mode::{Mode, Owner};
-pub use renew::RenewerStall;
-pub use request::{AcquireFuture, Request, MAX_TTL};
-pub use token::{FenceToken, Fenced};
-pub use word::{MAX_PERMITS, MAX_UNITS};
+mod engine;
+mod primitives;
+mod vocab;
+
+pub use api::{AcquireFuture, Builder, DefaultHasher, Fenced, LockGuard, LockManager, Request};
+pub use api::{Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY};
+pub use api::{LossCause, Lost, RenewerStall};
+pub use engine::lease::MAX_TTL;
+pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderInfo, LockEvent, LockInfo};
+pub use observe::{MetricsSnapshot, WaiterInfo};
+pub use primitives::clock::{Clock, ManualClock, MonotonicClock};
+pub use primitives::counters::HOLD_SAMPLE;
+pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_UNITS};
+
+/// The state word's layout and its pure transitions (hidden: for the fuzz target and loom models).
+#[doc(hidden)]
+pub use engine::word;
+/// The hierarchical timer wheel (hidden: for the fuzz target and the benchmark).
+#[doc(hidden)]
+pub use primitives::wheel;

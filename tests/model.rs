@@ -3,11 +3,14 @@
 //! reference model (same outcome, same error, tokens strictly increasing per key, same
 //! `is_held` and `expires_at` for every guard, same number of live slots).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode, MAX_UNITS};
+use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode};
 use proptest::prelude::*;
+
+#[path = "support/reference_model.rs"]
+mod reference_model;
+use reference_model::Model;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -33,112 +36,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1_u8..30).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Reclaim),
     ]
-}
-
-/// One holder as the model sees it.
-#[derive(Clone, Debug)]
-struct Holder {
-    id: usize,
-    units: u32,
-    /// Deadline in clock milliseconds.
-    deadline: Option<u64>,
-}
-
-#[derive(Default, Debug)]
-struct KeyModel {
-    capacity: u32,
-    holders: Vec<Holder>,
-    last_token: u64,
-}
-
-impl KeyModel {
-    fn held(&self) -> u32 {
-        self.holders.iter().map(|h| h.units).sum()
-    }
-}
-
-#[derive(Default, Debug)]
-struct Model {
-    now_ms: u64,
-    keys: BTreeMap<u8, KeyModel>,
-    /// Per guard id: the key, whether the model still considers it held.
-    live: BTreeMap<usize, u8>,
-}
-
-impl Model {
-    fn acquire(&mut self, key: u8, mode: Mode, lease_ms: Option<u8>, id: usize) -> Result<u32, LockError> {
-        let km = self.keys.entry(key).or_default();
-        if km.holders.is_empty() {
-            km.capacity = match mode {
-                Mode::Semaphore(n) => n,
-                _ => MAX_UNITS,
-            };
-        } else {
-            if let Mode::Semaphore(n) = mode {
-                if n != km.capacity {
-                    return Err(LockError::PermitMismatch { live: km.capacity, requested: n });
-                }
-            }
-            let fits = match mode {
-                Mode::Exclusive => km.held() == 0,
-                _ => km.held() < km.capacity,
-            };
-            if !fits {
-                return Err(LockError::WouldBlock);
-            }
-        }
-        let units = if mode == Mode::Exclusive { km.capacity } else { 1 };
-        km.holders.push(Holder { id, units, deadline: lease_ms.map(|ms| self.now_ms + ms as u64) });
-        self.live.insert(id, key);
-        Ok(units)
-    }
-
-    fn end(&mut self, id: usize) -> bool {
-        match self.live.remove(&id) {
-            Some(key) => {
-                let km = self.keys.get_mut(&key).expect("a live guard's key is modelled");
-                km.holders.retain(|h| h.id != id);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn holder(&mut self, id: usize) -> Option<&mut Holder> {
-        let key = *self.live.get(&id)?;
-        self.keys.get_mut(&key)?.holders.iter_mut().find(|h| h.id == id)
-    }
-
-    fn advance(&mut self, ms: u64) {
-        self.now_ms += ms;
-        let now = self.now_ms;
-        let mut expired = Vec::new();
-        for km in self.keys.values_mut() {
-            km.holders.retain(|h| {
-                let due = h.deadline.is_some_and(|d| d <= now);
-                if due {
-                    expired.push(h.id);
-                }
-                !due
-            });
-        }
-        for id in expired {
-            self.live.remove(&id);
-        }
-    }
-
-    fn live_keys(&self) -> usize {
-        self.keys.values().filter(|k| !k.holders.is_empty()).count()
-    }
-
-    /// Keys that must have a slot: held, or pinned by an expired guard that is still alive (its
-    /// `key()` must stay readable).
-    fn pinned_keys<'a>(&self, guards: impl Iterator<Item = (usize, u8)> + 'a) -> usize {
-        let mut keys: std::collections::BTreeSet<u8> =
-            self.keys.iter().filter(|(_, k)| !k.holders.is_empty()).map(|(&key, _)| key).collect();
-        keys.extend(guards.filter(|(id, _)| !self.live.contains_key(id)).map(|(_, key)| key));
-        keys.len()
-    }
 }
 
 struct Held<'m> {

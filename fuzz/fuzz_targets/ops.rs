@@ -5,19 +5,22 @@
 //! outcome and error agree, tokens of a key strictly increase, and every live guard's `is_held`,
 //! `expires_at` and `owner` agree with the model.
 //!
-//! The rules are those of `tests/model.rs`. On a failure the panic message carries the run so
+//! The reference model is `tests/support/reference_model.rs`, shared with `tests/model.rs`. On a failure the panic message carries the run so
 //! far as Rust statements against the public API: paste them into a regression test.
 
 #![no_main]
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode, MAX_UNITS};
+use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/support/reference_model.rs"]
+mod reference_model;
+use reference_model::Model;
 
 /// Keys are `0..KEYS`: few, so that operations meet on them.
 const KEYS: u8 = 4;
@@ -81,115 +84,6 @@ enum Op {
         ms: u8,
     },
     Reclaim,
-}
-
-/// One holder as the model sees it.
-#[derive(Clone, Debug)]
-struct Holder {
-    id: usize,
-    units: u32,
-    /// Deadline in clock milliseconds.
-    deadline: Option<u64>,
-}
-
-#[derive(Default, Debug)]
-struct KeyModel {
-    capacity: u32,
-    holders: Vec<Holder>,
-    last_token: u64,
-}
-
-impl KeyModel {
-    fn held(&self) -> u32 {
-        self.holders.iter().map(|h| h.units).sum()
-    }
-}
-
-#[derive(Default, Debug)]
-struct Model {
-    now_ms: u64,
-    keys: BTreeMap<u8, KeyModel>,
-    /// Live holdings: guard id -> key.
-    live: BTreeMap<usize, u8>,
-}
-
-impl Model {
-    fn acquire(&mut self, key: u8, mode: Mode, lease_ms: Option<u8>, id: usize) -> Result<(), LockError> {
-        if mode == Mode::Semaphore(0) {
-            return Err(LockError::InvalidPermits { permits: 0 });
-        }
-        if lease_ms == Some(0) {
-            return Err(LockError::InvalidTtl { ttl: Duration::ZERO });
-        }
-        let km = self.keys.entry(key).or_default();
-        if km.holders.is_empty() {
-            km.capacity = match mode {
-                Mode::Semaphore(n) => n,
-                _ => MAX_UNITS,
-            };
-        } else {
-            if let Mode::Semaphore(n) = mode {
-                if n != km.capacity {
-                    return Err(LockError::PermitMismatch { live: km.capacity, requested: n });
-                }
-            }
-            let fits = match mode {
-                Mode::Exclusive => km.held() == 0,
-                _ => km.held() < km.capacity,
-            };
-            if !fits {
-                return Err(LockError::WouldBlock);
-            }
-        }
-        let units = if mode == Mode::Exclusive { km.capacity } else { 1 };
-        km.holders.push(Holder { id, units, deadline: lease_ms.map(|ms| self.now_ms + u64::from(ms)) });
-        self.live.insert(id, key);
-        Ok(())
-    }
-
-    fn end(&mut self, id: usize) -> bool {
-        let Some(key) = self.live.remove(&id) else { return false };
-        if let Some(km) = self.keys.get_mut(&key) {
-            km.holders.retain(|h| h.id != id);
-        }
-        true
-    }
-
-    fn holder(&mut self, id: usize) -> Option<&mut Holder> {
-        let key = *self.live.get(&id)?;
-        self.keys.get_mut(&key)?.holders.iter_mut().find(|h| h.id == id)
-    }
-
-    fn advance(&mut self, ms: u64) {
-        self.now_ms += ms;
-        let now = self.now_ms;
-        let mut expired = Vec::new();
-        for km in self.keys.values_mut() {
-            km.holders.retain(|h| {
-                let due = h.deadline.is_some_and(|d| d <= now);
-                if due {
-                    expired.push(h.id);
-                }
-                !due
-            });
-        }
-        for id in expired {
-            self.live.remove(&id);
-        }
-    }
-
-    fn live_keys(&self) -> usize {
-        self.keys.values().filter(|k| !k.holders.is_empty()).count()
-    }
-
-    /// Keys that must have a slot: held, or pinned by an ended guard that is still alive (its
-    /// `key()` must stay readable).
-    fn pinned_keys(&self, guards: &[Held<'_>]) -> usize {
-        let mut keys: BTreeSet<u8> =
-            self.keys.iter().filter(|(_, k)| !k.holders.is_empty()).map(|(&key, _)| key).collect();
-        keys.extend(guards.iter().filter(|h| !self.live.contains_key(&h.id)).map(|h| h.key));
-        keys.len()
-    }
 }
 
 struct Held<'m> {
@@ -273,7 +167,7 @@ fn run(input: Input) {
                 let want = model.acquire(key, mode, lease_ms, id);
                 let text = request_text(key, mode, lease_ms, owner, id);
                 match (got, want) {
-                    (Ok(guard), Ok(())) => {
+                    (Ok(guard), Ok(_)) => {
                         let token = guard.token().as_u64();
                         t.0.push(format!("let g{id} = {text}.unwrap(); // token {token}"));
                         let km = model.keys.get_mut(&key).expect("an acquired key is modelled");
@@ -290,7 +184,7 @@ fn run(input: Input) {
                     // A spent acquisition counter makes requests wait for the key to drain: with
                     // a shrunken limit the only allowed divergence is a refusal the model would
                     // not make.
-                    (Err(LockError::WouldBlock), Ok(())) if counter_limit.is_some() => {
+                    (Err(LockError::WouldBlock), Ok(_)) if counter_limit.is_some() => {
                         t.0.push(format!("let _ = {text}; // Err(WouldBlock): counter spent"));
                         model.end(id);
                     }
@@ -336,7 +230,7 @@ fn run(input: Input) {
             Op::Reclaim => {
                 let n = locks.reclaim_idle();
                 t.0.push(format!("locks.reclaim_idle(); // {n}, leaving {}", locks.slot_count()));
-                let want = model.pinned_keys(&guards);
+                let want = model.pinned_keys(guards.iter().map(|h| (h.id, h.key)));
                 check!(
                     t,
                     locks.slot_count() == want,

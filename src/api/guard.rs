@@ -1,0 +1,516 @@
+//! The guard: proof of a holding, and the holder's side of leases.
+
+use crate::primitives::sync::untracked::{AtomicBool, Ordering as UntrackedOrdering};
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::api::loss::{LossCause, LossSignal, Lost};
+use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
+
+use crate::api::state::State;
+use crate::engine::holding::{Holding, RecordRef};
+use crate::engine::lease::MAX_TTL;
+use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
+use crate::engine::table::DefaultHasher;
+use crate::observe::events::EventKind;
+use crate::primitives::clock::duration_ns;
+use crate::primitives::counters::ShardStats;
+use crate::primitives::sync::Ordering;
+use crate::vocab::error::LockError;
+use crate::vocab::mode::{Mode, Owner};
+use crate::vocab::token::FenceToken;
+
+/// A held lock on one key. Dropping it releases the lock; it can be moved to another thread.
+///
+/// With a lease, the holding is lost at its deadline unless [`renew`](LockGuard::renew)ed: then
+/// [`is_held`](LockGuard::is_held) is false, `renew` and `release` return
+/// [`LockError::Expired`], and dropping it does nothing.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::{LockManager, Mode};
+/// use std::time::Duration;
+///
+/// let locks: LockManager<String> = LockManager::new();
+/// let g = locks.exclusive("orders/17").lease(Duration::from_secs(30)).acquire()?;
+/// assert_eq!(g.key(), "orders/17");
+/// assert_eq!(g.mode(), Mode::Exclusive);
+/// g.renew(Duration::from_secs(30))?;
+/// assert!(g.is_held());
+/// g.release()?;
+/// # Ok::<(), leasehold::LockError>(())
+/// ```
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct LockGuard<'m, K, S = DefaultHasher> {
+    locks: &'m State<K, S>,
+    slot: &'m Slot<K>,
+    holding: Holding,
+    /// Whether the holding ends through its lease word (a plain holding becomes managed when it
+    /// is first renewed).
+    managed: AtomicBool,
+    /// `Mode::code`; a semaphore's permits are the slot's capacity.
+    mode: u8,
+    done: bool,
+    /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
+    service: OnceLock<Box<GuardService<K>>>,
+}
+
+impl<'m, K, S> LockGuard<'m, K, S> {
+    #[inline]
+    pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding, mode: Mode) -> Self {
+        LockGuard {
+            locks,
+            slot,
+            managed: AtomicBool::new(holding.managed),
+            holding,
+            mode: mode.code() as u8,
+            done: false,
+            service: OnceLock::new(),
+        }
+    }
+
+    #[inline]
+    fn current(&self) -> Holding {
+        Holding { managed: self.managed.load(UntrackedOrdering::Relaxed), ..self.holding }
+    }
+
+    /// The key this guard holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert_eq!(*locks.exclusive(&5).try_acquire()?.key(), 5);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn key(&self) -> &K {
+        // SAFETY: the slot is pinned for as long as this guard lives: by its units while held, and
+        // by the zombie count once an expirer or revoker has ended it (slot.rs).
+        unsafe { self.slot.key() }
+    }
+
+    /// The mode of this holding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, Mode};
+    /// let locks: LockManager<u64> = LockManager::new();
+    /// assert_eq!(locks.shared(&5).try_acquire()?.mode(), Mode::Shared);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn mode(&self) -> Mode {
+        Mode::from_code(self.mode as u64, self.slot.capacity.load(Ordering::Relaxed))
+    }
+
+    /// The fencing token: strictly greater than every token handed out before for this key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let a = locks.shared(&5).try_acquire()?;
+    /// let b = locks.shared(&5).try_acquire()?;
+    /// assert!(b.token() > a.token());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn token(&self) -> FenceToken {
+        FenceToken::from_u64(self.holding.token)
+    }
+
+    /// The owner label this holding was acquired with (while it is held).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.shared(&5).try_acquire()?.owner().is_none());
+    /// assert_eq!(locks.shared(&6).owner("etl").try_acquire()?.owner().unwrap().as_str(), "etl");
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn owner(&self) -> Option<Owner> {
+        if !self.holding.owned {
+            return None;
+        }
+        self.slot.owner_of(&self.holding)
+    }
+
+    /// Whether the lock is still held: not released, expired or revoked, and (with a lease) its
+    /// deadline has not passed by the manager's clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// assert!(locks.exclusive(&5).try_acquire()?.is_held());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn is_held(&self) -> bool {
+        !self.done && self.slot.is_held(&self.current(), || self.locks.table.core.clock.now_ns())
+    }
+
+    /// The lease deadline, as a reading of the manager's clock (compare with
+    /// [`LockManager::now`](crate::LockManager::now)); `None` without a lease or once the holding is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&5).lease(Duration::from_secs(60)).try_acquire()?;
+    /// assert!(g.expires_at().unwrap() > locks.now());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn expires_at(&self) -> Option<Duration> {
+        self.slot.deadline_of(&self.current()).map(Duration::from_nanos)
+    }
+
+    /// Extends the lease to `ttl` from now: one atomic step on the holding's lease word. A holding
+    /// acquired without a lease gains one.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Expired`] if the lease was already lost (its deadline passed, or it was
+    /// revoked); [`LockError::InvalidTtl`] for a zero or too long `ttl`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&5).lease(Duration::from_secs(1)).try_acquire()?;
+    /// g.renew(Duration::from_secs(60))?;
+    /// assert!(g.expires_at().unwrap() > locks.now() + Duration::from_secs(30));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn renew(&self, ttl: Duration) -> Result<(), LockError> {
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return Err(LockError::InvalidTtl { ttl });
+        }
+        if self.done {
+            return Err(LockError::Expired);
+        }
+        let core = &self.locks.table.core;
+        let h = self.current();
+        let stats = core.stats.of(self.slot.hash.load(Ordering::Relaxed));
+        let renewed = if h.managed {
+            match self.slot.renew(core, &h, duration_ns(ttl)) {
+                Ok(_) => Ok(()),
+                Err(NotRenewed::Gone) => Err(LockError::Expired),
+                Err(NotRenewed::PastDeadline(now)) => {
+                    // Lost even though nobody expired it yet: expire it now, so that release and
+                    // expiry agree with this answer.
+                    let events = &self.locks.events;
+                    let mut si = self.slot.lock();
+                    self.slot.force_end(
+                        core,
+                        h.record,
+                        Ending::Expiry { now, token: Some(h.token) },
+                        &mut si,
+                        &mut |e| {
+                            // Before the units go back, as every ender does (loss.rs).
+                            self.locks.losses.holding_ended(self.slot as *const Slot<K> as usize, e.token, true);
+                            if events.is_active() {
+                                // SAFETY: the units are not back yet: the slot is pinned.
+                                let key = unsafe { self.slot.key() };
+                                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+                            }
+                        },
+                    );
+                    Err(LockError::Expired)
+                }
+            }
+        } else {
+            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|AlreadyEnded| LockError::Expired);
+            if promoted.is_ok() {
+                self.managed.store(true, UntrackedOrdering::Relaxed);
+            }
+            promoted.map(drop)
+        };
+        match renewed {
+            Ok(()) => {
+                ShardStats::bump(&stats.renewals);
+                self.emit(EventKind::Renewed);
+            }
+            Err(_) => ShardStats::bump(&stats.renew_failures),
+        }
+        renewed
+    }
+
+    fn holding_ref(&self) -> HoldingRef<'_, K, S> {
+        HoldingRef { state: self.locks, slot: self.slot, holding: self.current() }
+    }
+
+    /// The holding's loss signal, attaching one on first use.
+    fn signal(&self) -> &LossSignal {
+        &self.service.get_or_init(|| Box::new(self.holding_ref().attach(None, None))).signal
+    }
+
+    /// The holding's loss signal, shared (for the election board).
+    pub(crate) fn loss_signal(&self) -> Arc<LossSignal> {
+        self.signal();
+        self.service.get().map(|s| Arc::clone(&s.signal)).unwrap_or_else(|| unreachable!("`signal` attached it"))
+    }
+
+    /// A future that completes when this holding ends without this guard's release: its lease
+    /// expired (a keep-alive renewer that could not keep up, or nobody renewed), or it was
+    /// revoked. It completes before the next holder can acquire the key. A holding without lease
+    /// or owner cannot be lost, so its `lost()` never completes.
+    ///
+    /// The first call attaches the signal (one lock of the key and one of the manager's signal
+    /// register); a guard that never asks pays nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future removes its waker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), leasehold::LockError> {
+    /// use leasehold::{LockManager, LossCause, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    /// let g = locks.exclusive("job").lease(Duration::from_secs(1)).acquire_async().await?;
+    /// let lost = g.lost();
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(lost.await, LossCause::Expired);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lost(&self) -> Lost<'_> {
+        Lost::new(self.signal())
+    }
+
+    /// Whether the holding ended without this guard's release (expired or revoked). Once true it
+    /// stays true; it is true before the next holder can acquire the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("job").owner("host-7").try_acquire()?;
+    /// assert!(!g.is_lost());
+    /// locks.revoke_owner("host-7");
+    /// assert!(g.is_lost());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.loss_cause().is_some()
+    }
+
+    /// Why the holding was lost, if it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, LossCause, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(1)).try_acquire().unwrap();
+    /// assert_eq!(g.loss_cause(), None);
+    /// clock.advance(Duration::from_secs(2));
+    /// assert_eq!(g.loss_cause(), Some(LossCause::Expired));
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.signal().cause()
+    }
+
+    /// Until when (a reading of the manager's clock, as [`LockManager::now`](crate::LockManager::now))
+    /// the holder may trust that it holds the lock: the deadline set by the last successful
+    /// renewal (by the keep-alive renewer or by [`renew`](LockGuard::renew)) or by the acquire,
+    /// never later than the lease's real deadline. `None` once the holding is lost or released, or
+    /// past that deadline; `Some(Duration::MAX)` for a holding without a lease (only its guard,
+    /// or a revocation, ends it).
+    ///
+    /// A holder about to act on the lock checks [`trusted_for`](LockGuard::trusted_for) against
+    /// how long the action takes, and still writes with its fencing token: a pause after the check
+    /// is not covered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(9)).try_acquire().unwrap();
+    /// assert_eq!(g.trusted_until(), Some(locks.now() + Duration::from_secs(9)));
+    /// clock.advance(Duration::from_secs(9));
+    /// assert_eq!(g.trusted_until(), None);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn trusted_until(&self) -> Option<Duration> {
+        if self.done {
+            return None;
+        }
+        self.holding_ref().trusted_until(self.service.get().map(|b| &**b)).map(|ns| match ns {
+            u64::MAX => Duration::MAX,
+            ns => Duration::from_nanos(ns),
+        })
+    }
+
+    /// How much longer the holder may trust the lock (see [`trusted_until`](LockGuard::trusted_until));
+    /// zero once it may not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(9)).try_acquire().unwrap();
+    /// clock.advance(Duration::from_secs(4));
+    /// assert_eq!(g.trusted_for(), Duration::from_secs(5));
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn trusted_for(&self) -> Duration {
+        match self.trusted_until() {
+            Some(Duration::MAX) => Duration::MAX,
+            Some(until) => until.saturating_sub(Duration::from_nanos(self.holding_ref().now_ns())),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// A counter of the keep-alive renewals of this holding that outlives the guard (tests check
+    /// that no renewal reaches a released holding). `None` without keep-alive.
+    #[doc(hidden)]
+    pub fn renewal_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.service.get().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
+    }
+
+    /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
+    fn emit(&self, kind: EventKind) {
+        if let Some(event) = self.prepare(kind) {
+            self.locks.events.send(event);
+        }
+    }
+
+    /// Builds an event about this holding, if anyone listens.
+    #[inline]
+    fn prepare(&self, kind: EventKind) -> Option<crate::observe::events::LockEvent<K>> {
+        let inner = self.locks;
+        if !inner.events.is_active() {
+            return None;
+        }
+        let owner = if self.holding.owned { self.slot.owner_of(&self.holding) } else { None };
+        // SAFETY: pinned by this guard (held, or zombie-counted).
+        let key = unsafe { self.slot.key() };
+        inner.events.prepare(kind, key, self.mode(), self.holding.token, owner, inner.table.core.clock.now_ns())
+    }
+
+    /// Records the hold time of a sampled holding that is about to end (read while still held).
+    #[cold]
+    #[inline(never)]
+    fn record_hold(&self) {
+        let core = &self.locks.table.core;
+        let held = core.clock.now_ns().saturating_sub(self.slot.sampled_start(&self.holding));
+        core.stats.of(self.slot.hash.load(Ordering::Relaxed)).hold.record(held);
+    }
+
+    /// Releases the lock now.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Expired`] if the lease ran out (and was expired) or the holding was revoked
+    /// first: the lock was not held any more, and the unit was given back already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// locks.exclusive(&5).try_acquire()?.release()?;
+    /// assert!(locks.exclusive(&5).try_acquire().is_ok());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn release(mut self) -> Result<(), LockError> {
+        self.finish()
+    }
+
+    #[inline]
+    fn finish(&mut self) -> Result<(), LockError> {
+        if let Some(service) = self.service.get() {
+            self.holding_ref().before_release(service);
+        }
+        self.done = true;
+        if self.holding.is_sampled() {
+            self.record_hold();
+        }
+        let core = &self.locks.table.core;
+        if let (false, RecordRef::Inline(idx), false) =
+            (self.managed.load(UntrackedOrdering::Relaxed), self.holding.record, self.locks.events.is_active())
+        {
+            self.slot.release_plain(core, idx, self.holding.units);
+            return Ok(());
+        }
+        self.finish_slow()
+    }
+
+    #[inline(never)]
+    fn finish_slow(&mut self) -> Result<(), LockError> {
+        let h = self.current();
+        // Built while the holding still pins the key; sent only if the release wins.
+        let event = self.prepare(EventKind::Released);
+        match self.slot.release(&self.locks.table.core, &h) {
+            Ok(()) => {
+                if let Some(event) = event {
+                    self.locks.events.send(event);
+                }
+                Ok(())
+            }
+            Err(AlreadyEnded) => {
+                // An expirer or revoker ended the holding and counted this guard as a zombie;
+                // this is the guard's last touch of the slot. Release: pairs with the
+                // reclaimer's Acquire load of the count.
+                self.slot.zombies.fetch_sub(1, Ordering::Release);
+                Err(LockError::Expired)
+            }
+        }
+    }
+}
+
+impl<K, S> LockGuard<'_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Starts what the request asked for (keep-alive, `on_lost`) on a guard just built.
+    #[cold]
+    pub(crate) fn start_service(&self, ask: &ServiceAsk, ttl_ns: Option<u64>) {
+        let service = self.holding_ref().start(ask, ttl_ns, self.mode());
+        // A fresh guard's cell is empty: nobody else could have asked yet.
+        let _ = self.service.set(Box::new(service));
+    }
+}
+
+impl<K, S> Drop for LockGuard<'_, K, S> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.finish();
+        }
+    }
+}
+
+impl<K: fmt::Debug, S> fmt::Debug for LockGuard<'_, K, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", self.key())
+            .field("mode", &self.mode())
+            .field("token", &self.token())
+            .field("owner", &self.owner())
+            .finish()
+    }
+}

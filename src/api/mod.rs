@@ -1,0 +1,26 @@
+//! The public façade: the manager and its builder, requests and their future, guards, fenced
+//! resources. Thin: it checks arguments, calls the engine, and turns what the engine reports into
+//! events and metrics (`state.rs`).
+
+pub(crate) mod board;
+pub(crate) mod builder;
+pub(crate) mod election;
+pub(crate) mod fenced;
+pub(crate) mod guard;
+pub(crate) mod leadership;
+pub(crate) mod loss;
+pub(crate) mod manager;
+pub(crate) mod request;
+pub(crate) mod service;
+pub(crate) mod state;
+
+pub use crate::engine::table::DefaultHasher;
+pub use board::{ChangeKind, Leader, LeaderChange, LeaderChanges, NextChange, OBSERVER_CAPACITY};
+pub use builder::Builder;
+pub use election::Campaign;
+pub use fenced::Fenced;
+pub use guard::LockGuard;
+pub use leadership::Leadership;
+pub use loss::{LossCause, Lost};
+pub use manager::{LockManager, RenewerStall};
+pub use request::{AcquireFuture, Request};

@@ -1,0 +1,520 @@
+//! Requests: the builder every acquisition goes through, and the ways to wait.
+
+#![deny(unsafe_code)]
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+#[cfg(not(leasehold_loom))]
+use crossbeam_utils::Backoff;
+
+use crate::api::guard::LockGuard;
+use crate::api::loss::LossCause;
+use crate::api::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
+use crate::api::state::State;
+use crate::engine::holding::{Ask, Holding};
+use crate::engine::lease::MAX_TTL;
+use crate::engine::queue::Waiter;
+use crate::engine::slot::Slot;
+use crate::engine::table::{Attempt, DefaultHasher};
+use crate::engine::word::MAX_PERMITS;
+use crate::primitives::clock::duration_ns;
+use crate::primitives::sync::Arc;
+use crate::vocab::error::LockError;
+use crate::vocab::mode::{Mode, Owner};
+
+/// A request for a lock on one key, in one mode: set a lease or an owner, then acquire.
+///
+/// # Examples
+///
+/// ```
+/// use leasehold::LockManager;
+/// use std::time::Duration;
+///
+/// let locks: LockManager<String> = LockManager::new();
+/// let g = locks
+///     .exclusive("orders/17")
+///     .lease(Duration::from_secs(30))
+///     .owner("worker-3")
+///     .acquire_timeout(Duration::from_millis(50))?;
+/// assert_eq!(g.owner().unwrap().as_str(), "worker-3");
+/// # Ok::<(), leasehold::LockError>(())
+/// ```
+#[must_use = "a request does nothing until one of its acquire methods is called"]
+pub struct Request<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
+    locks: &'m State<K, S>,
+    key: &'q Q,
+    mode: Mode,
+    ttl: Option<Duration>,
+    owner: Option<Owner>,
+    /// Keep-alive and `on_lost` (`service.rs`); `None` for a plain request.
+    service: Option<Box<ServiceAsk>>,
+}
+
+impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for Request<'_, '_, K, Q, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("key", &self.key)
+            .field("mode", &self.mode)
+            .field("ttl", &self.ttl)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+impl<'m, 'q, K, Q, S> Request<'m, 'q, K, Q, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    pub(crate) fn new(locks: &'m State<K, S>, key: &'q Q, mode: Mode) -> Self {
+        Request { locks, key, mode, ttl: None, owner: None, service: None }
+    }
+
+    /// Gives the holding a lease: it is lost `ttl` after it is acquired unless renewed, and the
+    /// next holder gets a larger fencing token. Zero, or more than [`MAX_TTL`], is
+    /// [`LockError::InvalidTtl`] at acquire time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(5)).try_acquire()?;
+    /// assert!(g.expires_at().is_some());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn lease(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Labels the holder (shown by introspection, used to revoke all of one owner's locks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.shared(&1).owner("reporting").try_acquire()?;
+    /// assert_eq!(g.owner().unwrap().as_str(), "reporting");
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn owner(mut self, owner: impl Into<Owner>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// Keeps the lease alive while the guard lives: the manager's renewer (one for all holdings)
+    /// renews it every third of its TTL, and stops before the guard releases. Without
+    /// [`lease`](Request::lease), the lease is 30 seconds. If the renewer cannot keep up (it is
+    /// starved, or the process pauses), the lease expires as any other and the guard's
+    /// [`lost`](LockGuard::lost) signal fires before the next holder can acquire.
+    ///
+    /// A guard that is leaked (`mem::forget`) keeps its lease alive for good, as a leaked mutex
+    /// guard keeps its mutex; a holder that may hang should renew by hand from its work loop
+    /// instead, so that a hang lets the lease run out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("job").lease(Duration::from_secs(10)).keep_alive().acquire()?;
+    /// assert!(g.trusted_for() > Duration::from_secs(5));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn keep_alive(mut self) -> Self {
+        self.ttl.get_or_insert(DEFAULT_KEEP_ALIVE_TTL);
+        self.service.get_or_insert_with(Box::default).keep_alive = true;
+        self
+    }
+
+    /// Calls `f` once if the holding is lost (expired or revoked rather than released by its
+    /// guard). It runs on the manager's service thread (or in
+    /// [`renew_due`](crate::LockManager::renew_due) for a manager without a reaper), with no lock held,
+    /// so it may use the manager; a panic in it is caught. It runs after the loss: what is
+    /// ordered before the next holder's acquire is the guard's [`is_lost`](LockGuard::is_lost)
+    /// and [`lost`](LockGuard::lost), not this call. Only holdings with a lease or an owner can
+    /// be lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::LossCause;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let g = locks.exclusive("job").owner("host-7").on_lost(move |cause| tx.send(cause).unwrap()).acquire()?;
+    /// locks.revoke_owner("host-7");
+    /// assert_eq!(rx.recv().unwrap(), LossCause::Revoked);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn on_lost(mut self, f: impl Fn(LossCause) + Send + Sync + 'static) -> Self {
+        self.service.get_or_insert_with(Box::default).on_lost = Some(std::sync::Arc::new(f));
+        self
+    }
+
+    #[inline]
+    fn ask(&self) -> Result<Ask, LockError> {
+        if let Mode::Semaphore(n) = self.mode {
+            if n == 0 || n > MAX_PERMITS {
+                return Err(LockError::InvalidPermits { permits: n });
+            }
+        }
+        let ttl_ns = match self.ttl {
+            None => None,
+            Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => return Err(LockError::InvalidTtl { ttl }),
+            Some(ttl) => Some(duration_ns(ttl)),
+        };
+        Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
+    }
+
+    #[inline]
+    fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
+        self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
+        let guard = LockGuard::new(self.locks, slot, h, self.mode);
+        if let Some(service) = &self.service {
+            guard.start_service(service, self.ttl.map(duration_ns));
+        }
+        guard
+    }
+
+    /// Validates the request, counting a refusal.
+    #[inline]
+    fn checked_ask(&self) -> Result<Ask, LockError> {
+        self.ask().inspect_err(|e| {
+            let locks = self.locks;
+            locks.table.count_refusal(locks.table.hash(self.key), e);
+        })
+    }
+
+    /// Takes the lock if it is free now; never waits.
+    ///
+    /// A holder whose lease deadline has passed does not count as holding, even if the reaper has
+    /// not expired it yet.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::WouldBlock`] if the key is held in a conflicting mode (or a writer is queued
+    /// ahead of this reader), and the validation errors (`InvalidPermits`, `InvalidTtl`,
+    /// `PermitMismatch`, `Capacity`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockError, LockManager};
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let _w = locks.exclusive("k").try_acquire()?;
+    /// assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    /// # Ok::<(), LockError>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
+        let ask = self.checked_ask()?;
+        let locks = self.locks;
+        let hash = locks.table.hash(self.key);
+        let (slot, h) = match locks.table.try_fast(hash, self.key, &ask) {
+            (Some(slot), Some(h)) => (slot, h),
+            _ => match locks.attempt(hash, self.key, &ask, None) {
+                Attempt::Acquired(slot, h) => (slot, h),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Queued(..) => unreachable!("no waiter was offered"),
+            },
+        };
+        Ok(self.guard(slot, h))
+    }
+
+    /// Waits as long as it takes to get the lock.
+    ///
+    /// A waiter spins briefly, then parks; a holder whose lease runs out while we wait is expired
+    /// at its deadline and we proceed.
+    ///
+    /// # Errors
+    ///
+    /// The validation errors (`InvalidPermits`, `InvalidTtl`, `PermitMismatch`, `Capacity`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let g = locks.exclusive(&42).acquire()?;
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    #[inline]
+    pub fn acquire(self) -> Result<LockGuard<'m, K, S>, LockError> {
+        self.acquire_until(None)
+    }
+
+    /// Waits at most `timeout` for the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::TimedOut`] when the time is up, and the validation errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockError, LockManager};
+    /// use std::time::Duration;
+    /// let locks: LockManager<String> = LockManager::new();
+    /// let _g = locks.exclusive("k").try_acquire()?;
+    /// let err = locks.exclusive("k").acquire_timeout(Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err, LockError::TimedOut);
+    /// # Ok::<(), LockError>(())
+    /// ```
+    #[inline]
+    pub fn acquire_timeout(self, timeout: Duration) -> Result<LockGuard<'m, K, S>, LockError> {
+        self.acquire_until(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
+    }
+
+    /// The fast path, inlined into the caller like `try_acquire`'s; everything else is cold.
+    #[inline]
+    fn acquire_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
+        let ask = self.checked_ask()?;
+        let locks = self.locks;
+        let hash = locks.table.hash(self.key);
+        let (found, claimed) = locks.table.try_fast(hash, self.key, &ask);
+        let (slot, h) = match (found, claimed) {
+            (Some(slot), Some(h)) => (slot, h),
+            // The guard is built here for both paths, so the slow path returns only what it got.
+            _ => self.acquire_slow(ask, hash, found, deadline)?,
+        };
+        Ok(self.guard(slot, h))
+    }
+
+    #[inline(never)]
+    fn acquire_slow(
+        &self,
+        ask: Ask,
+        hash: u64,
+        found: Option<&'m Slot<K>>,
+        deadline: Option<Instant>,
+    ) -> Result<(&'m Slot<K>, Holding), LockError> {
+        let locks = self.locks;
+        #[cfg(leasehold_loom)]
+        let _ = found;
+        // Someone holds it: a short spin catches a short critical section without parking.
+        // (Not under loom: a model explores the interleavings a spin would only wait through.)
+        #[cfg(not(leasehold_loom))]
+        if let Some(slot) = found {
+            let backoff = Backoff::new();
+            while !backoff.is_completed() {
+                backoff.snooze();
+                if let Some(h) = locks.table.claim_found(slot, self.key, &ask) {
+                    return Ok((slot, h));
+                }
+            }
+        }
+        let make = || Waiter::for_thread(ask.clone());
+        match locks.attempt(hash, self.key, &ask, Some(&make)) {
+            Attempt::Acquired(slot, h) => Ok((slot, h)),
+            Attempt::Failed(e) => Err(e),
+            Attempt::Queued(slot, waiter) => {
+                let h = wait_blocking(locks, slot, &waiter, deadline)?;
+                Ok((slot, h))
+            }
+        }
+    }
+
+    /// A future that resolves to the lock, on any executor.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes leaves nothing behind: its place in the queue is
+    /// given up (waking whoever that lets proceed), and a lock handed to it meanwhile is released.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), leasehold::LockError> {
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("orders/17").acquire_async().await?;
+    /// assert!(g.is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
+        let ask = self.checked_ask();
+        AcquireFuture { request: self, ask, state: FutureState::Start }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365 * 30)
+}
+
+/// Parks until the queued `waiter` is handed the lock, claims it after a wake-up, or times out.
+fn wait_blocking<K, S>(
+    locks: &State<K, S>,
+    slot: &Slot<K>,
+    waiter: &Arc<Waiter>,
+    deadline: Option<Instant>,
+) -> Result<Holding, LockError>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    loop {
+        while waiter.is_waiting() {
+            let now = Instant::now();
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            if left == Some(Duration::ZERO) {
+                break;
+            }
+            // A holder past its deadline must not keep us waiting even if no reaper runs.
+            let holder = locks.table.holder_deadline_wait(slot);
+            if holder == Some(Duration::ZERO) {
+                break;
+            }
+            let timeout = match (left, holder) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            crate::primitives::sync::park(timeout);
+        }
+        let mut g = slot.lock();
+        if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, waiter, &mut g)) {
+            locks.count_contended(slot, waiter);
+            return Ok(h);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            #[cfg(feature = "tracing")]
+            locks.trace("gave up waiting", slot, None, waiter.ask.owner.as_ref());
+            slot.leave_queue(waiter, &mut g);
+            drop(g);
+            locks.table.count_refusal(slot.hash.load(crate::primitives::sync::Ordering::Relaxed), &LockError::TimedOut);
+            return Err(LockError::TimedOut);
+        }
+    }
+}
+
+/// The future of [`Request::acquire_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct AcquireFuture<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
+    request: Request<'m, 'q, K, Q, S>,
+    ask: Result<Ask, LockError>,
+    state: FutureState<'m, K>,
+}
+
+enum FutureState<'m, K> {
+    Start,
+    Queued(&'m Slot<K>, Arc<Waiter>),
+    Done,
+}
+
+impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for AcquireFuture<'_, '_, K, Q, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            FutureState::Start => "start",
+            FutureState::Queued(..) => "queued",
+            FutureState::Done => "done",
+        };
+        f.debug_struct("AcquireFuture").field("request", &self.request).field("state", &state).finish()
+    }
+}
+
+// The future holds no self-references.
+impl<K, Q: ?Sized, S> Unpin for AcquireFuture<'_, '_, K, Q, S> {}
+
+impl<'m, 'q, K, Q, S> Future for AcquireFuture<'m, 'q, K, Q, S>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    type Output = Result<LockGuard<'m, K, S>, LockError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let locks = this.request.locks;
+        match &this.state {
+            FutureState::Done => panic!("AcquireFuture polled after it completed"),
+            FutureState::Start => {
+                let ask = match &this.ask {
+                    Ok(ask) => ask.clone(),
+                    Err(e) => {
+                        this.state = FutureState::Done;
+                        return Poll::Ready(Err(e.clone()));
+                    }
+                };
+                let key = this.request.key;
+                let hash = locks.table.hash(key);
+                if let (Some(slot), Some(h)) = locks.table.try_fast(hash, key, &ask) {
+                    this.state = FutureState::Done;
+                    return Poll::Ready(Ok(this.request.guard(slot, h)));
+                }
+                let make = || Waiter::for_task(ask.clone(), cx.waker().clone());
+                match locks.attempt(hash, key, &ask, Some(&make)) {
+                    Attempt::Acquired(slot, h) => {
+                        this.state = FutureState::Done;
+                        Poll::Ready(Ok(this.request.guard(slot, h)))
+                    }
+                    Attempt::Failed(e) => {
+                        this.state = FutureState::Done;
+                        Poll::Ready(Err(e))
+                    }
+                    Attempt::Queued(slot, waiter) => {
+                        this.state = FutureState::Queued(slot, waiter);
+                        Poll::Pending
+                    }
+                }
+            }
+            FutureState::Queued(slot, waiter) => {
+                let (slot, waiter) = (*slot, Arc::clone(waiter));
+                if let Some(h) = waiter.take_grant() {
+                    this.state = FutureState::Done;
+                    locks.count_contended(slot, &waiter);
+                    return Poll::Ready(Ok(this.request.guard(slot, h)));
+                }
+                if waiter.is_waiting() {
+                    waiter.set_waker(cx.waker());
+                    if waiter.is_waiting() {
+                        return Poll::Pending;
+                    }
+                }
+                let mut g = slot.lock();
+                // The waker first, under the slot lock, so no wake-up slips between it and the retry.
+                waiter.set_waker(cx.waker());
+                if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, &waiter, &mut g)) {
+                    drop(g);
+                    this.state = FutureState::Done;
+                    locks.count_contended(slot, &waiter);
+                    return Poll::Ready(Ok(this.request.guard(slot, h)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
+    fn drop(&mut self) {
+        if let FutureState::Queued(slot, waiter) = std::mem::replace(&mut self.state, FutureState::Done) {
+            let core = &self.request.locks.table.core;
+            let mut g = slot.lock();
+            match waiter.take_grant() {
+                Some(h) => {
+                    drop(g);
+                    // Handed the lock but never polled to take it: give it back.
+                    if slot.release(core, &h).is_err() {
+                        // Expired meanwhile: its expirer counted us as a zombie.
+                        slot.zombies.fetch_sub(1, crate::primitives::sync::Ordering::Release);
+                    }
+                }
+                None => {
+                    slot.leave_queue(&waiter, &mut g);
+                    let stats = core.stats.of(slot.hash.load(crate::primitives::sync::Ordering::Relaxed));
+                    crate::primitives::counters::ShardStats::bump(&stats.cancelled);
+                }
+            }
+        }
+    }
+}

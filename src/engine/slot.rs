@@ -1,0 +1,924 @@
+//! A lock slot: one key's state word, its holder records and its wait queue, and the protocols
+//! that claim, release, renew and force-end holdings.
+//!
+//! # Ground rules
+//!
+//! - Slot memory is type-stable: a slot is allocated in a shard's pool and freed only when the
+//!   manager is dropped, so a pointer read from the lock-free index always points at a `Slot`,
+//!   though maybe one since reclaimed or reused for another key. Nothing is read from a slot on
+//!   that strength alone except atomics; the key is read only while the slot is *pinned*: by a
+//!   unit the reader holds, by the `WAITERS` flag, by a zombie count, or by the shard lock (which
+//!   reclamation needs).
+//! - The state word (`word.rs`) is changed only by compare-exchange or by `fetch_sub`/`fetch_or`/
+//!   `fetch_and` of bits the caller owns, so every transition is atomic.
+//! - A holding is *plain* (no lease, no owner) or *managed*. Only its guard ends a plain holding,
+//!   so a plain release is one `fetch_sub` on the word. A managed holding may also be ended by an
+//!   expirer or a revoker; whoever wins the compare-exchange on its lease word (`lease.rs`) ends it
+//!   and returns its units, so units are returned exactly once.
+//! - The slot lock (`inner`) guards the wait queue, owner labels and overflow records. The word's
+//!   `WAITERS` and `EXCL_WAITING` flags change only under it. Lock order: shard lock, then slot
+//!   lock, then the timer wheel's lock.
+
+use std::mem::MaybeUninit;
+
+use crate::engine::core::Core;
+use crate::engine::holding::{meta, Ask, Holding, Record, RecordRef};
+use crate::engine::lease;
+use crate::engine::queue::{WaitQueue, Waiter};
+use crate::engine::watch::Watch;
+use crate::engine::word::{self, Claim, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+use crate::primitives::counters::{ShardStats, HOLD_SAMPLE};
+use crate::primitives::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
+use crate::vocab::mode::{Mode, Owner};
+
+/// Why a claim did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Held in a conflicting mode (or a writer is queued): wait, or report `WouldBlock`.
+    Busy,
+    /// Dead or changing capacity: look the key up again.
+    Unstable,
+    /// The acquisition counter is spent: rebase while idle.
+    Exhausted,
+    /// All inline records are taken: claim an overflow record under the slot lock.
+    Overflow,
+    /// A live key whose capacity differs from the semaphore request's.
+    Mismatch(u32),
+    /// An idle key whose capacity differs from the request's: change the capacity first.
+    Reshape,
+}
+
+/// The slot's lock-protected part.
+#[derive(Default)]
+pub(crate) struct SlotInner {
+    pub(crate) queue: WaitQueue,
+    /// Owner labels and overflow records: most slots never need them, so they are allocated on
+    /// first use and kept with the slot's memory.
+    extra: Option<Box<SlotExtra>>,
+}
+
+#[derive(Default)]
+struct SlotExtra {
+    /// Owner labels of the inline records' holdings.
+    owners: [Option<Owner>; INLINE_RECORDS],
+    /// Overflow records; boxed so that they never move (guards point at them) or free while
+    /// the slot's memory lives.
+    #[allow(clippy::vec_box)]
+    overflow: Vec<Box<Record>>,
+    /// Per overflow record: in use, and its owner label.
+    overflow_meta: Vec<(bool, Option<Owner>)>,
+}
+
+impl SlotInner {
+    fn extra(&mut self) -> &mut SlotExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Attaches (or with `None`, clears) the owner label of a holding's record.
+    pub(crate) fn set_owner(&mut self, record: RecordRef, owner: Option<Owner>) {
+        if owner.is_none() && self.extra.is_none() {
+            return;
+        }
+        let extra = self.extra();
+        match record {
+            RecordRef::Inline(idx) => extra.owners[idx as usize] = owner,
+            RecordRef::Overflow(i) => {
+                if let Some(meta) = extra.overflow_meta.get_mut(i as usize) {
+                    meta.1 = owner;
+                }
+            }
+        }
+    }
+
+    /// The owner label of a holding's record.
+    pub(crate) fn owner(&self, record: RecordRef) -> Option<Owner> {
+        let extra = self.extra.as_ref()?;
+        match record {
+            RecordRef::Inline(idx) => extra.owners[idx as usize].clone(),
+            RecordRef::Overflow(i) => extra.overflow_meta.get(i as usize).and_then(|m| m.1.clone()),
+        }
+    }
+
+    /// The overflow records in use, with their indices.
+    pub(crate) fn overflow_in_use(&self) -> impl Iterator<Item = (u32, &Record)> + '_ {
+        self.extra.iter().flat_map(|e| {
+            e.overflow
+                .iter()
+                .zip(&e.overflow_meta)
+                .enumerate()
+                .filter(|(_, (_, m))| m.0)
+                .map(|(i, (r, _))| (i as u32, &**r))
+        })
+    }
+
+    /// A stable pointer to overflow record `i`.
+    pub(crate) fn overflow_record(&self, i: u32) -> Option<*const Record> {
+        self.extra.as_ref()?.overflow.get(i as usize).map(|r| &**r as *const Record)
+    }
+
+    /// Takes a free overflow record (allocating one if none is free).
+    fn take_overflow(&mut self) -> u32 {
+        let extra = self.extra();
+        let index = match extra.overflow_meta.iter().position(|(in_use, _)| !in_use) {
+            Some(i) => i,
+            None => {
+                extra.overflow.push(Box::new(Record::new()));
+                extra.overflow_meta.push((false, None));
+                extra.overflow.len() - 1
+            }
+        };
+        extra.overflow_meta[index] = (true, None);
+        index as u32
+    }
+
+    /// Gives an overflow record back.
+    fn free_overflow(&mut self, i: u32) {
+        if let Some(meta) = self.extra().overflow_meta.get_mut(i as usize) {
+            *meta = (false, None);
+        }
+    }
+}
+
+/// One key's lock.
+///
+/// Laid out so that an uncontended acquire and release of the first holder touch one cache line
+/// (the word, hash, token base, capacity and record 0), and aligned so that two slots never share
+/// a line: threads working on different keys do not disturb each other.
+#[repr(C, align(64))]
+pub(crate) struct Slot<K> {
+    /// The state word (`word.rs`).
+    pub(crate) word: AtomicU64,
+    /// The key's hash; written while the slot is dead, before it is published.
+    pub(crate) hash: AtomicU64,
+    /// Tokens of this incarnation are `token_base + counter`.
+    pub(crate) token_base: AtomicU64,
+    /// The key's capacity: `MAX_UNITS` for a read/write key, `n` for a semaphore. Changed only
+    /// while idle, under the `CAP_CHANGING` flag.
+    pub(crate) capacity: AtomicU32,
+    /// Guards of expired or revoked holdings that are still alive: they may read the key, so a
+    /// slot with zombies is not reclaimed. May dip below zero for a moment (wrapping).
+    pub(crate) zombies: AtomicU32,
+    /// Inline holder records, one per bit of the word's record bitmap.
+    pub(crate) records: [Record; INLINE_RECORDS],
+    /// The timer wheel's view of this slot (`watch.rs`).
+    pub(crate) watch: Watch,
+    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
+    /// since is spared once (second chance). Only touched under the shard lock.
+    pub(crate) swept: AtomicU64,
+    pub(crate) inner: Mutex<SlotInner>,
+    /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).
+    key: UnsafeCell<MaybeUninit<K>>,
+}
+
+// SAFETY: the key is written only under the shard lock while the slot is dead and read only while
+// pinned (module ground rules); every other field is atomic or behind a mutex.
+unsafe impl<K: Send> Send for Slot<K> {}
+// SAFETY: as above; shared access hands out `&K` only, so `K: Sync` is required.
+unsafe impl<K: Send + Sync> Sync for Slot<K> {}
+
+impl<K> Slot<K> {
+    /// A dead slot for the pool.
+    pub(crate) fn new_dead() -> Self {
+        Slot {
+            word: AtomicU64::new(word::DEAD),
+            hash: AtomicU64::new(0),
+            capacity: AtomicU32::new(MAX_UNITS),
+            zombies: AtomicU32::new(0),
+            token_base: AtomicU64::new(0),
+            watch: Watch::new(),
+            swept: AtomicU64::new(u64::MAX),
+            records: [Record::new(), Record::new(), Record::new(), Record::new()],
+            inner: Mutex::new(SlotInner::default()),
+            key: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Brings a dead slot to life for `key`, already holding `first` (the creator's claim).
+    ///
+    /// # Safety
+    ///
+    /// The slot is dead, owned by the caller's shard, and not yet reachable from the index; the
+    /// caller holds the shard lock.
+    pub(crate) unsafe fn init(&self, key: K, hash: u64, capacity: u32, token_base: u64, first: u64) {
+        // SAFETY: the slot is dead and unpublished (caller's contract): nobody else reads the key.
+        self.key.with_mut(|p| unsafe { (*p).write(key) });
+        self.hash.store(hash, Ordering::Relaxed);
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.token_base.store(token_base, Ordering::Relaxed);
+        // Release: whoever acquires this word sees the key, hash, capacity and base.
+        self.word.store(first, Ordering::Release);
+    }
+
+    /// The key.
+    ///
+    /// # Safety
+    ///
+    /// The slot is pinned (a unit held by the caller, `WAITERS` set, a zombie count held, or the
+    /// shard lock) and live.
+    #[inline]
+    pub(crate) unsafe fn key(&self) -> &K {
+        // SAFETY: pinned and live, so the key is initialised and nobody drops it meanwhile.
+        self.key.with(|p| unsafe { (*p).assume_init_ref() })
+    }
+
+    /// Drops the key of a slot just made dead.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the shard lock, has moved the word to `DEAD` from idle, and found no zombies.
+    pub(crate) unsafe fn drop_key(&self) {
+        // SAFETY: live until now, and nothing pins it (caller's contract).
+        self.key.with_mut(|p| unsafe { (*p).assume_init_drop() });
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock()
+    }
+
+    /// The record a holding refers to.
+    #[inline]
+    fn record(&self, h: &Holding) -> &Record {
+        // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
+        // that lives as long as the slot's memory).
+        unsafe { &*h.rec }
+    }
+
+    /// The fencing token of a claim that produced `word`.
+    #[inline]
+    fn token_of(&self, word: u64) -> u64 {
+        // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
+        self.token_base.load(Ordering::Relaxed) + word::counter(word)
+    }
+
+    /// Checks a request against the key's capacity, for the word `w` just loaded.
+    #[inline]
+    fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
+        // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
+        // so a capacity read that does not belong to `w` makes the compare-exchange fail.
+        let cap = self.capacity.load(Ordering::Relaxed);
+        match mode {
+            Mode::Semaphore(n) if n != cap => {
+                if word::is_idle(w) {
+                    Err(Blocked::Reshape)
+                } else {
+                    Err(Blocked::Mismatch(cap))
+                }
+            }
+            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
+            _ => Ok(cap),
+        }
+    }
+
+    /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
+    #[inline]
+    pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
+        let need = ask.need(privileged);
+        // Acquire: pairs with the Release of whoever last changed the word (a release, an
+        // initialisation, a capacity change), so the capacity and base read below are current.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let cap = self.check_capacity(w, ask.mode)?;
+            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+                Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
+                Ok(c) => c,
+                Err(Refusal::Busy) => return Err(Blocked::Busy),
+                Err(Refusal::Unstable) => return Err(Blocked::Unstable),
+                Err(Refusal::Exhausted) => return Err(Blocked::Exhausted),
+            };
+            // Acquire on success: pairs with the previous holder's Release in `return_units`, so
+            // this holder sees everything the previous one did under the lock.
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Ok(self.finish_claim(core, ask, claim, None)),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Writes the record of a claim that installed `claim.word`. `inner` is the slot lock if the
+    /// caller holds it (needed to attach an owner label).
+    #[inline]
+    pub(crate) fn finish_claim(&self, core: &Core, ask: &Ask, claim: Claim, inner: Option<&mut SlotInner>) -> Holding {
+        let idx = claim.record;
+        let rec = &self.records[idx as usize];
+        let token = self.token_of(claim.word);
+        let units = claim.units;
+        self.write_record(core, ask, rec, token, units, |owner| match inner {
+            Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
+            None => self.lock().set_owner(RecordRef::Inline(idx), owner),
+        });
+        Holding {
+            record: RecordRef::Inline(idx),
+            rec,
+            token,
+            units,
+            managed: ask.managed(),
+            owned: ask.owner.is_some(),
+        }
+    }
+
+    /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
+    /// two stores (its mode and units ride in its lease word); a managed one takes the slow lane.
+    #[inline]
+    fn write_record(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        rec: &Record,
+        token: u64,
+        units: u32,
+        set_owner: impl FnOnce(Option<Owner>),
+    ) {
+        rec.token.store(token, Ordering::Relaxed);
+        if token % HOLD_SAMPLE == 0 {
+            // A sampled holding: its start, exactly, for the hold-time histogram (before the lease
+            // word publishes it, like the rest of the record).
+            rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
+        }
+        if ask.managed() {
+            self.publish_managed(core, ask, rec, token, units, set_owner);
+        } else {
+            // Release: a reader that sees this word sees the token above.
+            rec.lease.store(lease::plain(token, meta(ask.mode, units)), Ordering::Release);
+        }
+    }
+
+    #[inline(never)]
+    fn publish_managed(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        rec: &Record,
+        token: u64,
+        units: u32,
+        set_owner: impl FnOnce(Option<Owner>),
+    ) {
+        rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
+        let stamp = core.clock.stamp_ns();
+        if token % HOLD_SAMPLE != 0 {
+            rec.acquired_ns.store(stamp, Ordering::Relaxed);
+        }
+        if ask.owner.is_some() {
+            // The owner is attached before the holding is published, so that a revoke-by-owner
+            // that sees the holding also sees its owner.
+            set_owner(ask.owner.clone());
+        }
+        let deadline = ask.ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
+        rec.lease.store(lease::held(token, deadline), Ordering::Release);
+        if let Some(deadline) = deadline {
+            self.watch_claim(core, deadline);
+        }
+    }
+
+    /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,
+    /// whose compare-exchange set `WATCHED`). See `watch.rs` for why this is race-free.
+    #[inline]
+    fn watch_claim(&self, core: &Core, deadline: u64) {
+        // Acquire: pairs with the Release store in `Wheelhouse::register`, reached through the
+        // word's release sequence (the claim read a word at or after the registrar's `fetch_or`).
+        if self.watch.scheduled.load(Ordering::Acquire) > deadline {
+            core.wheel.register(&self.watch, &self.word, self as *const Self as usize, deadline);
+        }
+    }
+
+    /// Claims for `ask` under the slot lock, taking an overflow record if the inline ones are
+    /// all taken. Returns `Busy` and the other refusals like `try_claim`.
+    ///
+    /// With `flag_if_busy`, a busy word gets `WAITERS` (and `EXCL_WAITING` for an exclusive
+    /// request) in the same compare-exchange loop, so a release either sees the flag and wakes
+    /// the queue, or came first and the claim succeeds: no wake-up is lost.
+    pub(crate) fn claim_locked(
+        &self,
+        core: &Core,
+        ask: &Ask,
+        privileged: bool,
+        flag_if_busy: bool,
+        inner: &mut SlotInner,
+    ) -> Result<Holding, Blocked> {
+        let need = ask.need(privileged);
+        let flags = word::waiting_flags(need.exclusive);
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let cap = self.check_capacity(w, ask.mode)?;
+            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+                Ok(c) => c,
+                Err(Refusal::Busy | Refusal::Exhausted) if flag_if_busy && w & flags != flags => {
+                    match self.word.compare_exchange_weak(w, w | flags, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => w |= flags,
+                        Err(actual) => w = actual,
+                    }
+                    continue;
+                }
+                Err(Refusal::Busy) => return Err(Blocked::Busy),
+                Err(Refusal::Unstable) => return Err(Blocked::Unstable),
+                Err(Refusal::Exhausted) => return Err(Blocked::Exhausted),
+            };
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) if claim.record == OVERFLOW => return Ok(self.finish_overflow(core, ask, claim, inner)),
+                Ok(_) => return Ok(self.finish_claim(core, ask, claim, Some(inner))),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Writes an overflow record for a claim that took units but no inline record.
+    fn finish_overflow(&self, core: &Core, ask: &Ask, claim: Claim, inner: &mut SlotInner) -> Holding {
+        let index = inner.take_overflow();
+        let rec = inner.overflow_record(index).expect("just taken");
+        // SAFETY: the box lives as long as the slot's memory and is never handed out as `&mut`.
+        let rec_ref = unsafe { &*rec };
+        let token = self.token_of(claim.word);
+        let units = claim.units;
+        let record = RecordRef::Overflow(index);
+        self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
+        Holding { record, rec, token, units, managed: ask.managed(), owned: ask.owner.is_some() }
+    }
+
+    /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
+    pub(crate) fn sampled_start(&self, h: &Holding) -> u64 {
+        self.record(h).acquired_ns.load(Ordering::Relaxed)
+    }
+
+    /// The owner label of a live owned holding.
+    pub(crate) fn owner_of(&self, h: &Holding) -> Option<Owner> {
+        let inner = self.lock();
+        let rec = self.record(h);
+        if !lease::is_held_by(rec.lease.load(Ordering::Acquire), h.token)
+            || rec.token.load(Ordering::Relaxed) != h.token
+        {
+            return None;
+        }
+        inner.owner(h.record)
+    }
+
+    /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
+    /// deadline at `now_ns`).
+    pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        if !h.managed {
+            return lease::state(l) == lease::PLAIN && lease::tag(l) == lease::tag_of(h.token);
+        }
+        lease::is_held_by(l, h.token)
+            && rec.token.load(Ordering::Relaxed) == h.token
+            && (!lease::is_leased(l) || lease::deadline_ns(l) > now_ns())
+    }
+
+    /// The holding's deadline, if it is leased and live.
+    pub(crate) fn deadline_of(&self, h: &Holding) -> Option<u64> {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        (lease::is_held_by(l, h.token) && lease::is_leased(l) && rec.token.load(Ordering::Relaxed) == h.token)
+            .then(|| lease::deadline_ns(l))
+    }
+
+    /// Releases a holding. `Err(AlreadyEnded)` if an expirer or a revoker ended it first (the
+    /// guard is then a zombie).
+    #[inline]
+    pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), AlreadyEnded> {
+        match h.record {
+            RecordRef::Inline(idx) => {
+                let rec = self.record(h);
+                if h.managed {
+                    self.end_managed(h, rec)?;
+                    if h.owned {
+                        self.lock().set_owner(h.record, None);
+                    }
+                    self.return_units(core, word::release_delta(idx, h.units));
+                } else {
+                    self.release_plain(core, idx, h.units);
+                }
+                Ok(())
+            }
+            RecordRef::Overflow(index) => {
+                let mut inner = self.lock();
+                let rec = self.record(h);
+                if h.managed {
+                    self.end_managed(h, rec)?;
+                } else {
+                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                }
+                inner.free_overflow(index);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
+                Ok(())
+            }
+        }
+    }
+
+    /// The guard's side of the lease-word race: `HELD -> FREE`, or `Err` if an expirer or revoker
+    /// won first.
+    #[inline]
+    fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), AlreadyEnded> {
+        let current = rec.lease.load(Ordering::Acquire);
+        if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+            return Err(AlreadyEnded);
+        }
+        // AcqRel: wins (or loses) against the expirer's compare-exchange on the same word.
+        rec.lease
+            .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
+            .map(drop)
+            .map_err(|_| AlreadyEnded)
+    }
+
+    /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
+    /// whoever can now proceed.
+    #[inline]
+    pub(crate) fn return_units(&self, core: &Core, delta: u64) {
+        if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
+            return self.return_units_queued(core, delta);
+        }
+        // Release: publishes the holder's critical section to the next claimer's Acquire.
+        let prev = self.word.fetch_sub(delta, Ordering::Release);
+        if prev & word::WAITERS != 0 {
+            self.wake_after_release();
+        }
+    }
+
+    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
+    #[inline]
+    pub(crate) fn release_plain(&self, core: &Core, idx: RecordIdx, units: u32) {
+        // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
+        // before the bit clears (lease.rs: no finished lease lingers).
+        self.records[idx as usize].lease.store(lease::FREE, Ordering::Relaxed);
+        self.return_units(core, word::release_delta(idx, units));
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn return_units_queued(&self, core: &Core, delta: u64) {
+        let mut inner = self.lock();
+        self.return_units_locked(core, delta, &mut inner);
+    }
+
+    /// A waiter queued between the load and the subtraction: wake whoever can proceed.
+    #[cold]
+    #[inline(never)]
+    fn wake_after_release(&self) {
+        let mut inner = self.lock();
+        self.wake_waiters(&mut inner);
+    }
+
+    /// `return_units` with the slot lock held: hands the units straight to the first waiter if it
+    /// has waited too long (eventual fairness), then wakes whoever else can proceed.
+    pub(crate) fn return_units_locked(&self, core: &Core, delta: u64, inner: &mut SlotInner) {
+        if !self.hand_off(core, delta, inner) {
+            self.word.fetch_sub(delta, Ordering::Release);
+        }
+        self.wake_waiters(inner);
+    }
+
+    /// Queues `waiter` (under the slot lock; its claim loop has already set `WAITERS`).
+    pub(crate) fn enqueue(&self, waiter: Arc<Waiter>, inner: &mut SlotInner) {
+        let flags = inner.queue.push(waiter);
+        if flags != 0 {
+            self.word.fetch_or(flags, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes `waiter` from the queue (it gave up, or it claimed by itself after a wake-up) and
+    /// wakes whoever its leaving lets proceed.
+    pub(crate) fn leave_queue(&self, waiter: &Arc<Waiter>, inner: &mut SlotInner) {
+        inner.queue.remove(waiter);
+        self.wake_waiters(inner);
+    }
+
+    /// Wakes the waiters at the front of the queue that the free units can admit, then brings the
+    /// word's queue flags in line with the queue. Under the slot lock.
+    pub(crate) fn wake_waiters(&self, inner: &mut SlotInner) {
+        let w = self.word.load(Ordering::Acquire);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        inner.queue.wake_admitted(capacity, capacity.saturating_sub(word::units(w)));
+        self.sync_queue_flags(inner);
+    }
+
+    /// Sets `WAITERS` and `EXCL_WAITING` to match the queue (`word::with_queue_flags`). Under the
+    /// slot lock, the only place they are cleared.
+    fn sync_queue_flags(&self, inner: &SlotInner) {
+        let flags = inner.queue.flags();
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            let next = word::with_queue_flags(w, flags);
+            if next == w {
+                return;
+            }
+            // Release: a reclaimer that sees the slot idle (its Acquire load of the word) sees
+            // the queue's last change.
+            match self.word.compare_exchange_weak(w, next, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// A release of `delta` that hands the units straight to an overdue first waiter
+    /// (`word::hand_off`): one compare-exchange both returns the releaser's units and claims for
+    /// the waiter, so no barger can slip in between. Returns false (nothing done) if the first
+    /// waiter is not overdue or does not fit; the caller then releases normally.
+    fn hand_off(&self, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
+        let Some(front) = inner.queue.overdue_front() else {
+            return false;
+        };
+        let front = Arc::clone(front);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        let mut w = self.word.load(Ordering::Acquire);
+        let claim = loop {
+            let Some(claim) = word::hand_off(w, delta, capacity, front.ask.need(true), core.counter_limit) else {
+                return false;
+            };
+            // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
+            // Acquire load of its state (after `grant`'s Release) then sees it all.
+            match self.word.compare_exchange_weak(w, claim.word, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break claim,
+                Err(actual) => w = actual,
+            }
+        };
+        let h = self.finish_claim(core, &front.ask, claim, Some(inner));
+        inner.queue.pop_front();
+        front.grant(h);
+        true
+    }
+
+    /// Ends a managed holding that is not the caller's guard's doing: an expiry (only if its
+    /// deadline has passed) or a revocation, as `ending` says. Returns the token and units of the
+    /// holding ended.
+    pub(crate) fn force_end(
+        &self,
+        core: &Core,
+        record: RecordRef,
+        ending: Ending,
+        inner: &mut SlotInner,
+        on_end: &mut dyn FnMut(&Ended),
+    ) -> Option<(u64, u32)> {
+        let (due_at, token) = match ending {
+            Ending::Expiry { now, token } => (Some(now), token),
+            Ending::Revocation { token } => (None, token),
+        };
+        let rec: &Record = match record {
+            RecordRef::Inline(idx) => &self.records[idx as usize],
+            // SAFETY: overflow boxes never move or free while the slot's memory lives.
+            RecordRef::Overflow(i) => unsafe { &*inner.overflow_record(i)? },
+        };
+        let l = rec.lease.load(Ordering::Acquire);
+        if lease::state(l) != lease::HELD {
+            return None;
+        }
+        let t = rec.token.load(Ordering::Relaxed);
+        // A tag that does not match the token is a record between holdings: leave it.
+        if lease::tag_of(t) != lease::tag(l) || token.is_some_and(|want| want != t) {
+            return None;
+        }
+        if let Some(now) = due_at {
+            if !lease::is_due(l, now) {
+                return None;
+            }
+        }
+        // AcqRel: the race against the guard's release and renew, on the same word.
+        rec.lease.compare_exchange(l, lease::expiring(l), Ordering::AcqRel, Ordering::Relaxed).ok()?;
+        // The guard is now a zombie; count it before the units go back, so that the slot is not
+        // reclaimed under it (the reclaimer's Acquire on the word sees this increment).
+        self.zombies.fetch_add(1, Ordering::Relaxed);
+        let stats = core.stats.of(self.hash.load(Ordering::Relaxed));
+        ShardStats::bump(if due_at.is_some() { &stats.expiries } else { &stats.revocations });
+        let units = rec.units();
+        let owner = inner.owner(record);
+        inner.set_owner(record, None);
+        // The units are not back yet, so the slot (and its key) is still pinned for the callback.
+        on_end(&Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() });
+        match record {
+            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), inner),
+            RecordRef::Overflow(i) => {
+                inner.free_overflow(i);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
+            }
+        }
+        Some((t, units))
+    }
+
+    /// Expires every managed holding of this slot whose deadline is before `now_ns`. Returns how
+    /// many it expired and the earliest deadline of the leased holdings left (`u64::MAX` if none),
+    /// and whether some record was between holdings (its lease may not be visible yet).
+    pub(crate) fn expire_overdue(
+        &self,
+        core: &Core,
+        now_ns: u64,
+        word_seen: u64,
+        inner: &mut SlotInner,
+        on_expired: &mut dyn FnMut(&Ended),
+    ) -> ScanResult {
+        let mut result = ScanResult { expired: 0, earliest: u64::MAX, in_flux: false };
+        let mut visit = |this: &Self, record: RecordRef, rec: &Record, inner: &mut SlotInner| {
+            let l = rec.lease.load(Ordering::SeqCst);
+            match lease::state(l) {
+                lease::HELD if lease::is_leased(l) => {
+                    if lease::deadline_ns(l) <= now_ns {
+                        if this
+                            .force_end(core, record, Ending::Expiry { now: now_ns, token: None }, inner, on_expired)
+                            .is_some()
+                        {
+                            result.expired += 1;
+                        } else {
+                            result.in_flux = true;
+                        }
+                    } else {
+                        result.earliest = result.earliest.min(lease::deadline_ns(l));
+                    }
+                }
+                lease::HELD | lease::PLAIN => {}
+                _ => result.in_flux = true,
+            }
+        };
+        for idx in 0..INLINE_RECORDS as RecordIdx {
+            if word::holds_record(word_seen, idx) {
+                visit(self, RecordRef::Inline(idx), &self.records[idx as usize], inner);
+            }
+        }
+        let in_use: Vec<(u32, *const Record)> = inner.overflow_in_use().map(|(i, r)| (i, r as *const Record)).collect();
+        for (i, rec) in in_use {
+            // SAFETY: overflow boxes never move or free while the slot's memory lives.
+            visit(self, RecordRef::Overflow(i), unsafe { &*rec }, inner);
+        }
+        result
+    }
+
+    /// The earliest deadline among the live leased holdings (for a waiter's park timeout).
+    pub(crate) fn earliest_deadline(&self, inner: &SlotInner) -> Option<u64> {
+        let w = self.word.load(Ordering::Acquire);
+        let inline = (0..INLINE_RECORDS as RecordIdx)
+            .filter(|&i| word::holds_record(w, i))
+            .map(|i| self.records[i as usize].lease.load(Ordering::Acquire));
+        let overflow = inner.overflow_in_use().map(|(_, r)| r.lease.load(Ordering::Acquire));
+        inline
+            .chain(overflow)
+            .filter(|&l| lease::state(l) == lease::HELD && lease::is_leased(l))
+            .map(lease::deadline_ns)
+            .min()
+    }
+
+    /// Renews a managed holding: one compare-exchange on its lease word. Returns the new deadline,
+    /// or why not: gone already, or found past its deadline (the caller then expires it, so that
+    /// release and expiry agree with the answer).
+    pub(crate) fn renew(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, Lost> {
+        let rec = self.record(h);
+        loop {
+            let l = rec.lease.load(Ordering::Acquire);
+            if !lease::is_held_by(l, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
+                return Err(Lost::Gone);
+            }
+            let now = core.clock.now_ns();
+            if lease::is_leased(l) && lease::deadline_ns(l) <= now {
+                return Err(Lost::PastDeadline(now));
+            }
+            let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
+            // SeqCst: with the SeqCst load of `scheduled` below and the reaper's SeqCst store of
+            // `scheduled` then load of this word, one of the two sees the other (watch.rs).
+            if rec.lease.compare_exchange(l, lease::renewed(l, deadline), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                let stored = lease::deadline_ns(lease::renewed(l, deadline));
+                if !lease::is_leased(l) {
+                    // A holding that gains a lease: make sure the slot is watched.
+                    self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
+                }
+                if self.watch.scheduled.load(Ordering::SeqCst) > stored {
+                    core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
+                }
+                return Ok(stored);
+            }
+        }
+    }
+
+    /// Gives a plain holding a lease (a renewal of a holding acquired without one); from then on it
+    /// is managed. Returns the deadline, or `Err` if `h` is not a plain holding of this record.
+    pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, AlreadyEnded> {
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        if lease::state(l) != lease::PLAIN || lease::tag(l) != lease::tag_of(h.token) {
+            return Err(AlreadyEnded);
+        }
+        let now = core.clock.now_ns();
+        let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
+        let leased = lease::held(h.token, Some(deadline));
+        // Managed holdings keep their mode and units in the record (the plain word had them).
+        rec.meta.store(lease::plain_meta(l), Ordering::Relaxed);
+        // Only the guard changes a plain lease word, so this cannot fail; SeqCst as in `renew`.
+        rec.lease.compare_exchange(l, leased, Ordering::SeqCst, Ordering::Relaxed).map_err(|_| AlreadyEnded)?;
+        let stored = lease::deadline_ns(leased);
+        // Like a leased claim: the read-modify-write of the word orders this lease against the
+        // reaper's scan (watch.rs).
+        self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
+        if self.watch.scheduled.load(Ordering::SeqCst) > stored {
+            core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
+        }
+        Ok(stored)
+    }
+
+    /// Changes the capacity of an idle slot (a request of another kind found it idle). Returns
+    /// false if the slot was not idle any more.
+    pub(crate) fn reshape(&self, core: &Core, capacity: u32) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        if !word::is_idle(w) {
+            return false;
+        }
+        if self.word.compare_exchange(w, w | word::CAP_CHANGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        self.capacity.store(capacity, Ordering::Relaxed);
+        ShardStats::bump(&core.stats.of(self.hash.load(Ordering::Relaxed)).reshapes);
+        // The change counts as an acquisition, so the word never returns to a value a claimer may
+        // have read with the old capacity (word.rs). A spent counter is rebased on the way.
+        let counter = word::counter(w);
+        let delta = if counter < word::COUNTER_MAX {
+            word::COUNTER_ONE
+        } else {
+            self.token_base.store(self.token_base.load(Ordering::Relaxed) + counter, Ordering::Relaxed);
+            core.stats.of(self.hash.load(Ordering::Relaxed)).retired_acquisitions.fetch_add(counter, Ordering::Relaxed);
+            word::COUNTER_ONE.wrapping_sub(counter << word::COUNTER_SHIFT)
+        };
+        // Release: a claimer that sees the new word sees the new capacity (and base). A
+        // read-modify-write, since the reaper may clear `WATCHED` meanwhile.
+        self.word.fetch_add(delta.wrapping_sub(word::CAP_CHANGING), Ordering::Release);
+        true
+    }
+
+    /// Resets the acquisition counter of an idle slot whose counter is spent, moving the token
+    /// base past every token handed out. Returns false if the slot was not idle.
+    pub(crate) fn rebase(&self, core: &Core) -> bool {
+        let w = self.word.load(Ordering::Acquire);
+        if !word::is_unheld(w) {
+            return false;
+        }
+        if self.word.compare_exchange(w, w | word::CAP_CHANGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        let base = self.token_base.load(Ordering::Relaxed) + word::counter(w);
+        self.token_base.store(base, Ordering::Relaxed);
+        // The acquisitions this counter counted now live in the shard's total.
+        core.stats
+            .of(self.hash.load(Ordering::Relaxed))
+            .retired_acquisitions
+            .fetch_add(word::counter(w), Ordering::Relaxed);
+        // Release: a claimer that reads the reset counter also reads the new base. A read-modify-
+        // write, not a store: the reaper may clear `WATCHED` meanwhile.
+        self.word.fetch_and(!word::REBASE_CLEARS, Ordering::Release);
+        true
+    }
+
+    /// The highest token this incarnation handed out, given its last live word.
+    pub(crate) fn last_token_dead(&self, last_word: u64) -> u64 {
+        self.token_base.load(Ordering::Relaxed) + word::counter(last_word)
+    }
+}
+
+/// A holding an expirer or revoker ended, as its callback sees it (before its units go back).
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) token: u64,
+    /// `meta(mode, units)`.
+    pub(crate) meta: u64,
+    pub(crate) owner: Option<Owner>,
+    /// Expired (true) or revoked.
+    pub(crate) expired: bool,
+}
+
+/// A release or promotion found the holding ended already, by an expirer or a revoker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AlreadyEnded;
+
+/// How `force_end` ends a holding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ending {
+    /// Expire it if its deadline is at or before `now`; with `token`, only the holding with it.
+    Expiry { now: u64, token: Option<u64> },
+    /// Revoke it; with `token`, only the holding with it.
+    Revocation { token: Option<u64> },
+}
+
+/// Why a renewal failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// Expired, revoked or released already.
+    Gone,
+    /// Still held, but its deadline passed at this clock reading.
+    PastDeadline(u64),
+}
+
+/// What a scan of a slot's holdings found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScanResult {
+    pub(crate) expired: usize,
+    pub(crate) earliest: u64,
+    pub(crate) in_flux: bool,
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod layout {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_fits_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Record>(), 32);
+        assert_eq!(std::mem::align_of::<Slot<u64>>(), 64);
+        assert!(std::mem::offset_of!(Slot<u64>, records) + std::mem::size_of::<Record>() <= 64);
+        let size = std::mem::size_of::<Slot<String>>();
+        assert!(size <= 256, "a slot grew to {size} bytes");
+    }
+}

@@ -1,0 +1,388 @@
+//! The table: shards of slots looked up by key hash, and the two ways to claim a slot, the
+//! lock-free fast path (`try_fast`, `claim_found`) and the locked path under the shard lock
+//! (`attempt`: find or create the slot, claim, or queue), with the retry of a woken waiter.
+//!
+//! The engine speaks the vocabulary (`Mode`, `Owner`, `LockError`) and nothing of the façade:
+//! events and traces are the caller's, told through `OnEnded` when the engine ends a holding.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+use crate::engine::core::Core;
+use crate::engine::holding::{Ask, Holding, RecordRef};
+use crate::engine::queue::Waiter;
+use crate::engine::shard::{key_matches, Shard};
+use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
+use crate::engine::sweep::{sweep_on_insert, SweepTimer, IDLE_PER_SHARD, SWEEP_PER_INTERVAL};
+use crate::engine::word;
+use crate::primitives::counters::ShardStats;
+use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
+use crate::primitives::sync::{Arc as SyncArc, Ordering};
+use crate::vocab::{LockError, Mode};
+
+/// The hasher a manager uses unless told otherwise: foldhash's, seeded per process (fast, and
+/// resistant enough to chosen keys for a lock table).
+#[cfg(not(leasehold_loom))]
+pub type DefaultHasher = foldhash::fast::RandomState;
+/// Under loom, a fixed seed: loom replays each execution step by step and needs every run of a
+/// model to hash (and so to probe and sweep) the same way.
+#[cfg(leasehold_loom)]
+pub type DefaultHasher = foldhash::fast::FixedState;
+
+/// Told of every holding the engine ends on its own (an expired blocker met on the locked path),
+/// before its units go back; the façade turns it into an event.
+pub(crate) type OnEnded<'a, K> = &'a dyn Fn(&Slot<K>, &Ended);
+
+/// The lock table: the engine's state for one manager.
+pub(crate) struct Table<K, S> {
+    pub(crate) core: Core,
+    shards: Box<[Shard<K>]>,
+    /// `hash >> shard_shift` is the shard (the index uses the low bits).
+    shard_shift: u32,
+    hasher: S,
+    max_slots: usize,
+    /// A shard with this many slots reclaims idle ones as it creates new ones.
+    idle_per_shard: usize,
+    /// Slots in the index over all shards, kept only when `max_slots` is bounded (a counter every
+    /// slot creation and reclamation writes; unbounded managers sum the shards' own counts).
+    /// Not a synchronising atomic (a bound checked under each shard's own lock), so not loom's.
+    bounded: Option<AtomicUsize>,
+    /// When the next periodic sweep is due (`sweep.rs`).
+    pub(crate) sweep_timer: SweepTimer,
+    /// A driver thread sleeps without a sweep timer while the table is empty: the first slot
+    /// created in a shard wakes it.
+    wake_driver_on_first: bool,
+}
+
+/// How a table is sized (checked by the builder).
+pub(crate) struct TableConfig {
+    pub(crate) shards: usize,
+    pub(crate) max_slots: usize,
+    /// Idle slots kept over the whole table (`None`: the default per shard).
+    pub(crate) idle_slots: Option<usize>,
+    pub(crate) wake_driver_on_first: bool,
+}
+
+impl<K, S> Table<K, S> {
+    pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
+        let TableConfig { shards, max_slots, idle_slots, wake_driver_on_first } = config;
+        let now = core.clock.now_ns();
+        Table {
+            core,
+            shards: (0..shards).map(|_| Shard::new()).collect(),
+            shard_shift: 64 - shards.trailing_zeros(),
+            hasher,
+            max_slots,
+            idle_per_shard: idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
+            bounded: (max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
+            sweep_timer: SweepTimer::new(now),
+            wake_driver_on_first,
+        }
+    }
+
+    /// The shards, for the visits that walk the whole table (snapshots, metrics, sweeps).
+    pub(crate) fn shards(&self) -> &[Shard<K>] {
+        &self.shards
+    }
+
+    /// Slots in the table (held, waited on, or idle and cached), summed over the shards.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.shards.iter().map(Shard::count).sum()
+    }
+}
+
+/// The records of a slot's live holdings (under its lock).
+pub(crate) fn holding_records<K>(slot: &Slot<K>, si: &SlotInner) -> Vec<RecordRef> {
+    let w = slot.word.load(Ordering::Acquire);
+    (0..word::INLINE_RECORDS as word::RecordIdx)
+        .filter(|&i| word::holds_record(w, i))
+        .map(RecordRef::Inline)
+        .chain(si.overflow_in_use().map(|(i, _)| RecordRef::Overflow(i)))
+        .collect()
+}
+
+/// What the locked path did.
+pub(crate) enum Attempt<'a, K> {
+    Acquired(&'a Slot<K>, Holding),
+    Queued(&'a Slot<K>, SyncArc<Waiter>),
+    Failed(LockError),
+}
+
+impl<K, S> Table<K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    #[inline]
+    pub(crate) fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
+        let i = hash.checked_shr(self.shard_shift).unwrap_or(0) as usize;
+        &self.shards[i]
+    }
+
+    /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
+    /// path" (no slot yet, busy, or anything unusual). Also returns the slot found, for spinning.
+    #[inline]
+    pub(crate) fn try_fast<Q>(&self, hash: u64, key: &Q, ask: &Ask) -> (Option<&Slot<K>>, Option<Holding>)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let Some(slot) = self.shard(hash).find(hash) else {
+            return (None, None);
+        };
+        (Some(slot), self.claim_found(slot, key, ask))
+    }
+
+    /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
+    #[inline]
+    pub(crate) fn claim_found<Q>(&self, slot: &Slot<K>, key: &Q, ask: &Ask) -> Option<Holding>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let h = slot.try_claim(&self.core, ask, false).ok()?;
+        // SAFETY: our claim pins the slot, so it is live and its key stays put.
+        if unsafe { key_matches(slot, key) } {
+            Some(h)
+        } else {
+            // A full 64-bit hash collision with a key that holds this slot: undo and go slow.
+            let _ = slot.release(&self.core, &h);
+            None
+        }
+    }
+
+    /// The authoritative path, under the shard lock: finds or creates the slot, claims, or (with
+    /// `waiter`) queues. Expired holders blocking the request are expired first (`on_ended` hears
+    /// of each). Refusals are counted.
+    pub(crate) fn attempt<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ask: &Ask,
+        waiter: Option<&dyn Fn() -> SyncArc<Waiter>>,
+        on_ended: OnEnded<'_, K>,
+    ) -> Attempt<'_, K>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+    {
+        let attempt = self.attempt_locked(hash, key, ask, waiter, on_ended);
+        if let Attempt::Failed(e) = &attempt {
+            self.count_refusal(hash, e);
+        }
+        attempt
+    }
+
+    /// Counts a refused request.
+    #[cold]
+    pub(crate) fn count_refusal(&self, hash: u64, e: &LockError) {
+        let stats = self.core.stats.of(hash);
+        ShardStats::bump(match e {
+            LockError::WouldBlock => &stats.would_block,
+            LockError::TimedOut => &stats.timeouts,
+            _ => &stats.refused,
+        });
+    }
+
+    /// Keeps the bounded count in step with `n` slots reclaimed.
+    pub(crate) fn note_reclaimed(&self, n: usize) {
+        if let (Some(count), true) = (&self.bounded, n > 0) {
+            count.fetch_sub(n, UntrackedOrdering::Relaxed);
+        }
+    }
+
+    /// The locked path's body (see [`attempt`](Table::attempt)).
+    fn attempt_locked<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        ask: &Ask,
+        waiter: Option<&dyn Fn() -> SyncArc<Waiter>>,
+        on_ended: OnEnded<'_, K>,
+    ) -> Attempt<'_, K>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        K: From<Q::Owned>,
+    {
+        let shard = self.shard(hash);
+        let mut reclaimed_for_capacity = false;
+        loop {
+            let mut g = shard.lock();
+            let Some(slot) = shard.find_locked(&g, hash, key) else {
+                if self.bounded.as_ref().is_some_and(|n| n.load(UntrackedOrdering::Relaxed) >= self.max_slots) {
+                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, true);
+                    if reclaimed > 0 {
+                        self.note_reclaimed(reclaimed);
+                        continue;
+                    }
+                    drop(g);
+                    if !reclaimed_for_capacity {
+                        reclaimed_for_capacity = true;
+                        self.sweep_all(true);
+                        continue;
+                    }
+                    return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
+                }
+                let reclaimed = sweep_on_insert(shard, &mut g, self.idle_per_shard, &self.core);
+                let slot = shard.alloc(&mut g);
+                let capacity = ask.mode.capacity();
+                // The new incarnation continues the dead slot's counter (word.rs: no word repeats),
+                // with its token base lowered so that its first token is just above the shard's
+                // high-water mark. A spent counter starts again from zero.
+                let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
+                if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
+                    start = 0;
+                }
+                let base = g.high_water - word::counter(start);
+                // The counter it continues from was counted when the dead slot was reclaimed.
+                self.core.stats.of(hash).retired_acquisitions.fetch_sub(word::counter(start), Ordering::Relaxed);
+                let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                    .expect("a fresh slot admits any request");
+                // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
+                unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
+                // A key used once since its creation gets no second chance from the sweep; one
+                // claimed again since (a hot key) does.
+                slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
+                shard.insert(&mut g, hash, slot);
+                let first_in_shard = g.present == 1;
+                if let Some(n) = &self.bounded {
+                    n.fetch_add(1, UntrackedOrdering::Relaxed);
+                }
+                self.note_reclaimed(reclaimed);
+                drop(g);
+                if first_in_shard && self.wake_driver_on_first {
+                    // The reaper sleeps without a sweep timer while the table is empty.
+                    self.core.wheel.wake_driver_if_idle();
+                }
+                let h = slot.finish_claim(&self.core, ask, claim, None);
+                return Attempt::Acquired(slot, h);
+            };
+            // Found under the shard lock: pinned while we hold it. Take the slot lock too.
+            let mut inner = slot.lock();
+            drop(g);
+            // From here the slot may be reclaimed only once it is idle: our claim or our
+            // `WAITERS` flag prevents that; if neither happens we go round again.
+            match slot.claim_locked(&self.core, ask, false, waiter.is_some(), &mut inner) {
+                Ok(h) => return Attempt::Acquired(slot, h),
+                Err(blocked @ (Blocked::Busy | Blocked::Exhausted)) => {
+                    // A spent counter is reset once nobody holds a unit; until then, wait.
+                    if blocked == Blocked::Exhausted && slot.rebase(&self.core) {
+                        continue;
+                    }
+                    if self.expire_blockers(slot, &mut inner, on_ended) > 0 {
+                        continue;
+                    }
+                    let Some(make) = waiter else {
+                        return Attempt::Failed(LockError::WouldBlock);
+                    };
+                    let w = make();
+                    slot.enqueue(SyncArc::clone(&w), &mut inner);
+                    return Attempt::Queued(slot, w);
+                }
+                Err(Blocked::Mismatch(live)) => {
+                    let requested = match ask.mode {
+                        Mode::Semaphore(n) => n,
+                        _ => word::MAX_UNITS,
+                    };
+                    return Attempt::Failed(LockError::PermitMismatch { live, requested });
+                }
+                Err(Blocked::Reshape) => {
+                    slot.reshape(&self.core, ask.mode.capacity());
+                }
+                Err(Blocked::Unstable | Blocked::Overflow) => crate::primitives::sync::spin_loop(),
+            }
+        }
+    }
+
+    /// A queued waiter's retry after a wake-up, under the slot lock.
+    pub(crate) fn retry_queued(
+        &self,
+        slot: &Slot<K>,
+        waiter: &SyncArc<Waiter>,
+        inner: &mut SlotInner,
+        on_ended: OnEnded<'_, K>,
+    ) -> Option<Holding> {
+        loop {
+            match slot.claim_locked(&self.core, &waiter.ask, true, true, inner) {
+                Ok(h) => {
+                    slot.leave_queue(waiter, inner);
+                    return Some(h);
+                }
+                Err(Blocked::Exhausted) if slot.rebase(&self.core) => continue,
+                Err(Blocked::Busy | Blocked::Exhausted) => {
+                    if self.expire_blockers(slot, inner, on_ended) > 0 {
+                        continue;
+                    }
+                    waiter.rearm();
+                    return None;
+                }
+                Err(_) => {
+                    crate::primitives::sync::spin_loop();
+                }
+            }
+        }
+    }
+
+    /// Expires the leased holders of `slot` whose deadlines have passed (a contender never waits
+    /// on them, whether or not the wheel has run). Returns how many.
+    pub(crate) fn expire_blockers(&self, slot: &Slot<K>, inner: &mut SlotInner, on_ended: OnEnded<'_, K>) -> usize {
+        if slot.earliest_deadline(inner).is_none() {
+            return 0;
+        }
+        let now = self.core.clock.now_ns();
+        let w = slot.word.load(Ordering::Acquire);
+        slot.expire_overdue(&self.core, now, w, inner, &mut |e| on_ended(slot, e)).expired
+    }
+
+    /// How long a queued waiter may sleep before it must look at the holders' deadlines itself.
+    pub(crate) fn holder_deadline_wait(&self, slot: &Slot<K>) -> Option<Duration> {
+        if !self.core.clock.is_real_time() {
+            return None;
+        }
+        let earliest = slot.earliest_deadline(&slot.lock())?;
+        let now = self.core.clock.now_ns();
+        Some(Duration::from_nanos(earliest.saturating_sub(now)))
+    }
+
+    /// Runs the periodic sweep if one is due at `now` (one caller wins a due sweep). Returns
+    /// whether it ran.
+    pub(crate) fn sweep_if_due(&self, now: u64) -> bool {
+        let due = self.sweep_timer.take_due(now);
+        if due {
+            self.sweep_periodic();
+        }
+        due
+    }
+
+    /// The periodic sweep: a bounded stretch of every shard (the hand moves on from where it
+    /// stopped), with a second chance for recently used slots, so the reaper never stalls on a
+    /// huge table. An idle slot outlives its last use by at most two full turns of the hand.
+    fn sweep_periodic(&self) -> usize {
+        self.sweep_shards(SWEEP_PER_INTERVAL, false)
+    }
+
+    /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.
+    pub(crate) fn sweep_all(&self, thorough: bool) -> usize {
+        self.sweep_shards(usize::MAX, thorough)
+    }
+
+    /// Sweeps up to `budget` index entries of each shard, one shard lock at a time.
+    fn sweep_shards(&self, budget: usize, thorough: bool) -> usize {
+        let mut total = 0;
+        for shard in self.shards() {
+            let mut g = shard.lock();
+            let n = shard.sweep(&mut g, budget, usize::MAX, &self.core, thorough);
+            drop(g);
+            self.note_reclaimed(n);
+            total += n;
+        }
+        total
+    }
+}

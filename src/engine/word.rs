@@ -1,0 +1,494 @@
+//! The slot state word: one `u64` that every acquire and release of a key goes through.
+//!
+//! ```text
+//!  63  62  61  60  59  58  57  56  55..52   51 ........ 20   19 ........ 0
+//! [ - | UP| - |CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
+//! ```
+//!
+//! | field | bits | meaning |
+//! |---|---|---|
+//! | `units` | 0..20 | capacity units held. A shared holder or a permit holds 1; an exclusive holder holds the key's whole capacity. |
+//! | `acquisitions` | 20..52 | acquisitions of this slot incarnation so far. A holder's fencing token is the slot's token base plus this counter just after its claim, so the counter is also the ABA tag that makes a stale release fail. |
+//! | `records` | 52..56 | one bit per inline holder record (see `slot.rs`); a holder that finds all four taken uses an overflow record, counted in `units` only. |
+//! | `WT` waiters | 56 | the slot's wait queue is not empty: a release must take the slow path and wake whoever can now proceed. |
+//! | `XW` exclusive waiting | 57 | an exclusive request is queued: new shared or permit requests do not barge past it (writers are not starved). |
+//! | `WCH` watched | 58 | the timer wheel has an entry for this slot that fires no later than `Slot::scheduled`. |
+//! | `DEAD` | 59 | the slot is reclaimed (or never used): no claim may succeed; look the key up again. |
+//! | `CAP` changing | 60 | an idle slot's capacity is being changed by a request of another kind. |
+//! | `UP` | 62 | reserved for an upgradable-shared holder. |
+//!
+//! States (units `u`, records `r`, capacity `c`):
+//!
+//! | state | word | may move to |
+//! |---|---|---|
+//! | dead | `DEAD` | fresh (under the shard lock) |
+//! | idle | `u = 0, r = 0, !WT` | held, dead (the sweep), capacity change |
+//! | shared | `0 < u < c` or `u = c` by permits | more holders (`u + 1 <= c`), fewer |
+//! | exclusive | `u = c`, one record | idle / waiters woken |
+//!
+//! Invariants: `units <= capacity`; an exclusive holder is alone; every inline record bit belongs
+//! to exactly one live holding; `DEAD` only with `u = 0, r = 0, !WT`.
+//!
+//! No word repeats (modulo 2^32 acquisitions): the counter only grows, also across a capacity
+//! change (which counts as an acquisition) and across reclamation (a dead slot keeps its counter
+//! and its next incarnation continues from it, with the token base lowered to match). So a
+//! claimer that loaded a word, then lost the processor while the slot was reshaped or reclaimed
+//! and reused, cannot compare-exchange against it: the capacity and the incarnation it read are
+//! those of the word it installs. Only a rebase (once the counter is spent) starts it at zero.
+//!
+//! Every transition is a pure `const fn` here, tested exhaustively below; the slot module does
+//! nothing but load, call one of these, and compare-exchange. The module is public but hidden, for
+//! the fuzz target of the transitions; it is not part of the crate's API.
+
+#![deny(unsafe_code)]
+
+/// Bits of the `units` field.
+pub const UNITS_BITS: u32 = 20;
+pub use crate::vocab::mode::{MAX_PERMITS, MAX_UNITS};
+// The public limit is what the `units` field counts.
+const _: () = assert!(MAX_UNITS as u64 == (1 << UNITS_BITS) - 1);
+
+const UNITS_MASK: u64 = MAX_UNITS as u64;
+pub const COUNTER_SHIFT: u32 = UNITS_BITS;
+/// Bits of the acquisition counter.
+pub const COUNTER_BITS: u32 = 32;
+/// The largest counter value; a slot whose counter reaches the limit must be rebased while idle.
+pub const COUNTER_MAX: u64 = (1 << COUNTER_BITS) - 1;
+pub const COUNTER_MASK: u64 = COUNTER_MAX << COUNTER_SHIFT;
+pub const COUNTER_ONE: u64 = 1 << COUNTER_SHIFT;
+
+/// Number of inline holder records per slot.
+pub const INLINE_RECORDS: usize = 4;
+const RECORDS_SHIFT: u32 = 52;
+const RECORDS_MASK: u64 = 0xF << RECORDS_SHIFT;
+
+pub const WAITERS: u64 = 1 << 56;
+pub const EXCL_WAITING: u64 = 1 << 57;
+pub const WATCHED: u64 = 1 << 58;
+pub const DEAD: u64 = 1 << 59;
+pub const CAP_CHANGING: u64 = 1 << 60;
+
+/// Which inline record a claim took; `OVERFLOW` means none was free.
+pub type RecordIdx = u8;
+/// No inline record: the holding lives in an overflow record.
+pub const OVERFLOW: RecordIdx = u8::MAX;
+
+/// The units field.
+#[inline]
+pub const fn units(word: u64) -> u32 {
+    (word & UNITS_MASK) as u32
+}
+
+/// The acquisition counter.
+#[inline]
+pub const fn counter(word: u64) -> u64 {
+    (word & COUNTER_MASK) >> COUNTER_SHIFT
+}
+
+/// The inline-record bitmap (bit `i` = record `i` held).
+#[inline]
+pub const fn records(word: u64) -> u8 {
+    ((word & RECORDS_MASK) >> RECORDS_SHIFT) as u8
+}
+
+/// The bit of inline record `idx`.
+#[inline]
+pub const fn record_bit(idx: RecordIdx) -> u64 {
+    1 << (RECORDS_SHIFT + idx as u32)
+}
+
+/// Whether inline record `idx` is held in `word`.
+#[inline]
+pub const fn holds_record(word: u64, idx: RecordIdx) -> bool {
+    word & record_bit(idx) != 0
+}
+
+/// A slot nobody holds or waits on, that is not dead or changing: the sweep may reclaim it.
+#[inline]
+pub const fn is_idle(word: u64) -> bool {
+    word & (UNITS_MASK | RECORDS_MASK | WAITERS | DEAD | CAP_CHANGING) == 0
+}
+
+/// Nobody holds a unit (waiters may be queued), and the slot is live and stable: the acquisition
+/// counter may be reset.
+#[inline]
+pub const fn is_unheld(word: u64) -> bool {
+    word & (UNITS_MASK | RECORDS_MASK | DEAD | CAP_CHANGING) == 0
+}
+
+/// The word a slot's next incarnation starts from: idle, continuing the dead slot's counter.
+#[inline]
+pub const fn reborn(dead: u64) -> u64 {
+    dead & COUNTER_MASK
+}
+
+/// The word of a dead slot that was live with `last`: it keeps the counter (see the module docs).
+#[inline]
+pub const fn dead_from(last: u64) -> u64 {
+    DEAD | (last & COUNTER_MASK)
+}
+
+/// What a request needs from the word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Need {
+    /// Exclusive (takes the whole capacity) or not (takes one unit).
+    pub exclusive: bool,
+    /// A queued waiter retrying after a wake-up may pass the writer-waiting flag: it is in the
+    /// queue already, ahead of the writer or granted by it.
+    pub privileged: bool,
+    /// The holding has a lease, so the claim also marks the slot watched by the timer wheel.
+    pub watch: bool,
+}
+
+/// Why a claim cannot be made from this word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Held in a conflicting mode, or a writer is queued ahead of this reader: wait.
+    Busy,
+    /// The slot is dead or changing capacity: look it up again.
+    Unstable,
+    /// The acquisition counter reached its limit: the slot must be rebased while idle.
+    Exhausted,
+}
+
+/// A successful claim: the word to install and the record it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub word: u64,
+    pub record: RecordIdx,
+    /// Units the claim took, from the capacity it was computed with.
+    pub units: u32,
+}
+
+/// The units a request of this kind holds on a key of this capacity.
+#[inline]
+pub const fn units_for(need: Need, capacity: u32) -> u32 {
+    if need.exclusive {
+        capacity
+    } else {
+        1
+    }
+}
+
+/// Claims units (and the lowest free inline record) for `need` on a key of `capacity`.
+///
+/// `counter_limit` is the largest counter value a claim may produce (normally [`COUNTER_MAX`];
+/// tests shrink it to exercise rebasing).
+#[inline]
+pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
+    if word & (DEAD | CAP_CHANGING) != 0 {
+        return Err(Refusal::Unstable);
+    }
+    let held = units(word);
+    if need.exclusive {
+        if held != 0 {
+            return Err(Refusal::Busy);
+        }
+    } else if held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) {
+        return Err(Refusal::Busy);
+    }
+    if counter(word) >= counter_limit {
+        return Err(Refusal::Exhausted);
+    }
+    let free = !records(word) & 0xF;
+    let record = if free == 0 { OVERFLOW } else { free.trailing_zeros() as RecordIdx };
+    let units = units_for(need, capacity);
+    let mut next = word + units as u64 + COUNTER_ONE;
+    if record != OVERFLOW {
+        next |= record_bit(record);
+    }
+    if need.watch {
+        next |= WATCHED;
+    }
+    Ok(Claim { word: next, record, units })
+}
+
+/// What a release subtracts from the word: the holding's units and its inline record's bit.
+/// Subtracting it (a single `fetch_sub`) clears the bit, because the bit is set.
+#[inline]
+pub const fn release_delta(record: RecordIdx, units: u32) -> u64 {
+    if record == OVERFLOW {
+        units as u64
+    } else {
+        units as u64 + record_bit(record)
+    }
+}
+
+/// Returns `units` and the record of a holding. The caller has checked that the holding is live.
+#[cfg(test)]
+const fn release(word: u64, record: RecordIdx, units: u32) -> u64 {
+    word - release_delta(record, units)
+}
+
+/// The bits a rebase clears: the acquisition counter, and the `CAP_CHANGING` flag it held the
+/// slot with.
+pub const REBASE_CLEARS: u64 = COUNTER_MASK | CAP_CHANGING;
+
+/// The flags a request that will queue sets on a busy word, in its claim loop: `WAITERS`, and
+/// `EXCL_WAITING` for an exclusive request (which stops new readers from barging past it).
+#[inline]
+pub const fn waiting_flags(exclusive: bool) -> u64 {
+    WAITERS | if exclusive { EXCL_WAITING } else { 0 }
+}
+
+/// The queue flags that describe a wait queue: `WAITERS` if anyone waits, `EXCL_WAITING` if an
+/// exclusive request does.
+#[inline]
+pub const fn queue_flags(waiting: bool, exclusive_waiting: bool) -> u64 {
+    (if waiting { WAITERS } else { 0 }) | if exclusive_waiting { EXCL_WAITING } else { 0 }
+}
+
+/// `word` with its queue flags made `flags` (from [`queue_flags`]) and every other field as it was:
+/// the wait queue's owner (under the slot lock, the only place these flags are cleared) brings
+/// the word in line with the queue.
+#[inline]
+pub const fn with_queue_flags(word: u64, flags: u64) -> u64 {
+    (word & !(WAITERS | EXCL_WAITING)) | (flags & (WAITERS | EXCL_WAITING))
+}
+
+/// The word after a release of `delta` (from [`release_delta`]) that hands the freed units
+/// straight to a queued request in the same compare-exchange: a claim for `need` on the released
+/// word, if it fits in an inline record (an overflow record needs the slot lock's bookkeeping
+/// first, so the hand-off is refused and the release goes the ordinary way).
+#[inline]
+pub const fn hand_off(word: u64, delta: u64, capacity: u32, need: Need, counter_limit: u64) -> Option<Claim> {
+    match try_claim(word - delta, capacity, need, counter_limit) {
+        Ok(c) if c.record != OVERFLOW => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARED: Need = Need { exclusive: false, privileged: false, watch: false };
+    const EXCL: Need = Need { exclusive: true, privileged: false, watch: false };
+
+    #[test]
+    fn fields_do_not_overlap() {
+        let fields = [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING];
+        for (i, a) in fields.iter().enumerate() {
+            for b in &fields[i + 1..] {
+                assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
+            }
+        }
+        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 5);
+    }
+
+    /// Exhaustive over every combination of units around the interesting boundaries, every
+    /// record bitmap, every flag, both capacities kinds and every need: the claim either refuses
+    /// for the documented reason or produces a word that keeps every invariant, and releasing the
+    /// claim gives back the original word apart from the counter and the sticky bits.
+    #[test]
+    fn claim_and_release_exhaustively() {
+        let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, WAITERS | WATCHED];
+        let mut checked = 0_u64;
+        for &capacity in &capacities {
+            let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
+            for &held in &unit_values {
+                for recs in 0..16_u64 {
+                    for &flags in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                            let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                            for exclusive in [false, true] {
+                                for privileged in [false, true] {
+                                    for watch in [false, true] {
+                                        let need = Need { exclusive, privileged, watch };
+                                        check_claim(word, capacity, need);
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "only {checked} cases");
+    }
+
+    fn check_claim(word: u64, capacity: u32, need: Need) {
+        let result = try_claim(word, capacity, need, COUNTER_MAX);
+        let held = units(word);
+        let unstable = word & (DEAD | CAP_CHANGING) != 0;
+        let busy =
+            if need.exclusive { held != 0 } else { held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) };
+        match result {
+            Err(Refusal::Unstable) => assert!(unstable, "{word:064b}: refused as unstable"),
+            Err(Refusal::Busy) => assert!(!unstable && busy, "{word:064b} cap {capacity} {need:?}: refused as busy"),
+            Err(Refusal::Exhausted) => {
+                assert!(!unstable && !busy && counter(word) == COUNTER_MAX, "{word:064b}: refused as exhausted")
+            }
+            Ok(Claim { word: next, record, units: claimed }) => {
+                assert!(!unstable && !busy, "{word:064b} cap {capacity} {need:?}: claimed");
+                let taken = units_for(need, capacity);
+                assert_eq!(claimed, taken);
+                assert_eq!(units(next), held + taken, "{word:064b} -> {next:064b}");
+                assert!(units(next) <= capacity, "over capacity: {next:064b}");
+                if need.exclusive {
+                    assert_eq!(held, 0, "exclusive beside a holder: {word:064b}");
+                }
+                assert_eq!(counter(next), counter(word) + 1);
+                assert_eq!(next & WATCHED != 0, need.watch || word & WATCHED != 0);
+                // Flags other than WATCHED are untouched.
+                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING;
+                assert_eq!(next & sticky, word & sticky);
+                if record == OVERFLOW {
+                    assert_eq!(records(word), 0xF, "overflow with a free record: {word:064b}");
+                    assert_eq!(records(next), 0xF);
+                } else {
+                    assert!(!holds_record(word, record), "took a held record: {word:064b}");
+                    assert!(holds_record(next, record));
+                    assert_eq!(records(next), records(word) | (1 << record));
+                    // The lowest free record is taken.
+                    assert_eq!(records(word) & ((1 << record) - 1), (1 << record) - 1);
+                }
+                let back = release(next, record, taken);
+                assert_eq!(units(back), held);
+                assert_eq!(records(back), records(word));
+                assert_eq!(counter(back), counter(word) + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn exclusive_excludes_everything_and_shared_share() {
+        let cap = MAX_UNITS;
+        const FRESH: u64 = 0;
+        let x = try_claim(FRESH, cap, EXCL, COUNTER_MAX).expect("free key");
+        assert_eq!(try_claim(x.word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
+        assert_eq!(try_claim(x.word, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
+        let s1 = try_claim(FRESH, cap, SHARED, COUNTER_MAX).expect("free key");
+        let s2 = try_claim(s1.word, cap, SHARED, COUNTER_MAX).expect("second reader");
+        assert_eq!((s1.record, s2.record), (0, 1));
+        assert_eq!(try_claim(s2.word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
+        // A queued writer stops new readers but not a privileged (queued) one.
+        let queued = s2.word | WAITERS | EXCL_WAITING;
+        assert_eq!(try_claim(queued, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
+        assert!(try_claim(queued, cap, Need { privileged: true, ..SHARED }, COUNTER_MAX).is_ok());
+    }
+
+    #[test]
+    fn semaphore_counts_permits_and_overflows_records() {
+        let cap = 6;
+        let mut word = 0;
+        let mut taken = Vec::new();
+        for i in 0..6 {
+            let c = try_claim(word, cap, SHARED, COUNTER_MAX).expect("a permit is free");
+            assert_eq!(c.record, if i < 4 { i as u8 } else { OVERFLOW });
+            taken.push(c.record);
+            word = c.word;
+        }
+        assert_eq!(try_claim(word, cap, SHARED, COUNTER_MAX), Err(Refusal::Busy));
+        assert_eq!(try_claim(word, cap, EXCL, COUNTER_MAX), Err(Refusal::Busy));
+        for r in taken {
+            word = release(word, r, 1);
+        }
+        assert_eq!(units(word), 0);
+        assert_eq!(records(word), 0);
+        assert!(!is_idle(word | WAITERS));
+        assert!(is_idle(word));
+        // Exclusive on a semaphore key takes every permit.
+        let x = try_claim(word, cap, EXCL, COUNTER_MAX).expect("all permits free");
+        assert_eq!(units(x.word), cap);
+    }
+
+    #[test]
+    fn counter_limit_forces_a_rebase() {
+        let limit = 3;
+        let mut word = 0;
+        for _ in 0..3 {
+            let c = try_claim(word, MAX_UNITS, EXCL, limit).expect("below the limit");
+            word = release(c.word, c.record, MAX_UNITS);
+        }
+        assert_eq!(counter(word), 3);
+        assert_eq!(try_claim(word, MAX_UNITS, EXCL, limit), Err(Refusal::Exhausted));
+        let word = word & !REBASE_CLEARS;
+        assert_eq!(counter(word), 0);
+        assert!(try_claim(word, MAX_UNITS, EXCL, limit).is_ok());
+    }
+
+    /// Every queue-flag transition on every word of the claim test's grid: the result has exactly
+    /// the queue's flags, every other field untouched, and the flags a queuing request sets are
+    /// the queue flags of a queue it has joined.
+    #[test]
+    fn queue_flags_exhaustively() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING];
+        let mut checked = 0_u64;
+        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
+            for recs in 0..16_u64 {
+                for &a in &flag_sets {
+                    for &b in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX] {
+                            let word = held | (recs << RECORDS_SHIFT) | a | b | (counter_value << COUNTER_SHIFT);
+                            for waiting in [false, true] {
+                                for exclusive_waiting in [false, true] {
+                                    let flags = queue_flags(waiting, exclusive_waiting);
+                                    let next = with_queue_flags(word, flags);
+                                    assert_eq!(next & WAITERS != 0, waiting);
+                                    assert_eq!(next & EXCL_WAITING != 0, exclusive_waiting);
+                                    let others = !(WAITERS | EXCL_WAITING);
+                                    assert_eq!(next & others, word & others, "{word:064b} -> {next:064b}");
+                                    assert_eq!(with_queue_flags(next, flags), next, "not idempotent");
+                                    // An emptied queue leaves the word idle exactly when its holders do.
+                                    if !waiting {
+                                        assert_eq!(is_idle(next), is_idle(word & !WAITERS));
+                                    }
+                                    checked += 1;
+                                }
+                            }
+                            for exclusive in [false, true] {
+                                let joined = word | waiting_flags(exclusive);
+                                let others = !(WAITERS | EXCL_WAITING);
+                                assert_eq!(joined & others, word & others);
+                                assert!(joined & WAITERS != 0);
+                                assert_eq!(joined & EXCL_WAITING != 0, exclusive || word & EXCL_WAITING != 0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} cases");
+    }
+
+    /// A hand-off is exactly a release followed by a privileged claim in one step, and never
+    /// takes an overflow record.
+    #[test]
+    fn hand_off_is_release_then_claim() {
+        for capacity in [1_u32, 2, 5, MAX_UNITS] {
+            for exclusive in [false, true] {
+                let holder = Need { exclusive, privileged: false, watch: false };
+                for queued_exclusive in [false, true] {
+                    let need = Need { exclusive: queued_exclusive, privileged: true, watch: false };
+                    let mut word = WAITERS | if queued_exclusive { EXCL_WAITING } else { 0 };
+                    // Fill the key with holders, then hand each one's units over in turn.
+                    let mut held = Vec::new();
+                    while let Ok(c) = try_claim(word, capacity, holder, COUNTER_MAX) {
+                        word = c.word;
+                        held.push(c);
+                        if held.len() > 6 {
+                            break;
+                        }
+                    }
+                    for c in held {
+                        let delta = release_delta(c.record, c.units);
+                        let direct = try_claim(word - delta, capacity, need, COUNTER_MAX);
+                        match hand_off(word, delta, capacity, need, COUNTER_MAX) {
+                            Some(h) => {
+                                assert_eq!(Ok(h), direct);
+                                assert_ne!(h.record, OVERFLOW);
+                                assert_eq!(units(h.word), units(word) - c.units + h.units);
+                                assert!(units(h.word) <= capacity);
+                            }
+                            None => assert!(direct.is_err() || direct.is_ok_and(|d| d.record == OVERFLOW)),
+                        }
+                        word -= delta;
+                    }
+                }
+            }
+        }
+    }
+}
