@@ -113,7 +113,7 @@ impl Leadership<'_> {
         !g.is_lost() && g.is_held()
     }
 
-    /// Publishes `value` (say, the leader's address) to followers ([`LockManager::leader`]) and
+    /// Publishes `value` (say, the leader's address) to followers ([`LockManager::leader`](crate::LockManager::leader)) and
     /// observers.
     ///
     /// # Errors
@@ -147,7 +147,7 @@ impl Leadership<'_> {
         }
     }
 
-    /// Renews the lease by hand, for a leader elected with [`Campaign::renew_by_hand`] (with
+    /// Renews the lease by hand, for a leader elected with [`Campaign::renew_by_hand`](crate::Campaign::renew_by_hand) (with
     /// keep-alive the renewer does it).
     ///
     /// # Errors
