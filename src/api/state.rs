@@ -4,7 +4,6 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
 
 use crate::api::loss::LossDesk;
 
@@ -230,6 +229,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     use crate::expiry::renewer::{AWAKE, IDLE};
+    use std::time::Duration;
     loop {
         let Some(state) = weak.upgrade() else { return };
         let renewer = &state.renewer;
