@@ -21,6 +21,8 @@
 //!   winner could acquire); a resigner records its end after releasing, unless a successor
 //!   already did; a tenure lost with no successor is closed by the loss callback, or by the
 //!   next reader of the board, whichever comes first.
+//! - Boards are kept for the manager's life (one small record per election name ever used):
+//!   elections are few, and an observer may subscribe before any candidate campaigns.
 
 use std::any::Any;
 use std::collections::HashMap;
