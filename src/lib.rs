@@ -21,7 +21,7 @@ pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderI
 pub use observe::{MetricsSnapshot, WaiterInfo};
 pub use primitives::clock::{Clock, ManualClock, MonotonicClock};
 pub use primitives::counters::HOLD_SAMPLE;
-pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_UNITS};
+pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_TOKEN_FLOOR, MAX_UNITS};
 
 /// The state word's layout and its pure transitions (hidden: for the fuzz target and loom models).
 #[doc(hidden)]

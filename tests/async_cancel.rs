@@ -12,6 +12,22 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl CountingWaker {
+    fn woken(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_waiters_leave_nothing_behind() {
     let locks = Arc::new(LockManager::<String>::new());
@@ -62,13 +78,17 @@ async fn waiters_get_the_lock_in_turn() {
 
 #[test]
 fn a_future_dropped_after_being_handed_the_lock_gives_it_back() {
-    let locks = LockManager::<u64>::new();
+    let clock = leasehold::ManualClock::new();
+    let locks = LockManager::<u64>::builder().clock(clock.clone()).build().unwrap();
     let holder = locks.exclusive(&1).try_acquire().unwrap();
     let mut fut = Box::pin(locks.exclusive(&1).acquire_async());
-    assert!(poll_once(fut.as_mut()).is_pending());
-    // Let it wait past the fairness bound, so the release hands the lock to it directly.
-    std::thread::sleep(Duration::from_millis(2));
+    let woken = Arc::new(CountingWaker::default());
+    assert!(fut.as_mut().poll(&mut Context::from_waker(&Waker::from(woken.clone()))).is_pending());
+    // Past the fairness bound by the manager's clock: the release hands the lock to it directly.
+    clock.advance(Duration::from_millis(1));
     drop(holder);
+    assert_eq!(woken.woken(), 1);
+    assert_eq!(locks.inspect(&1).map(|i| (i.holders.len(), i.waiters.len())), Some((1, 0)), "not handed the lock");
     // Dropped without being polled again: whatever it was handed must come back.
     drop(fut);
     assert!(locks.exclusive(&1).try_acquire().is_ok());
@@ -84,10 +104,12 @@ fn a_cancelled_writer_lets_the_readers_behind_it_in() {
     // Writer queued: a new reader waits behind it.
     assert_eq!(locks.shared(&1).try_acquire().unwrap_err(), LockError::WouldBlock);
     let mut late_reader = Box::pin(locks.shared(&1).acquire_async());
-    assert!(poll_once(late_reader.as_mut()).is_pending());
+    let woken = Arc::new(CountingWaker::default());
+    let waker = Waker::from(woken.clone());
+    assert!(late_reader.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
     drop(writer);
-    // The writer's leaving woke the reader behind it.
-    match poll_once(late_reader.as_mut()) {
+    assert_eq!(woken.woken(), 1, "the writer's leaving did not wake the reader behind it");
+    match late_reader.as_mut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(Ok(g)) => assert!(g.is_held()),
         other => {
             panic!("the reader behind a cancelled writer is still waiting: {:?}", other.map(|r| r.map(|g| g.token())))

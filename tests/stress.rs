@@ -159,7 +159,10 @@ fn every_waiter_gets_the_hot_key() {
                 done.fetch_add(1, Ordering::SeqCst);
             });
         }
-        thread::sleep(Duration::from_millis(20));
+        // Every waiter queued (observed, not slept for) before the holder lets go.
+        while locks.inspect(&7).map_or(0, |i| i.waiters.len()) < 8 {
+            thread::yield_now();
+        }
         assert_eq!(done.load(Ordering::SeqCst), 0, "a waiter got a key that is held");
         drop(holder);
     });

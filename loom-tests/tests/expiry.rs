@@ -18,7 +18,9 @@ static RELEASE_WON: Seen = Seen::new();
 static EXPIRY_WON: Seen = Seen::new();
 
 /// A holding past its deadline: the guard releases while `expire_due` runs. Exactly one of them
-/// ends it (release `Ok` xor `expire_due() == 1`), and its unit comes back exactly once: the key
+/// ends it, as an expiry either way (past the deadline the release expires the holding itself and
+/// returns `Expired`: it never says `Ok` once `is_held` says false), so the release wins iff
+/// `expire_due() == 0`; one expiry is counted, and its unit comes back exactly once: the key
 /// can be taken exclusively again, and afterwards the slot is idle (no unit returned twice, no
 /// record bit or zombie count left behind), so it is reclaimed.
 #[test]
@@ -34,10 +36,11 @@ fn release_races_expiry_one_winner() {
         let released = g.release();
         let expired = expirer.join().expect("expire_due finished");
         match (released, expired) {
-            (Ok(()), 0) => RELEASE_WON.mark(),
+            (Err(LockError::Expired), 0) => RELEASE_WON.mark(),
             (Err(LockError::Expired), 1) => EXPIRY_WON.mark(),
             (released, expired) => panic!("release {released:?} and expire_due {expired}: not exactly one winner"),
         }
+        assert_eq!(locks.metrics().expiries, 1);
         let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
         drop(again);
         assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));

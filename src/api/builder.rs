@@ -18,7 +18,7 @@ use crate::observe::events::EventBus;
 use crate::primitives::clock::{duration_ns, Clock, ClockSource, MonotonicClock};
 use crate::primitives::counters::Stats;
 use crate::primitives::sync::untracked::AtomicBool;
-use crate::vocab::ConfigError;
+use crate::vocab::{ConfigError, MAX_TOKEN_FLOOR};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReaperMode {
@@ -71,6 +71,7 @@ pub struct Builder<K, S = DefaultHasher> {
     clock: Option<ClockSource>,
     hasher: S,
     counter_limit: u64,
+    token_floor: u64,
     describe_key: Option<fn(&K) -> String>,
     _key: PhantomData<fn(K)>,
 }
@@ -97,6 +98,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             clock: None,
             hasher: DefaultHasher::default(),
             counter_limit: COUNTER_MAX,
+            token_floor: 0,
             describe_key: None,
             _key: PhantomData,
         }
@@ -120,9 +122,11 @@ impl<K, S> Builder<K, S> {
         self
     }
 
-    /// Bound on slots in the table (held, waited on, or cached idle). An acquire that needs a new
-    /// slot beyond it first reclaims idle slots, then fails with [`LockError::Capacity`](crate::LockError::Capacity).
-    /// Default: unbounded.
+    /// Bound on slots in the table (held, waited on, or cached idle), exact under concurrent
+    /// creators. An acquire that needs a new slot beyond it first reclaims idle slots (a bounded
+    /// stretch of the table per attempt, so a refusal costs O(1); repeated attempts go round the
+    /// whole table, and the reaper reclaims idle slots within about two seconds), then fails
+    /// with [`LockError::Capacity`](crate::LockError::Capacity). Default: unbounded.
     ///
     /// # Examples
     ///
@@ -218,6 +222,7 @@ impl<K, S> Builder<K, S> {
             clock: self.clock,
             hasher,
             counter_limit: self.counter_limit,
+            token_floor: self.token_floor,
             describe_key: self.describe_key,
             _key: PhantomData,
         }
@@ -237,6 +242,34 @@ impl<K, S> Builder<K, S> {
         K: fmt::Debug,
     {
         self.describe_key = Some(|k| format!("{k:?}"));
+        self
+    }
+
+    /// Every fencing token this manager hands out is greater than `floor`, for every key
+    /// (default 0: tokens start at 1). A process that restarts and fences a durable or remote
+    /// resource sets it to the highest token that resource has accepted (or a persisted epoch,
+    /// such as a restart counter times 2^40), so its tokens continue above the old ones instead
+    /// of being rejected as stale. At most [`MAX_TOKEN_FLOOR`], so tokens cannot run out;
+    /// more is [`ConfigError::TokenFloor`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{ConfigError, LockManager, MAX_TOKEN_FLOOR};
+    ///
+    /// // The resource accepted token 41_977 before the restart.
+    /// let locks = LockManager::<String>::builder().token_floor(41_977).build()?;
+    /// let g = locks.exclusive("ledger").try_acquire().unwrap();
+    /// assert!(g.token().as_u64() > 41_977);
+    /// assert_eq!(
+    ///     LockManager::<String>::builder().token_floor(u64::MAX).build().unwrap_err(),
+    ///     ConfigError::TokenFloor { floor: u64::MAX }
+    /// );
+    /// # let _ = MAX_TOKEN_FLOOR;
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn token_floor(mut self, floor: u64) -> Self {
+        self.token_floor = floor;
         self
     }
 
@@ -274,6 +307,9 @@ where
             Some(n) => n,
             None => default_shards(),
         };
+        if self.token_floor > MAX_TOKEN_FLOOR {
+            return Err(ConfigError::TokenFloor { floor: self.token_floor });
+        }
         if self.max_slots == 0 {
             return Err(ConfigError::MaxSlots { max_slots: 0 });
         }
@@ -301,6 +337,7 @@ where
             max_slots: self.max_slots,
             idle_slots: self.idle_slots,
             wake_driver_on_first: reaper == ReaperMode::Thread,
+            token_floor: self.token_floor,
         };
         let state = Arc::new_cyclic(|me| State {
             me: me.clone(),

@@ -11,7 +11,7 @@ use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordRef};
-use crate::engine::lease::MAX_TTL;
+use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
@@ -203,32 +203,27 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 Err(NotRenewed::PastDeadline(now)) => {
                     // Lost even though nobody expired it yet: expire it now, so that release and
                     // expiry agree with this answer.
-                    let events = &self.locks.events;
-                    let mut si = self.slot.lock();
-                    self.slot.force_end(
-                        core,
-                        h.record,
-                        Ending::Expiry { now, token: Some(h.token) },
-                        &mut si,
-                        &mut |e| {
-                            // Before the units go back, as every ender does (loss.rs).
-                            self.locks.losses.holding_ended(self.slot as *const Slot<K> as usize, e.token, true);
-                            if events.is_active() {
-                                // SAFETY: the units are not back yet: the slot is pinned.
-                                let key = unsafe { self.slot.key() };
-                                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
-                            }
-                        },
-                    );
+                    self.expire_own(&h, now);
                     Err(LockError::Expired)
                 }
             }
         } else {
-            let promoted = self.slot.promote(core, &h, duration_ns(ttl)).map_err(|AlreadyEnded| LockError::Expired);
-            if promoted.is_ok() {
-                self.managed.store(true, UntrackedOrdering::Relaxed);
+            match self.slot.promote(core, &h, duration_ns(ttl)) {
+                Ok(_) => {
+                    self.managed.store(true, UntrackedOrdering::Relaxed);
+                    Ok(())
+                }
+                // Another thread's renew of this guard promoted it first: renew the managed
+                // holding (it fails only if the holding is really gone or past its deadline).
+                Err(AlreadyEnded) => match self.slot.renew(core, &Holding { managed: true, ..h }, duration_ns(ttl)) {
+                    Ok(_) => Ok(()),
+                    Err(NotRenewed::Gone) => Err(LockError::Expired),
+                    Err(NotRenewed::PastDeadline(now)) => {
+                        self.expire_own(&Holding { managed: true, ..h }, now);
+                        Err(LockError::Expired)
+                    }
+                },
             }
-            promoted.map(drop)
         };
         match renewed {
             Ok(()) => {
@@ -387,6 +382,25 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         self.service.get().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
     }
 
+    /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
+    /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
+    #[cold]
+    fn expire_own(&self, h: &Holding, now: u64) {
+        let core = &self.locks.table.core;
+        let events = &self.locks.events;
+        let mut si = self.slot.lock();
+        self.slot.force_end(core, h.record, Ending::Expiry { now, token: Some(h.token) }, &mut si, &mut |e| {
+            // Before the units go back, as every ender does (loss.rs). A release detached its
+            // signal first, so only a renewal that found the deadline passed fires it here.
+            self.locks.losses.holding_ended(self.slot as *const Slot<K> as usize, e.token, true);
+            if events.is_active() {
+                // SAFETY: the units are not back yet: the slot is pinned.
+                let key = unsafe { self.slot.key() };
+                events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
+            }
+        });
+    }
+
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
     fn emit(&self, kind: EventKind) {
         if let Some(event) = self.prepare(kind) {
@@ -457,15 +471,33 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(never)]
     fn finish_slow(&mut self) -> Result<(), LockError> {
         let h = self.current();
-        // Built while the holding still pins the key; sent only if the release wins.
-        let event = self.prepare(EventKind::Released);
-        match self.slot.release(&self.locks.table.core, &h) {
-            Ok(()) => {
-                if let Some(event) = event {
-                    self.locks.events.send(event);
+        let core = &self.locks.table.core;
+        if h.managed {
+            // Past its deadline, the holding is lost whether or not an expirer came: end it as an
+            // expiry, so that release agrees with `is_held` (the compare-exchange of the release
+            // below then fails). A renew cannot move the deadline back once it has passed.
+            // One load of the lease word (`force_end` checks the holding is still this one) and
+            // the exact clock, as `is_held` reads it: the coarse stamp may lag it by more than
+            // its stated resolution (a stress run saw `Ok` after `is_held` said false with it).
+            let l = self.slot.lease_word(&h);
+            if lease::is_leased(l) {
+                let now = core.clock.now_ns();
+                if lease::deadline_ns(l) <= now {
+                    self.expire_own(&h, now);
                 }
-                Ok(())
             }
+        }
+        // Built while the holding still pins the key; sent once the release has won and before
+        // the units go back, so that no successor's `Acquired` comes before it.
+        let released = match self.prepare(EventKind::Released) {
+            None => self.slot.release(core, &h),
+            Some(event) => {
+                let events = &self.locks.events;
+                self.slot.release_then(core, &h, || events.send(event))
+            }
+        };
+        match released {
+            Ok(()) => Ok(()),
             Err(AlreadyEnded) => {
                 // An expirer or revoker ended the holding and counted this guard as a zombie;
                 // this is the guard's last touch of the slot. Release: pairs with the

@@ -311,7 +311,7 @@ where
                 }
             }
         }
-        let make = || Waiter::for_thread(ask.clone());
+        let make = || Waiter::for_thread(ask.clone(), locks.table.core.clock.now_ns());
         match locks.attempt(hash, self.key, &ask, Some(&make)) {
             Attempt::Acquired(slot, h) => Ok((slot, h)),
             Attempt::Failed(e) => Err(e),
@@ -342,7 +342,7 @@ where
     /// ```
     pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
         let ask = self.checked_ask();
-        AcquireFuture { request: self, ask, state: FutureState::Start }
+        AcquireFuture { request: self, ask, state: FutureState::Start, timer: None }
     }
 }
 
@@ -395,12 +395,49 @@ where
     }
 }
 
+/// Arms the process timer to wake the task at the earliest holder deadline `earliest` (clock
+/// nanoseconds), once per deadline. Returns false if that deadline has passed already (the caller
+/// retries now, expiring the holder). With a manual clock, time moves only when the test moves it
+/// and `advance` runs the expiry, so nothing is armed.
+fn arm_holder_timer<K, S>(
+    locks: &State<K, S>,
+    earliest: Option<u64>,
+    armed: &mut Option<(u64, Instant)>,
+    waker: &std::task::Waker,
+) -> bool
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let Some(deadline) = earliest else { return true };
+    if !locks.table.core.clock.is_real_time() {
+        return true;
+    }
+    let now = locks.table.core.clock.now_ns();
+    if deadline <= now {
+        return false;
+    }
+    let real_now = Instant::now();
+    // Armed again for a new deadline, or if the timer fired before the clock reached this one.
+    if armed.is_none_or(|(d, at)| d != deadline || at <= real_now) {
+        let at = real_now + Duration::from_nanos(deadline - now);
+        *armed = Some((deadline, at));
+        #[cfg(not(leasehold_loom))]
+        crate::primitives::timer::wake_at(at, waker);
+        #[cfg(leasehold_loom)]
+        let _ = waker;
+    }
+    true
+}
+
 /// The future of [`Request::acquire_async`].
 #[must_use = "futures do nothing unless polled"]
 pub struct AcquireFuture<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
     request: Request<'m, 'q, K, Q, S>,
     ask: Result<Ask, LockError>,
     state: FutureState<'m, K>,
+    /// The holder deadline the process timer is armed for, and the instant it fires.
+    timer: Option<(u64, Instant)>,
 }
 
 enum FutureState<'m, K> {
@@ -451,7 +488,7 @@ where
                     this.state = FutureState::Done;
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
                 }
-                let make = || Waiter::for_task(ask.clone(), cx.waker().clone());
+                let make = || Waiter::for_task(ask.clone(), cx.waker().clone(), locks.table.core.clock.now_ns());
                 match locks.attempt(hash, key, &ask, Some(&make)) {
                     Attempt::Acquired(slot, h) => {
                         this.state = FutureState::Done;
@@ -462,7 +499,10 @@ where
                         Poll::Ready(Err(e))
                     }
                     Attempt::Queued(slot, waiter) => {
+                        let earliest = slot.earliest_deadline(&slot.lock());
                         this.state = FutureState::Queued(slot, waiter);
+                        // The attempt expired whoever was past due, so this only arms the timer.
+                        let _ = arm_holder_timer(locks, earliest, &mut this.timer, cx.waker());
                         Poll::Pending
                     }
                 }
@@ -476,7 +516,10 @@ where
                 }
                 if waiter.is_waiting() {
                     waiter.set_waker(cx.waker());
-                    if waiter.is_waiting() {
+                    let earliest = slot.earliest_deadline(&slot.lock());
+                    // Not woken: still pending unless a holder's deadline has passed, which this
+                    // future must act on itself (no reaper may run).
+                    if waiter.is_waiting() && arm_holder_timer(locks, earliest, &mut this.timer, cx.waker()) {
                         return Poll::Pending;
                     }
                 }
@@ -488,6 +531,12 @@ where
                     this.state = FutureState::Done;
                     locks.count_contended(slot, &waiter);
                     return Poll::Ready(Ok(this.request.guard(slot, h)));
+                }
+                let earliest = slot.earliest_deadline(&g);
+                drop(g);
+                if !arm_holder_timer(locks, earliest, &mut this.timer, cx.waker()) {
+                    // A holder came due between the retry and now: poll again.
+                    cx.waker().wake_by_ref();
                 }
                 Poll::Pending
             }

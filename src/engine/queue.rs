@@ -23,8 +23,10 @@ use crate::engine::holding::{Ask, Holding};
 use crate::engine::word;
 use crate::primitives::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
 
-/// How long a waiter may lose to bargers before a release hands the lock to it directly.
+/// How long a waiter may lose to bargers before a release hands the lock to it directly, by the
+/// manager's clock.
 pub(crate) const FAIR_AFTER: Duration = Duration::from_micros(500);
+const FAIR_AFTER_NS: u64 = FAIR_AFTER.as_nanos() as u64;
 
 /// A slot's queue of waiting requests, in arrival order. It lives under the slot lock; the slot
 /// keeps the word's `WAITERS` and `EXCL_WAITING` flags equal to [`flags`](WaitQueue::flags).
@@ -44,8 +46,10 @@ const GRANTED: u8 = 2;
 pub(crate) struct Waiter {
     pub(crate) ask: Ask,
     state: AtomicU8,
-    /// When it first queued (real time), for the fairness hand-off.
+    /// When it first queued (real time), for the wait-time metrics and introspection.
     since: Instant,
+    /// When it first queued by the manager's clock, for the fairness hand-off.
+    queued_ns: u64,
     wake: Wake,
     grant: Mutex<Option<Holding>>,
 }
@@ -57,22 +61,24 @@ enum Wake {
 
 impl Waiter {
     /// A waiter that parks the current thread.
-    pub(crate) fn for_thread(ask: Ask) -> Arc<Self> {
+    pub(crate) fn for_thread(ask: Ask, now_ns: u64) -> Arc<Self> {
         Arc::new(Waiter {
             ask,
             state: AtomicU8::new(WAITING),
             since: Instant::now(),
+            queued_ns: now_ns,
             wake: Wake::Thread(thread::current()),
             grant: Mutex::new(None),
         })
     }
 
     /// A waiter that wakes a task.
-    pub(crate) fn for_task(ask: Ask, waker: Waker) -> Arc<Self> {
+    pub(crate) fn for_task(ask: Ask, waker: Waker, now_ns: u64) -> Arc<Self> {
         Arc::new(Waiter {
             ask,
             state: AtomicU8::new(WAITING),
             since: Instant::now(),
+            queued_ns: now_ns,
             wake: Wake::Task(Mutex::new(Some(waker))),
             grant: Mutex::new(None),
         })
@@ -140,10 +146,10 @@ impl Waiter {
         }
     }
 
-    /// Whether it has waited long enough to be handed the lock.
-    fn is_overdue(&self) -> bool {
-        // Under loom, time is not part of the model: no hand-offs, so runs are deterministic.
-        !cfg!(leasehold_loom) && self.since.elapsed() >= FAIR_AFTER
+    /// Whether it has waited long enough to be handed the lock, at `now_ns` on the manager's
+    /// clock (so a manual clock decides it; loom models stay deterministic).
+    fn is_overdue(&self, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.queued_ns) >= FAIR_AFTER_NS
     }
 }
 
@@ -173,6 +179,11 @@ impl WaitQueue {
     /// Removes the first waiter.
     pub(crate) fn pop_front(&mut self) -> Option<Arc<Waiter>> {
         self.waiters.pop_front()
+    }
+
+    /// The waiters queued ahead of `waiter`, from the front (all of them if it is not queued).
+    pub(crate) fn ahead_of<'a>(&'a self, waiter: &'a Arc<Waiter>) -> impl Iterator<Item = &'a Arc<Waiter>> + 'a {
+        self.waiters.iter().take_while(move |w| !Arc::ptr_eq(w, waiter))
     }
 
     /// The waiters, from the front.
@@ -212,7 +223,9 @@ impl WaitQueue {
 
     /// The first waiter, if a release should hand it the units directly: it is parked (not
     /// already retrying) and has waited longer than [`FAIR_AFTER`].
-    pub(crate) fn overdue_front(&self) -> Option<&Arc<Waiter>> {
-        self.waiters.front().filter(|front| front.state.load(Ordering::Relaxed) == WAITING && front.is_overdue())
+    /// `now_ns` is the manager's clock (so a manual clock decides it, and loom models stay
+    /// deterministic).
+    pub(crate) fn overdue_front(&self, now_ns: u64) -> Option<&Arc<Waiter>> {
+        self.waiters.front().filter(|front| front.state.load(Ordering::Relaxed) == WAITING && front.is_overdue(now_ns))
     }
 }

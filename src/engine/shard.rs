@@ -105,7 +105,8 @@ pub(crate) enum Reclaim {
 }
 
 impl<K> Shard<K> {
-    pub(crate) fn new() -> Self {
+    /// An empty shard whose first token is `token_floor + 1`.
+    pub(crate) fn new(token_floor: u64) -> Self {
         Shard {
             table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
             count: CachePadded::new(untracked::AtomicUsize::new(0)),
@@ -114,7 +115,7 @@ impl<K> Shard<K> {
                 free: Vec::new(),
                 chunks: Vec::new(),
                 retired: Vec::new(),
-                high_water: 0,
+                high_water: token_floor,
                 hand: 0,
                 sweep_backoff: 0,
                 sweep_skip: 0,

@@ -423,7 +423,7 @@ impl<K> Slot<K> {
     }
 
     /// Writes an overflow record for a claim that took units but no inline record.
-    fn finish_overflow(&self, core: &Core, ask: &Ask, claim: Claim, inner: &mut SlotInner) -> Holding {
+    pub(crate) fn finish_overflow(&self, core: &Core, ask: &Ask, claim: Claim, inner: &mut SlotInner) -> Holding {
         let index = inner.take_overflow();
         let rec = inner.overflow_record(index).expect("just taken");
         // SAFETY: the box lives as long as the slot's memory and is never handed out as `&mut`.
@@ -457,12 +457,20 @@ impl<K> Slot<K> {
     pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if !h.managed {
-            return lease::state(l) == lease::PLAIN && lease::tag(l) == lease::tag_of(h.token);
+        if !h.managed && lease::state(l) == lease::PLAIN {
+            return lease::tag(l) == lease::tag_of(h.token);
         }
+        // A managed holding, or a plain one that another thread's renew of the same guard has
+        // just promoted (the guard's `managed` flag may not show it yet).
         lease::is_held_by(l, h.token)
             && rec.token.load(Ordering::Relaxed) == h.token
             && (!lease::is_leased(l) || lease::deadline_ns(l) > now_ns())
+    }
+
+    /// The holding's lease word as it is now (whoever's it is).
+    #[inline]
+    pub(crate) fn lease_word(&self, h: &Holding) -> u64 {
+        self.record(h).lease.load(Ordering::Acquire)
     }
 
     /// The holding's deadline, if it is leased and live.
@@ -477,6 +485,14 @@ impl<K> Slot<K> {
     /// guard is then a zombie).
     #[inline]
     pub(crate) fn release(&self, core: &Core, h: &Holding) -> Result<(), AlreadyEnded> {
+        self.release_then(core, h, || {})
+    }
+
+    /// `release`, running `ended` once the holding is won for the release and before its units
+    /// go back (the guard sends its `Released` event there, so that it comes before the next
+    /// holder's `Acquired`).
+    #[inline]
+    pub(crate) fn release_then(&self, core: &Core, h: &Holding, ended: impl FnOnce()) -> Result<(), AlreadyEnded> {
         match h.record {
             RecordRef::Inline(idx) => {
                 let rec = self.record(h);
@@ -485,8 +501,10 @@ impl<K> Slot<K> {
                     if h.owned {
                         self.lock().set_owner(h.record, None);
                     }
+                    ended();
                     self.return_units(core, word::release_delta(idx, h.units));
                 } else {
+                    ended();
                     self.release_plain(core, idx, h.units);
                 }
                 Ok(())
@@ -499,6 +517,7 @@ impl<K> Slot<K> {
                 } else {
                     rec.lease.store(lease::FREE, Ordering::Relaxed);
                 }
+                ended();
                 inner.free_overflow(index);
                 self.return_units_locked(core, word::release_delta(OVERFLOW, h.units), &mut inner);
                 Ok(())
@@ -616,7 +635,7 @@ impl<K> Slot<K> {
     /// the waiter, so no barger can slip in between. Returns false (nothing done) if the first
     /// waiter is not overdue or does not fit; the caller then releases normally.
     fn hand_off(&self, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
-        let Some(front) = inner.queue.overdue_front() else {
+        let Some(front) = inner.queue.overdue_front(core.clock.now_ns()) else {
             return false;
         };
         let front = Arc::clone(front);
@@ -633,7 +652,13 @@ impl<K> Slot<K> {
                 Err(actual) => w = actual,
             }
         };
-        let h = self.finish_claim(core, &front.ask, claim, Some(inner));
+        // A claim that found the four inline records taken gets an overflow record, so the
+        // hand-off holds for any number of holders.
+        let h = if claim.record == word::OVERFLOW {
+            self.finish_overflow(core, &front.ask, claim, inner)
+        } else {
+            self.finish_claim(core, &front.ask, claim, Some(inner))
+        };
         inner.queue.pop_front();
         front.grant(h);
         true
@@ -684,7 +709,11 @@ impl<K> Slot<K> {
         let owner = inner.owner(record);
         inner.set_owner(record, None);
         // The units are not back yet, so the slot (and its key) is still pinned for the callback.
-        on_end(&Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() });
+        // It runs user code (the key's `Clone` and `Debug` for events and traces): a panic there
+        // loses the event, but must not leave the units out (the key held forever) or unwind
+        // through the reaper.
+        let ended = Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_end(&ended)));
         match record {
             RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), inner),
             RecordRef::Overflow(i) => {

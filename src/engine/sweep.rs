@@ -13,7 +13,7 @@ use crate::primitives::sync::{AtomicU64, Ordering};
 /// The idle sweep on a slot creation in a shard that already has `idle_per_shard` slots: it looks
 /// at up to this many index entries, and stops once it has reclaimed two slots, so that under a
 /// churn of new keys the shard stays near its bound and shrinks back to it after a burst.
-const SWEEP_ON_INSERT: usize = 32;
+pub(crate) const SWEEP_ON_INSERT: usize = 32;
 const RECLAIM_ON_INSERT: usize = 2;
 /// Default bound on the slots a shard keeps before creations start reclaiming idle ones. A key
 /// reused within a working set below `shards * idle_per_shard` keeps its slot (no insert and
@@ -25,6 +25,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// entries per shard is swept whole every interval (with the second chance, an idle slot then
 /// outlives its last use by at most two intervals); a larger one a stretch at a time.
 pub(crate) const SWEEP_PER_INTERVAL: usize = 4096;
+/// Shards a refusal at the slot bound sweeps a stretch of (`SWEEP_ON_INSERT` entries each), so a
+/// refusal costs O(1) however large the table.
+pub(crate) const CAPACITY_SWEEP_SHARDS: usize = 8;
 /// Most creations an insert-time sweep that found nothing lets pass before it looks again.
 const MAX_SWEEP_BACKOFF: u32 = 1024;
 

@@ -14,7 +14,9 @@ use crate::engine::holding::{Ask, Holding, RecordRef};
 use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
-use crate::engine::sweep::{sweep_on_insert, SweepTimer, IDLE_PER_SHARD, SWEEP_PER_INTERVAL};
+use crate::engine::sweep::{
+    sweep_on_insert, SweepTimer, CAPACITY_SWEEP_SHARDS, IDLE_PER_SHARD, SWEEP_ON_INSERT, SWEEP_PER_INTERVAL,
+};
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
 use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
@@ -48,6 +50,8 @@ pub(crate) struct Table<K, S> {
     /// slot creation and reclamation writes; unbounded managers sum the shards' own counts).
     /// Not a synchronising atomic (a bound checked under each shard's own lock), so not loom's.
     bounded: Option<AtomicUsize>,
+    /// The next shard a refusal at the slot bound sweeps (`sweep_for_capacity`).
+    capacity_cursor: AtomicUsize,
     /// When the next periodic sweep is due (`sweep.rs`).
     pub(crate) sweep_timer: SweepTimer,
     /// A driver thread sleeps without a sweep timer while the table is empty: the first slot
@@ -62,20 +66,23 @@ pub(crate) struct TableConfig {
     /// Idle slots kept over the whole table (`None`: the default per shard).
     pub(crate) idle_slots: Option<usize>,
     pub(crate) wake_driver_on_first: bool,
+    /// Every token is above this floor (`Builder::token_floor`).
+    pub(crate) token_floor: u64,
 }
 
 impl<K, S> Table<K, S> {
     pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
-        let TableConfig { shards, max_slots, idle_slots, wake_driver_on_first } = config;
+        let TableConfig { shards, max_slots, idle_slots, wake_driver_on_first, token_floor } = config;
         let now = core.clock.now_ns();
         Table {
             core,
-            shards: (0..shards).map(|_| Shard::new()).collect(),
+            shards: (0..shards).map(|_| Shard::new(token_floor)).collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher,
             max_slots,
             idle_per_shard: idle_slots.map_or(IDLE_PER_SHARD, |n| n.div_ceil(shards)),
             bounded: (max_slots != usize::MAX).then(|| AtomicUsize::new(0)),
+            capacity_cursor: AtomicUsize::new(0),
             sweep_timer: SweepTimer::new(now),
             wake_driver_on_first,
         }
@@ -190,6 +197,35 @@ where
         });
     }
 
+    /// Counts a slot about to be created against `max_slots`; false at the bound.
+    fn reserve_slot(&self) -> bool {
+        let Some(count) = &self.bounded else { return true };
+        count
+            .fetch_update(UntrackedOrdering::Relaxed, UntrackedOrdering::Relaxed, |n| {
+                (n < self.max_slots).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// At the slot bound: sweeps a stretch of `SWEEP_ON_INSERT` entries of each of the next
+    /// `CAPACITY_SWEEP_SHARDS` shards (a cursor goes round the table across calls), stopping at
+    /// the first reclaimed slot. Returns how many it reclaimed.
+    fn sweep_for_capacity(&self) -> usize {
+        let n = self.shards.len();
+        let start = self.capacity_cursor.fetch_add(CAPACITY_SWEEP_SHARDS, UntrackedOrdering::Relaxed);
+        for i in 0..CAPACITY_SWEEP_SHARDS.min(n) {
+            let shard = &self.shards[start.wrapping_add(i) % n];
+            let mut g = shard.lock();
+            let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
+            drop(g);
+            if reclaimed > 0 {
+                self.note_reclaimed(reclaimed);
+                return reclaimed;
+            }
+        }
+        0
+    }
+
     /// Keeps the bounded count in step with `n` slots reclaimed.
     pub(crate) fn note_reclaimed(&self, n: usize) {
         if let (Some(count), true) = (&self.bounded, n > 0) {
@@ -216,8 +252,13 @@ where
         loop {
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
-                if self.bounded.as_ref().is_some_and(|n| n.load(UntrackedOrdering::Relaxed) >= self.max_slots) {
-                    let reclaimed = shard.sweep(&mut g, usize::MAX, usize::MAX, &self.core, true);
+                // The new slot is counted before it is made (a compare-exchange against the bound),
+                // so creators racing on different shards cannot exceed it.
+                if !self.reserve_slot() {
+                    // At the bound: a bounded stretch of this shard, then of the next few shards
+                    // in turn (`sweep_for_capacity`), so that a refusal costs O(1), not a sweep of
+                    // the whole table; repeated refusals go round the table.
+                    let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
                     if reclaimed > 0 {
                         self.note_reclaimed(reclaimed);
                         continue;
@@ -225,8 +266,9 @@ where
                     drop(g);
                     if !reclaimed_for_capacity {
                         reclaimed_for_capacity = true;
-                        self.sweep_all(true);
-                        continue;
+                        if self.sweep_for_capacity() > 0 {
+                            continue;
+                        }
                     }
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                 }
@@ -252,9 +294,6 @@ where
                 slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
                 shard.insert(&mut g, hash, slot);
                 let first_in_shard = g.present == 1;
-                if let Some(n) = &self.bounded {
-                    n.fetch_add(1, UntrackedOrdering::Relaxed);
-                }
                 self.note_reclaimed(reclaimed);
                 drop(g);
                 if first_in_shard && self.wake_driver_on_first {
@@ -309,8 +348,12 @@ where
         inner: &mut SlotInner,
         on_ended: OnEnded<'_, K>,
     ) -> Option<Holding> {
+        // Privileged (may pass the writer-waiting flag) only if no exclusive request is queued
+        // ahead of it: a retry after a timeout or a holder's deadline was not woken by a release,
+        // and a reader behind a writer must not take the lock before it.
+        let privileged = !inner.queue.ahead_of(waiter).any(|w| w.ask.mode.is_exclusive());
         loop {
-            match slot.claim_locked(&self.core, &waiter.ask, true, true, inner) {
+            match slot.claim_locked(&self.core, &waiter.ask, privileged, true, inner) {
                 Ok(h) => {
                     slot.leave_queue(waiter, inner);
                     return Some(h);

@@ -4,5 +4,7 @@
 pub(crate) mod clock;
 pub(crate) mod counters;
 pub(crate) mod sync;
+#[cfg(not(leasehold_loom))]
+pub(crate) mod timer;
 #[doc(hidden)]
 pub mod wheel;

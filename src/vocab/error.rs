@@ -129,6 +129,11 @@ pub enum ConfigError {
         /// What the operating system said.
         reason: String,
     },
+    /// The token floor must be at most [`MAX_TOKEN_FLOOR`](crate::vocab::token::MAX_TOKEN_FLOOR).
+    TokenFloor {
+        /// The floor asked for.
+        floor: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -145,6 +150,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Reaper { reason } => {
                 write!(f, "could not start the reaper thread: {reason}")
+            }
+            ConfigError::TokenFloor { floor } => {
+                write!(f, "the token floor must be at most {}, not {floor}", crate::vocab::token::MAX_TOKEN_FLOOR)
             }
         }
     }

@@ -8,4 +8,4 @@ pub(crate) mod token;
 
 pub use error::{ConfigError, LockError};
 pub use mode::{Mode, Owner, MAX_PERMITS, MAX_UNITS};
-pub use token::FenceToken;
+pub use token::{FenceToken, MAX_TOKEN_FLOOR};

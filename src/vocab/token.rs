@@ -57,3 +57,7 @@ impl fmt::Display for FenceToken {
         write!(f, "#{}", self.0)
     }
 }
+
+/// The highest [`Builder::token_floor`](crate::Builder::token_floor): half the token range, so that
+/// the tokens above it cannot run out.
+pub const MAX_TOKEN_FLOOR: u64 = u64::MAX / 2;
