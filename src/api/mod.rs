@@ -2,6 +2,9 @@
 //! resources. Thin: it checks arguments, calls the engine, and turns what the engine reports into
 //! events and metrics (`state.rs`).
 
+// The backend trait's timed wait needs the process timer, which loom builds leave out.
+#[cfg(not(leasehold_loom))]
+pub(crate) mod backend;
 pub(crate) mod board;
 pub(crate) mod builder;
 pub(crate) mod election;
@@ -15,6 +18,8 @@ pub(crate) mod service;
 pub(crate) mod state;
 
 pub use crate::engine::table::DefaultHasher;
+#[cfg(not(leasehold_loom))]
+pub use backend::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
 pub use board::{ChangeKind, Leader, LeaderChange, LeaderChanges, NextChange, OBSERVER_CAPACITY};
 pub use builder::Builder;
 pub use election::Campaign;

@@ -52,8 +52,6 @@ pub enum LockError {
         /// The configured bound on live slots.
         max_slots: usize,
     },
-    /// A key cannot take more holders at once than its capacity (shared: about a million).
-    TooManyHolders,
     /// `revoke` found no holding of the key with that token that can be revoked (plain holdings,
     /// without lease or owner, are ended by their guards alone).
     NotHeld,
@@ -85,7 +83,6 @@ impl fmt::Display for LockError {
             LockError::Capacity { max_slots } => {
                 write!(f, "the lock table is full ({max_slots} live slots); release locks or raise max_slots")
             }
-            LockError::TooManyHolders => f.write_str("the key already has as many holders as it can count"),
             LockError::NotHeld => f.write_str("no revocable holding of that key has that token"),
             LockError::StaleToken { presented, highest } => {
                 write!(f, "stale fencing token {presented}: the resource has already accepted {highest}")
