@@ -29,6 +29,7 @@ RANK = {"api": 5, "observe": 3, "expiry": 3, "engine": 2, "vocab": 1, "primitive
 MAX_LINES = 600
 ONE_CONCEPT = {
     "engine/slot.rs": "one slot's protocols: claim, release, renew, force-end, queue flags",
+    "engine/word.rs": "the state word's layout and every pure transition of it, with their exhaustive tests",
 }
 
 

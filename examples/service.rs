@@ -1,6 +1,8 @@
-//! A service that exposes its lock manager to operators: `/metrics` in the Prometheus text format
-//! and `/locks` as a table of who holds what, served over HTTP on loopback while worker threads
-//! take locks (some with leases that a "hung" worker lets run out).
+//! A service that exposes its lock manager to operators: `/metrics` in the Prometheus text format,
+//! `/locks` as a table of who holds what, `/wait-graph` as Graphviz DOT (who waits for whom among
+//! sessions) and `/deadlocks` (the most recent ones), served over HTTP on loopback while worker
+//! threads take locks (some with leases that a "hung" worker lets run out, and two transfer
+//! sessions that take two accounts in opposite orders, so deadlocks happen and are broken).
 //!
 //! `cargo run --release --example service -- [seconds]` (default 3): serves on 127.0.0.1 for that
 //! long, fetches both endpoints itself and prints them, then stops. Point curl at the printed
@@ -55,10 +57,26 @@ fn main() -> std::io::Result<()> {
         }));
     }
 
+    // Transfers: each a session taking two accounts in opposite orders; a deadlock fails one of
+    // them (the requester), which aborts (drops what it holds) and tries again.
+    for w in 0..2 {
+        let (locks, stop) = (Arc::clone(&locks), Arc::clone(&stop));
+        workers.push(thread::spawn(move || {
+            let (first, second) = if w == 0 { ("accounts/a", "accounts/b") } else { ("accounts/b", "accounts/a") };
+            let tx = locks.session(format!("transfer-{w}"));
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(one) = tx.exclusive(first).acquire() else { continue };
+                thread::sleep(Duration::from_micros(100));
+                let two = tx.exclusive(second).acquire();
+                drop((two, one));
+            }
+        }));
+    }
+
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    println!("serving /metrics and /locks on http://{addr} for {seconds} s");
+    println!("serving /metrics, /locks, /wait-graph and /deadlocks on http://{addr} for {seconds} s");
     let server = {
         let (locks, stop) = (Arc::clone(&locks), Arc::clone(&stop));
         thread::spawn(move || serve(&listener, &locks, &stop))
@@ -68,6 +86,12 @@ fn main() -> std::io::Result<()> {
         Duration::from_secs(seconds).saturating_sub(Duration::from_millis(500)).max(Duration::from_millis(300)),
     );
     println!("\n$ GET /locks\n{}", get(&addr.to_string(), "/locks")?);
+    println!("$ GET /wait-graph\n{}", get(&addr.to_string(), "/wait-graph")?);
+    println!("$ GET /deadlocks (the last three)");
+    let deadlocks = get(&addr.to_string(), "/deadlocks")?;
+    for line in deadlocks.lines().rev().take(3) {
+        println!("{line}");
+    }
     let metrics = get(&addr.to_string(), "/metrics")?;
     println!("$ GET /metrics (counters and gauges)");
     for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.contains("_bucket")) {
@@ -103,7 +127,9 @@ fn answer(mut stream: TcpStream, locks: &LockManager<String>) -> std::io::Result
     let (status, body) = match path {
         "/metrics" => ("200 OK", locks.metrics().to_prometheus()),
         "/locks" => ("200 OK", table(&locks.snapshot(), locks.now())),
-        _ => ("404 Not Found", "try /metrics or /locks\n".to_owned()),
+        "/wait-graph" => ("200 OK", locks.wait_graph().to_dot()),
+        "/deadlocks" => ("200 OK", locks.deadlocks().iter().map(|c| format!("{c}\n")).collect()),
+        _ => ("404 Not Found", "try /metrics, /locks, /wait-graph or /deadlocks\n".to_owned()),
     };
     write!(stream, "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }

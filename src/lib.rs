@@ -18,12 +18,17 @@ pub use api::{AcquireFuture, Builder, DefaultHasher, Fenced, LockGuard, LockMana
 pub use api::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
 pub use api::{Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY};
 pub use api::{LossCause, Lost, RenewerStall};
+pub use api::{ManyAcquire, ManyGuard, ManyRequest, Session, SessionAcquire, SessionGuard, SessionRequest};
 pub use engine::lease::MAX_TTL;
 pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderInfo, LockEvent, LockInfo};
 pub use observe::{MetricsSnapshot, WaiterInfo};
 pub use primitives::clock::{Clock, ManualClock, MonotonicClock};
 pub use primitives::counters::HOLD_SAMPLE;
 pub use vocab::{ConfigError, FenceToken, LockError, Mode, Owner, MAX_PERMITS, MAX_TOKEN_FLOOR, MAX_UNITS};
+pub use vocab::{Cycle, CycleEdge, DeadlockStats, SessionId, SessionNode, VictimPolicy, WaitGraph};
+
+/// The compatibility matrix of the multi-granularity lock modes (IS, IX, S, SIX, U, X), as data.
+pub use vocab::compat;
 
 /// The state word's layout and its pure transitions (hidden: for the fuzz target and loom models).
 #[doc(hidden)]

@@ -17,6 +17,7 @@ mod machine;
 mod peers;
 mod plot;
 mod report;
+mod txn;
 mod workloads;
 mod zipf;
 
@@ -36,11 +37,12 @@ struct Args {
     peers: Vec<PeerId>,
     csv: Option<String>,
     plot: Option<String>,
+    txn: bool,
 }
 
 const USAGE: &str = "\
 usage: lockbench [--quick] [--threads 1,2,4] [--reps N] [--workloads W1,W2,W3,W4,S,L]
-                 [--peers leasehold,bare-mutex,...] [--csv PATH] [--plot PATH.svg]
+                 [--peers leasehold,bare-mutex,...] [--csv PATH] [--plot PATH.svg] [--txn]
   --quick      short windows, 1M churn ops, 3 repetitions (about half a minute on 2 cores)
   --threads    thread counts (default: powers of two up to the core count, and the core count)
   --reps       repetitions (default 7, or 3 with --quick); figures are medians across them
@@ -48,7 +50,9 @@ usage: lockbench [--quick] [--threads 1,2,4] [--reps N] [--workloads W1,W2,W3,W4
   --peers      a subset of the peers: leasehold, leasehold+lease, std-mutex-map, dashmap-keep,
                dashmap-remove, lockable, tokio-semaphore, striped-1024, bare-mutex
   --csv        write the medians as CSV
-  --plot       draw throughput against threads per workload as SVG";
+  --plot       draw throughput against threads per workload as SVG
+  --txn        run only workload T (transactions: sessions with deadlock detection against
+               lock_many), at the given thread counts";
 
 fn default_threads() -> Vec<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -69,6 +73,7 @@ fn parse() -> Result<Args, String> {
         peers: peers::ALL.to_vec(),
         csv: None,
         plot: None,
+        txn: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -108,6 +113,7 @@ fn parse() -> Result<Args, String> {
             }
             "--csv" => a.csv = Some(value("--csv")?),
             "--plot" => a.plot = Some(value("--plot")?),
+            "--txn" => a.txn = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -185,6 +191,10 @@ fn main() -> ExitCode {
         }
     };
     let reps = args.reps.unwrap_or(if args.quick { 3 } else { 7 });
+    if args.txn {
+        txn::run(&args.threads, reps, sizes.window * 4);
+        return ExitCode::SUCCESS;
+    }
     let threads = args.threads.clone();
     let max_threads = *threads.iter().max().expect("at least one thread count");
     let started = Instant::now();

@@ -12,7 +12,7 @@
 use arbitrary::Arbitrary;
 use leasehold::word::{
     self, Need, Refusal, CAP_CHANGING, COUNTER_MASK, COUNTER_MAX, COUNTER_ONE, DEAD, EXCL_WAITING, INLINE_RECORDS,
-    OVERFLOW, REBASE_CLEARS, WAITERS, WATCHED,
+    OVERFLOW, REBASE_CLEARS, UPGRADING, WAITERS, WATCHED,
 };
 use leasehold::{MAX_PERMITS, MAX_UNITS};
 use libfuzzer_sys::fuzz_target;
@@ -128,6 +128,7 @@ fn refusal(word: u64, cap: u32, need: Need, limit: u64) -> Option<Refusal> {
         Some(Refusal::Unstable)
     } else if need.exclusive && held != 0
         || !need.exclusive && (held >= cap || word & EXCL_WAITING != 0 && !need.privileged)
+        || !need.exclusive && word & UPGRADING != 0
     {
         Some(Refusal::Busy)
     } else if word::counter(word) >= limit {

@@ -24,6 +24,7 @@
 //! | | `renewal_races_expiry` | a keep-alive renewal and expiry at the deadline: one compare-exchange decides; the loser's side agrees (loss signal fired iff expired) |
 //! | `reclaim.rs` | `tokens_grow_across_reclamation` | tokens strictly increase across reclamation and re-creation |
 //! | | `acquire_racing_reclamation_holds_a_live_slot` | readers racing the reclamation of the key's slot hold one live slot |
+//! | `many.rs` | `overlapping_lock_many_never_deadlocks` | two `lock_many` calls naming two keys in opposite orders both finish, never holding both keys at once |
 //!
 //! Models use a manager with one shard, a manual clock, no reaper (no background threads exist
 //! under loom: models call `expire_due`) and a fixed-seed hasher (loom replays executions by

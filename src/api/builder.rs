@@ -73,6 +73,7 @@ pub struct Builder<K, S = DefaultHasher> {
     counter_limit: u64,
     token_floor: u64,
     describe_key: Option<fn(&K) -> String>,
+    detect: crate::api::detector::DetectConfig,
     _key: PhantomData<fn(K)>,
 }
 
@@ -100,6 +101,7 @@ impl<K> Default for Builder<K, DefaultHasher> {
             counter_limit: COUNTER_MAX,
             token_floor: 0,
             describe_key: None,
+            detect: crate::api::detector::DetectConfig::default(),
             _key: PhantomData,
         }
     }
@@ -224,8 +226,54 @@ impl<K, S> Builder<K, S> {
             counter_limit: self.counter_limit,
             token_floor: self.token_floor,
             describe_key: self.describe_key,
+            detect: self.detect,
             _key: PhantomData,
         }
+    }
+
+    /// How deep the deadlock search follows a chain of waiting sessions (default 50, as RocksDB's
+    /// `deadlock_detect_depth`); beyond it the requester fails with [`LockError::Deadlock`] and
+    /// `depth_exceeded` set. At least 1 (0 is taken as 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_depth(8).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    ///
+    /// [`LockError::Deadlock`]: crate::LockError::Deadlock
+    pub fn deadlock_depth(mut self, depth: usize) -> Self {
+        self.detect.depth = depth.max(1);
+        self
+    }
+
+    /// Which request fails when a session's wait would close a cycle (default: the requester).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::VictimPolicy;
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_victim(VictimPolicy::Youngest).build()?;
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn deadlock_victim(mut self, victim: crate::vocab::deadlock::VictimPolicy) -> Self {
+        self.detect.victim = victim;
+        self
+    }
+
+    /// How many recent deadlocks `LockManager::deadlocks` keeps (default 32; 0 keeps none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = leasehold::LockManager::<u64>::builder().deadlock_history(4).build()?;
+    /// assert!(locks.deadlocks().is_empty());
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn deadlock_history(mut self, history: usize) -> Self {
+        self.detect.history = history;
+        self
     }
 
     /// Names keys in `tracing` output by their `Debug` form (with the `tracing` feature; without
@@ -364,7 +412,7 @@ where
             }
             ReaperMode::Embedder => {}
         }
-        Ok(LockManager { state })
+        Ok(LockManager { state, detector: crate::api::detector::Detector::new(self.detect) })
     }
 }
 

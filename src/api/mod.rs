@@ -7,14 +7,17 @@
 pub(crate) mod backend;
 pub(crate) mod board;
 pub(crate) mod builder;
+pub(crate) mod detector;
 pub(crate) mod election;
 pub(crate) mod fenced;
 pub(crate) mod guard;
 pub(crate) mod leadership;
 pub(crate) mod loss;
 pub(crate) mod manager;
+pub(crate) mod many;
 pub(crate) mod request;
 pub(crate) mod service;
+pub(crate) mod session;
 pub(crate) mod state;
 
 pub use crate::engine::table::DefaultHasher;
@@ -28,4 +31,12 @@ pub use guard::LockGuard;
 pub use leadership::Leadership;
 pub use loss::{LossCause, Lost};
 pub use manager::{LockManager, RenewerStall};
+pub use many::{ManyAcquire, ManyGuard, ManyRequest};
 pub use request::{AcquireFuture, Request};
+pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
+
+/// The database-engine section of the docs (`docs-database.md`), so that its examples run as
+/// doctests until it is folded into the README.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs-database.md")]
+struct DocsDatabase;

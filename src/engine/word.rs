@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  63  62  61  60  59  58  57  56  55..52   51 ........ 20   19 ........ 0
-//! [ - | UP| - |CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
+//! [UPG| UP| - |CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
 //! ```
 //!
 //! | field | bits | meaning |
@@ -15,7 +15,8 @@
 //! | `WCH` watched | 58 | the timer wheel has an entry for this slot that fires no later than `Slot::scheduled`. |
 //! | `DEAD` | 59 | the slot is reclaimed (or never used): no claim may succeed; look the key up again. |
 //! | `CAP` changing | 60 | an idle slot's capacity is being changed by a request of another kind. |
-//! | `UP` | 62 | reserved for an upgradable-shared holder. |
+//! | `UP` | 62 | an upgradable holder holds the key (one of the units is its). |
+//! | `UPG` upgrading | 63 | the upgradable holder waits to upgrade: no new shared or upgradable claim. |
 //!
 //! States (units `u`, records `r`, capacity `c`):
 //!
@@ -184,7 +185,11 @@ pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64)
         if held != 0 {
             return Err(Refusal::Busy);
         }
-    } else if held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) {
+    } else if held >= capacity
+        || (word & (EXCL_WAITING | UPGRADING) != 0 && (!need.privileged || word & UPGRADING != 0))
+    {
+        // A queued writer stops readers that are not queued themselves; a waiting upgrade stops
+        // every new reader (one mask test when neither flag is set, as before).
         return Err(Refusal::Busy);
     }
     if counter(word) >= counter_limit {
@@ -258,6 +263,99 @@ pub const fn hand_off(word: u64, delta: u64, capacity: u32, need: Need, counter_
     }
 }
 
+// ---- Upgradable holders (issue 12) ----
+//
+// An upgradable holder holds one unit, an inline or overflow record like a reader, and the `UP`
+// bit: it coexists with shared holders, and excludes exclusive holders (they need all units) and
+// other upgradables (`UP` is taken). Its `upgrade` becomes exclusive: at once when it is the only
+// holder, otherwise it sets `UPGRADING`, which refuses every new shared or upgradable claim, and
+// waits for the readers present to leave. A downgrade gives units back in one step, so no writer
+// can get in between.
+
+/// An upgradable holder holds the key (one unit of its units is its).
+pub const UP: u64 = 1 << 62;
+/// The upgradable holder is waiting to upgrade: no new reader may claim.
+pub const UPGRADING: u64 = 1 << 63;
+
+/// Claims one unit, a record and `UP` for an upgradable holder on a read/write key of
+/// `capacity`. Refused (`Busy`) beside an exclusive holder, another upgradable, or a queued writer
+/// (unless `privileged`); `Unstable` and `Exhausted` as [`try_claim`].
+#[inline]
+pub const fn try_claim_upgradable(
+    word: u64,
+    capacity: u32,
+    privileged: bool,
+    watch: bool,
+    counter_limit: u64,
+) -> Result<Claim, Refusal> {
+    if word & (DEAD | CAP_CHANGING) != 0 {
+        return Err(Refusal::Unstable);
+    }
+    if word & (UP | UPGRADING) != 0 || units(word) >= capacity || (word & EXCL_WAITING != 0 && !privileged) {
+        return Err(Refusal::Busy);
+    }
+    match try_claim(word, capacity, Need { exclusive: false, privileged: true, watch }, counter_limit) {
+        Ok(c) => Ok(Claim { word: c.word | UP, record: c.record, units: 1 }),
+        Err(r) => Err(r),
+    }
+}
+
+/// The upgrade of the upgradable holder: the word with all `capacity` units held by it, `UP`
+/// and `UPGRADING` cleared and the acquisition counter advanced (the exclusive holding is a new
+/// one for fencing: its token is larger). `Busy` while other holders remain (set `UPGRADING` with
+/// [`begin_upgrade`] and wait for them); `Exhausted` at the counter limit.
+#[inline]
+pub const fn try_upgrade(word: u64, capacity: u32, counter_limit: u64) -> Result<u64, Refusal> {
+    if word & UP == 0 || units(word) == 0 {
+        return Err(Refusal::Unstable);
+    }
+    if units(word) != 1 {
+        return Err(Refusal::Busy);
+    }
+    if counter(word) >= counter_limit {
+        return Err(Refusal::Exhausted);
+    }
+    Ok((word & !(UP | UPGRADING)) + (capacity as u64 - 1) + COUNTER_ONE)
+}
+
+/// Stops new readers while the upgradable holder waits for the present ones.
+#[inline]
+pub const fn begin_upgrade(word: u64) -> u64 {
+    word | UPGRADING
+}
+
+/// Gives up waiting to upgrade (timeout, cancel): readers may claim again.
+#[inline]
+pub const fn cancel_upgrade(word: u64) -> u64 {
+    word & !UPGRADING
+}
+
+/// Whether a shared or upgradable claim must be refused because an upgrade is waiting.
+#[inline]
+pub const fn upgrade_pending(word: u64) -> bool {
+    word & UPGRADING != 0
+}
+
+/// Exclusive (all `capacity` units) to shared: keeps one unit, in one step.
+#[inline]
+pub const fn downgrade_to_shared(word: u64, capacity: u32) -> u64 {
+    word - (capacity as u64 - 1)
+}
+
+/// Exclusive to upgradable: keeps one unit and takes `UP`, in one step (no upgradable can be
+/// there: the exclusive holder was alone).
+#[inline]
+pub const fn downgrade_to_upgradable(word: u64, capacity: u32) -> u64 {
+    (word - (capacity as u64 - 1)) | UP
+}
+
+/// What the release of an upgradable holding subtracts: its unit, its record's bit, and `UP`
+/// (the holder cancels a pending upgrade first).
+#[inline]
+pub const fn release_upgradable_delta(record: RecordIdx) -> u64 {
+    release_delta(record, 1) + UP
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,13 +365,14 @@ mod tests {
 
     #[test]
     fn fields_do_not_overlap() {
-        let fields = [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING];
+        let fields =
+            [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING, UP, UPGRADING];
         for (i, a) in fields.iter().enumerate() {
             for b in &fields[i + 1..] {
                 assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
             }
         }
-        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 5);
+        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 7);
     }
 
     /// Exhaustive over every combination of units around the interesting boundaries, every
@@ -283,7 +382,8 @@ mod tests {
     #[test]
     fn claim_and_release_exhaustively() {
         let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
-        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, WAITERS | WATCHED];
+        let flag_sets =
+            [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, WAITERS | WATCHED, UP, UP | UPGRADING];
         let mut checked = 0_u64;
         for &capacity in &capacities {
             let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
@@ -315,6 +415,7 @@ mod tests {
         let unstable = word & (DEAD | CAP_CHANGING) != 0;
         let busy =
             if need.exclusive { held != 0 } else { held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) };
+        let busy = busy || (!need.exclusive && word & UPGRADING != 0);
         match result {
             Err(Refusal::Unstable) => assert!(unstable, "{word:064b}: refused as unstable"),
             Err(Refusal::Busy) => assert!(!unstable && busy, "{word:064b} cap {capacity} {need:?}: refused as busy"),
@@ -333,7 +434,7 @@ mod tests {
                 assert_eq!(counter(next), counter(word) + 1);
                 assert_eq!(next & WATCHED != 0, need.watch || word & WATCHED != 0);
                 // Flags other than WATCHED are untouched.
-                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING;
+                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING | UP | UPGRADING;
                 assert_eq!(next & sticky, word & sticky);
                 if record == OVERFLOW {
                     assert_eq!(records(word), 0xF, "overflow with a free record: {word:064b}");
@@ -489,5 +590,90 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Upgradable claims, upgrades and downgrades from every word around the boundaries: each is
+    /// refused for exactly the documented reason, or gives the word the compatibility matrix and
+    /// the field layout predict.
+    #[test]
+    fn upgradable_transitions_exhaustively() {
+        use crate::vocab::compat::{compatible, Granule};
+        let cap = MAX_UNITS;
+        let mut checked = 0_u64;
+        for held in [0, 1, 2, 3, cap - 1, cap] {
+            for recs in 0..16_u64 {
+                for flags in [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING] {
+                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                        let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                        // Sane words only: UP needs a unit, and an exclusive holder is alone.
+                        if word & UP != 0 && (held == 0 || held == cap) {
+                            continue;
+                        }
+                        // The holders this word describes, as modes of the matrix.
+                        let holders: &[Granule] = match (held, word & UP != 0) {
+                            (0, _) => &[],
+                            (h, false) if h == cap => &[Granule::X],
+                            (_, false) => &[Granule::S],
+                            (1, true) => &[Granule::U],
+                            (_, true) => &[Granule::U, Granule::S],
+                        };
+                        let unstable = word & (DEAD | CAP_CHANGING) != 0;
+                        for privileged in [false, true] {
+                            let r = try_claim_upgradable(word, cap, privileged, false, COUNTER_MAX);
+                            let matrix_ok = holders.iter().all(|&h| compatible(h, Granule::U));
+                            let queue_ok = word & UPGRADING == 0 && (word & EXCL_WAITING == 0 || privileged);
+                            match r {
+                                Err(Refusal::Unstable) => assert!(unstable),
+                                Err(Refusal::Busy) => assert!(!(unstable || matrix_ok && queue_ok), "{word:064b}"),
+                                Err(Refusal::Exhausted) => assert_eq!(counter(word), COUNTER_MAX),
+                                Ok(c) => {
+                                    assert!(!unstable && matrix_ok && queue_ok, "{word:064b}");
+                                    assert_eq!(units(c.word), held + 1);
+                                    assert!(c.word & UP != 0);
+                                    assert_eq!(counter(c.word), counter(word) + 1);
+                                    let back = c.word - release_upgradable_delta(c.record);
+                                    assert_eq!(
+                                        back & !COUNTER_MASK,
+                                        word & !COUNTER_MASK,
+                                        "release gives the word back"
+                                    );
+                                }
+                            }
+                            checked += 1;
+                        }
+                        if word & UP != 0 && !unstable {
+                            match try_upgrade(word, cap, COUNTER_MAX) {
+                                Ok(next) => {
+                                    assert_eq!(held, 1, "upgraded beside readers: {word:064b}");
+                                    assert_eq!(units(next), cap);
+                                    assert_eq!(next & (UP | UPGRADING), 0);
+                                    assert_eq!(counter(next), counter(word) + 1, "an upgrade is a new token");
+                                    assert_eq!(records(next), records(word));
+                                    // Back down: one step each, the record kept, nobody let in.
+                                    let s = downgrade_to_shared(next, cap);
+                                    assert_eq!((units(s), s & UP), (1, 0));
+                                    let u = downgrade_to_upgradable(next, cap);
+                                    assert_eq!((units(u), u & UP != 0), (1, true));
+                                    assert_eq!(counter(s), counter(next));
+                                    assert!(try_claim(next, cap, EXCL, COUNTER_MAX).is_err());
+                                }
+                                Err(Refusal::Busy) => assert!(held > 1),
+                                Err(Refusal::Exhausted) => assert_eq!(counter(word), COUNTER_MAX),
+                                Err(Refusal::Unstable) => panic!("a live upgradable word refused as unstable"),
+                            }
+                            // A pending upgrade stops every new reader, even a queued one.
+                            let pending = begin_upgrade(word);
+                            assert!(upgrade_pending(pending));
+                            for privileged in [false, true] {
+                                let need = Need { exclusive: false, privileged, watch: false };
+                                assert_eq!(try_claim(pending, cap, need, COUNTER_MAX), Err(Refusal::Busy));
+                            }
+                            assert_eq!(cancel_upgrade(pending), word & !UPGRADING);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 5_000, "only {checked} cases");
     }
 }

@@ -55,6 +55,13 @@ pub enum LockError {
     /// `revoke` found no holding of the key with that token that can be revoked (plain holdings,
     /// without lease or owner, are ended by their guards alone).
     NotHeld,
+    /// A session's wait would close a cycle of sessions waiting on each other (or passed the
+    /// detection depth bound), and this request was chosen to fail. The caller should end the
+    /// transaction: drop its guards, so that the others proceed.
+    Deadlock {
+        /// The sessions, keys and modes of the cycle, and the victim.
+        cycle: Box<crate::vocab::deadlock::Cycle>,
+    },
     /// A [`Fenced`](crate::Fenced) resource refused a write carrying a token older than one it
     /// has already accepted: the writer lost its lock since it took that token.
     StaleToken {
@@ -84,6 +91,7 @@ impl fmt::Display for LockError {
                 write!(f, "the lock table is full ({max_slots} live slots); release locks or raise max_slots")
             }
             LockError::NotHeld => f.write_str("no revocable holding of that key has that token"),
+            LockError::Deadlock { cycle } => write!(f, "deadlock: {cycle}"),
             LockError::StaleToken { presented, highest } => {
                 write!(f, "stale fencing token {presented}: the resource has already accepted {highest}")
             }
