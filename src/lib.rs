@@ -16,6 +16,8 @@ mod vocab;
 pub use api::{AcquireFuture, Builder, DefaultHasher, Fenced, LockGuard, LockManager, Request};
 #[cfg(not(leasehold_loom))]
 pub use api::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
+pub use api::{Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY};
+pub use api::{LossCause, Lost, RenewerStall};
 pub use api::{ManyAcquire, ManyGuard, ManyRequest, Session, SessionAcquire, SessionGuard, SessionRequest};
 pub use engine::lease::MAX_TTL;
 pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderInfo, LockEvent, LockInfo};

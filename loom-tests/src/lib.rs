@@ -20,6 +20,8 @@
 //! | `expiry.rs` | `release_races_expiry_one_winner` | release xor `expire_due` ends the holding; its unit comes back once |
 //! | | `renew_races_expiry_one_winner` | a renewal either wins (and the lease still expires later) or fails `Expired` |
 //! | | `expiry_wakes_a_parked_waiter` | an expiry wakes a thread parked in `acquire()` |
+//! | `keepalive.rs` | `renewal_races_release` | the shared renewer's renewal and the guard's release: the release always succeeds, no renewal after it (per-holding counter) |
+//! | | `renewal_races_expiry` | a keep-alive renewal and expiry at the deadline: one compare-exchange decides; the loser's side agrees (loss signal fired iff expired) |
 //! | `reclaim.rs` | `tokens_grow_across_reclamation` | tokens strictly increase across reclamation and re-creation |
 //! | | `acquire_racing_reclamation_holds_a_live_slot` | readers racing the reclamation of the key's slot hold one live slot |
 //! | `many.rs` | `overlapping_lock_many_never_deadlocks` | two `lock_many` calls naming two keys in opposite orders both finish, never holding both keys at once |

@@ -19,9 +19,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::api::future::AcquireFuture;
 use crate::api::guard::LockGuard;
 use crate::api::manager::LockManager;
-use crate::api::request::{AcquireFuture, Request};
+use crate::api::request::Request;
 use crate::primitives::timer;
 use crate::vocab::{FenceToken, LockError, Mode, Owner};
 

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::api::loss::LossDesk;
 use crate::api::manager::LockManager;
 use crate::api::state::State;
 use crate::engine::core::Core;
@@ -13,6 +14,7 @@ use crate::engine::sweep::IdleBound;
 use crate::engine::table::{DefaultHasher, Table, TableConfig};
 use crate::engine::watch::Wheelhouse;
 use crate::engine::word::COUNTER_MAX;
+use crate::expiry::renewer::{Drive, Renewer};
 use crate::observe::events::EventBus;
 use crate::primitives::clock::{duration_ns, Clock, ClockSource, MonotonicClock};
 use crate::primitives::counters::Stats;
@@ -409,12 +411,20 @@ where
             wake_driver_on_first: reaper == ReaperMode::Thread,
             token_floor: self.token_floor,
         };
-        let state = Arc::new(State {
+        let state = Arc::new_cyclic(|me| State {
+            me: me.clone(),
             table: Table::new(core, self.hasher, config),
             events: EventBus::new(),
             describe_key: self.describe_key,
             shutdown: AtomicBool::new(false),
             reaper_thread: std::sync::Mutex::new(None),
+            losses: LossDesk::new(),
+            renewer: Renewer::new(match reaper {
+                ReaperMode::Thread => Drive::Thread,
+                ReaperMode::ManualClock => Drive::ManualClock,
+                ReaperMode::Embedder => Drive::Embedder,
+            }),
+            elections: std::sync::OnceLock::new(),
         });
         match reaper {
             ReaperMode::Thread => start_reaper(&state)?,

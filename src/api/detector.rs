@@ -71,7 +71,7 @@ impl Default for DetectConfig {
 struct Waiting<K> {
     key: K,
     mode: Mode,
-    /// Order of registration (a queued-writer edge points only at earlier writers).
+    /// Order of registration (the youngest-victim policy compares it).
     seq: u64,
 }
 
@@ -206,7 +206,13 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
             }
             if waiting.mode == Mode::Shared && to != from && t.abort.is_none() {
                 if let Some(w) = &t.waiting {
-                    if w.key == waiting.key && w.mode == Mode::Exclusive && w.seq < waiting.seq {
+                    // Any writer waiting on the key, whatever the order its wait registered in:
+                    // the slot may have queued it ahead of this reader before it registered (a
+                    // stress run hung on exactly that). Every writer waiting on one key has the
+                    // same out-edges (the key's holders), so a cycle through one that is really
+                    // behind this reader exists through the one ahead of it too: no cycle is
+                    // invented, none is missed.
+                    if w.key == waiting.key && w.mode == Mode::Exclusive {
                         out.push(Edge {
                             from,
                             key: waiting.key.clone(),
@@ -268,8 +274,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
             let waits = from.abort.is_none()
                 && from.waiting.as_ref().is_some_and(|w| w.seq == e.seq && w.key == e.key && w.mode == e.mode);
             let blocks = if e.queued {
-                to.abort.is_none()
-                    && to.waiting.as_ref().is_some_and(|w| w.key == e.key && w.mode == Mode::Exclusive && w.seq < e.seq)
+                to.abort.is_none() && to.waiting.as_ref().is_some_and(|w| w.key == e.key && w.mode == Mode::Exclusive)
             } else {
                 to.held.iter().any(|h| h.key == e.key && !compat::compatible(granule(h.mode), granule(e.mode)))
             };

@@ -4,12 +4,16 @@ use crate::primitives::sync::untracked::{AtomicU64, Ordering as UntrackedOrderin
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::mem::ManuallyDrop;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::api::loss::{LossCause, LossSignal, Lost};
+use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
 use crate::engine::lease::{self, MAX_TTL};
-use crate::engine::slot::{AlreadyEnded, Ending, Lost, Slot};
+use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
 use crate::primitives::clock::duration_ns;
@@ -51,12 +55,21 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
     /// holding is first renewed (promoted), through `&self`, hence atomic.
     bits: AtomicU64,
+    /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
+    service: OnceLock<Box<GuardService<K>>>,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(always)]
     pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding) -> Self {
-        LockGuard { locks, slot, rec: holding.rec, token: holding.token, bits: AtomicU64::new(holding.bits) }
+        LockGuard {
+            locks,
+            slot,
+            rec: holding.rec,
+            token: holding.token,
+            bits: AtomicU64::new(holding.bits),
+            service: OnceLock::new(),
+        }
     }
 
     #[inline(always)]
@@ -184,8 +197,8 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         let renewed = if h.managed() {
             match self.slot.renew(core, &h, duration_ns(ttl)) {
                 Ok(_) => Ok(()),
-                Err(Lost::Gone) => Err(LockError::Expired),
-                Err(Lost::PastDeadline(now)) => {
+                Err(NotRenewed::Gone) => Err(LockError::Expired),
+                Err(NotRenewed::PastDeadline(now)) => {
                     // Lost even though nobody expired it yet: expire it now, so that release and
                     // expiry agree with this answer.
                     self.expire_own(&h, now);
@@ -202,8 +215,8 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 // holding (it fails only if the holding is really gone or past its deadline).
                 Err(AlreadyEnded) => match self.slot.renew(core, &h.as_managed(), duration_ns(ttl)) {
                     Ok(_) => Ok(()),
-                    Err(Lost::Gone) => Err(LockError::Expired),
-                    Err(Lost::PastDeadline(now)) => {
+                    Err(NotRenewed::Gone) => Err(LockError::Expired),
+                    Err(NotRenewed::PastDeadline(now)) => {
                         self.expire_own(&h.as_managed(), now);
                         Err(LockError::Expired)
                     }
@@ -220,6 +233,150 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         renewed
     }
 
+    fn holding_ref(&self) -> HoldingRef<'_, K, S> {
+        HoldingRef { state: self.locks, slot: self.slot, holding: self.current() }
+    }
+
+    /// The holding's loss signal, attaching one on first use.
+    fn signal(&self) -> &LossSignal {
+        &self.service.get_or_init(|| Box::new(self.holding_ref().attach(None, None))).signal
+    }
+
+    /// The holding's loss signal, shared (for the election board).
+    pub(crate) fn loss_signal(&self) -> Arc<LossSignal> {
+        self.signal();
+        self.service.get().map(|s| Arc::clone(&s.signal)).unwrap_or_else(|| unreachable!("`signal` attached it"))
+    }
+
+    /// A future that completes when this holding ends without this guard's release: its lease
+    /// expired (a keep-alive renewer that could not keep up, or nobody renewed), or it was
+    /// revoked. It completes before the next holder can acquire the key. A holding without lease
+    /// or owner cannot be lost, so its `lost()` never completes.
+    ///
+    /// The first call attaches the signal (one lock of the key and one of the manager's signal
+    /// register); a guard that never asks pays nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future removes its waker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), leasehold::LockError> {
+    /// use leasehold::{LockManager, LossCause, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    /// let g = locks.exclusive("job").lease(Duration::from_secs(1)).acquire_async().await?;
+    /// let lost = g.lost();
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(lost.await, LossCause::Expired);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lost(&self) -> Lost<'_> {
+        Lost::new(self.signal())
+    }
+
+    /// Whether the holding ended without this guard's release (expired or revoked). Once true it
+    /// stays true; it is true before the next holder can acquire the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("job").owner("host-7").try_acquire()?;
+    /// assert!(!g.is_lost());
+    /// locks.revoke_owner("host-7");
+    /// assert!(g.is_lost());
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn is_lost(&self) -> bool {
+        self.loss_cause().is_some()
+    }
+
+    /// Why the holding was lost, if it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, LossCause, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(1)).try_acquire().unwrap();
+    /// assert_eq!(g.loss_cause(), None);
+    /// clock.advance(Duration::from_secs(2));
+    /// assert_eq!(g.loss_cause(), Some(LossCause::Expired));
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn loss_cause(&self) -> Option<LossCause> {
+        self.signal().cause()
+    }
+
+    /// Until when (a reading of the manager's clock, as [`LockManager::now`](crate::LockManager::now))
+    /// the holder may trust that it holds the lock: the deadline set by the last successful
+    /// renewal (by the keep-alive renewer or by [`renew`](LockGuard::renew)) or by the acquire,
+    /// never later than the lease's real deadline. `None` once the holding is lost or released, or
+    /// past that deadline; `Some(Duration::MAX)` for a holding without a lease (only its guard,
+    /// or a revocation, ends it).
+    ///
+    /// A holder about to act on the lock checks [`trusted_for`](LockGuard::trusted_for) against
+    /// how long the action takes, and still writes with its fencing token: a pause after the check
+    /// is not covered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(9)).try_acquire().unwrap();
+    /// assert_eq!(g.trusted_until(), Some(locks.now() + Duration::from_secs(9)));
+    /// clock.advance(Duration::from_secs(9));
+    /// assert_eq!(g.trusted_until(), None);
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn trusted_until(&self) -> Option<Duration> {
+        self.holding_ref().trusted_until(self.service.get().map(|b| &**b)).map(|ns| match ns {
+            u64::MAX => Duration::MAX,
+            ns => Duration::from_nanos(ns),
+        })
+    }
+
+    /// How much longer the holder may trust the lock (see [`trusted_until`](LockGuard::trusted_until));
+    /// zero once it may not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u64>::builder().clock(clock.clone()).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(9)).try_acquire().unwrap();
+    /// clock.advance(Duration::from_secs(4));
+    /// assert_eq!(g.trusted_for(), Duration::from_secs(5));
+    /// # Ok::<(), leasehold::ConfigError>(())
+    /// ```
+    pub fn trusted_for(&self) -> Duration {
+        match self.trusted_until() {
+            Some(Duration::MAX) => Duration::MAX,
+            Some(until) => until.saturating_sub(Duration::from_nanos(self.holding_ref().now_ns())),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// A counter of the keep-alive renewals of this holding that outlives the guard (tests check
+    /// that no renewal reaches a released holding). `None` without keep-alive.
+    #[doc(hidden)]
+    pub fn renewal_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.service.get().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
+    }
+
     /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
     /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
     #[cold]
@@ -228,6 +385,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         let events = &self.locks.events;
         let mut si = self.slot.lock();
         self.slot.force_end(core, h.record(), Ending::Expiry { now, token: Some(h.token) }, &mut si, &mut |e| {
+            // Before the units go back, as every ender does (loss.rs). A release detached its
+            // signal first, so only a renewal that found the deadline passed fires it here.
+            self.locks.losses.holding_ended(self.slot as *const Slot<K> as usize, e.token, true);
             if events.is_active() {
                 // SAFETY: the units are not back yet: the slot is pinned.
                 let key = unsafe { self.slot.key() };
@@ -282,13 +442,20 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn release(self) -> Result<(), LockError> {
-        // `finish` is the guard's last act: no drop after it.
-        ManuallyDrop::new(self).finish()
+        // `finish` is the guard's last act on the lock: no drop after it. What the guard owns
+        // besides (keep-alive, loss signal) is dropped here.
+        let mut this = ManuallyDrop::new(self);
+        let result = this.finish();
+        drop(this.service.take());
+        result
     }
 
     /// Ends the holding; called once, by `release` or `drop`.
     #[inline(always)]
     fn finish(&self) -> Result<(), LockError> {
+        if let Some(service) = self.service.get() {
+            self.holding_ref().before_release(service);
+        }
         let h = self.current();
         if h.is_sampled() {
             self.record_hold();
@@ -341,6 +508,20 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 Err(LockError::Expired)
             }
         }
+    }
+}
+
+impl<K, S> LockGuard<'_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Starts what the request asked for (keep-alive, `on_lost`) on a guard just built.
+    #[cold]
+    pub(crate) fn start_service(&self, ask: &ServiceAsk, ttl_ns: Option<u64>) {
+        let service = self.holding_ref().start(ask, ttl_ns, self.mode());
+        // A fresh guard's cell is empty: nobody else could have asked yet.
+        let _ = self.service.set(Box::new(service));
     }
 }
 

@@ -182,6 +182,45 @@ where
         self.state.run_expiry()
     }
 
+    /// Renews the keep-alive leases that are due and runs the queued loss callbacks (elections'
+    /// too). Returns how many leases it renewed.
+    ///
+    /// Call it from your own thread, at least every third of your shortest keep-alive TTL, when
+    /// the manager was built with `.reaper(false)`; otherwise the manager's renewer does this
+    /// itself (a thread, or `ManualClock::advance`), and this call only adds a pass.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::{LockManager, ManualClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let locks = LockManager::<u32>::builder().clock(clock.clone()).reaper(false).build()?;
+    /// let g = locks.exclusive(&1).lease(Duration::from_secs(3)).keep_alive().try_acquire()?;
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(locks.renew_due(), 1);
+    /// assert_eq!(g.expires_at(), Some(locks.now() + Duration::from_secs(3)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn renew_due(&self) -> usize {
+        let (renewed, _) = self.state.renew_pass(false);
+        self.state.losses.run_callbacks();
+        if let Some(elections) = self.state.elections.get() {
+            elections.drive();
+        }
+        renewed
+    }
+
+    /// Freezes the keep-alive renewer (and the elections') until the returned guard is dropped,
+    /// to test what a starved renewer does: a thread-driven renewer blocks in its next pass; one
+    /// driven by `ManualClock::advance` or `renew_due` skips its passes.
+    #[doc(hidden)]
+    pub fn stall_renewer(&self) -> RenewerStall<'_> {
+        let elections = self.state.elections.get().map(|e| e.stall());
+        RenewerStall { _main: self.state.renewer.stall(), _elections: elections }
+    }
+
     /// Reclaims every idle slot now (the reaper does this lazily). Returns how many it reclaimed.
     ///
     /// # Examples
@@ -435,6 +474,10 @@ where
                 }
             }
         }
+        // The owner's leaderships too (elections keep their own table).
+        if let Some(elections) = state.elections.get() {
+            revoked += elections.revoke_owner(&owner);
+        }
         revoked
     }
 
@@ -517,53 +560,19 @@ impl<K, S> Drop for LockManager<K, S> {
             // The reaper only runs expiry and sweeps; a panic there was already reported.
             let _ = handle.join();
         }
+        self.state.renewer.shut_down();
     }
 }
 
-impl<K, S> LockManager<K, S>
-where
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    /// The wait-for graph now (sessions, holdings, waits), for a picture: see
-    /// [`WaitGraph::to_dot`](crate::WaitGraph::to_dot).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
-    /// assert!(locks.wait_graph().sessions.is_empty());
-    /// ```
-    pub fn wait_graph(&self) -> crate::vocab::deadlock::WaitGraph {
-        self.detector.wait_graph()
-    }
+/// The guard of [`LockManager::stall_renewer`] (a test hook).
+#[doc(hidden)]
+pub struct RenewerStall<'a> {
+    _main: parking_lot::MutexGuard<'a, ()>,
+    _elections: Option<parking_lot::MutexGuard<'a, ()>>,
 }
 
-impl<K, S> LockManager<K, S> {
-    /// The most recent deadlocks (oldest first; a bounded ring, see `Builder::deadlock_history`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
-    /// assert!(locks.deadlocks().is_empty());
-    /// ```
-    pub fn deadlocks(&self) -> Vec<crate::vocab::deadlock::Cycle> {
-        self.detector.recent()
-    }
-
-    /// The detector's counters: searches, deadlocks, time spent searching.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
-    /// let tx = locks.session("t");
-    /// let _g = tx.exclusive(&1).acquire()?;   // uncontended: no search
-    /// assert_eq!(locks.deadlock_stats().searches, 0);
-    /// # Ok::<(), leasehold::LockError>(())
-    /// ```
-    pub fn deadlock_stats(&self) -> crate::vocab::deadlock::DeadlockStats {
-        self.detector.stats()
+impl fmt::Debug for RenewerStall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RenewerStall")
     }
 }

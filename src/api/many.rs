@@ -25,9 +25,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::api::future::AcquireFuture;
 use crate::api::guard::LockGuard;
 use crate::api::manager::LockManager;
-use crate::api::request::{AcquireFuture, Request};
+use crate::api::request::Request;
 use crate::api::session::{Session, SessionAcquire, SessionGuard, SessionRequest};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::table::DefaultHasher;

@@ -5,13 +5,20 @@
 // The backend trait's timed wait needs the process timer, which loom builds leave out.
 #[cfg(not(leasehold_loom))]
 pub(crate) mod backend;
+pub(crate) mod board;
 pub(crate) mod builder;
+pub(crate) mod deadlocks;
 pub(crate) mod detector;
+pub(crate) mod election;
 pub(crate) mod fenced;
+pub(crate) mod future;
 pub(crate) mod guard;
+pub(crate) mod leadership;
+pub(crate) mod loss;
 pub(crate) mod manager;
 pub(crate) mod many;
 pub(crate) mod request;
+pub(crate) mod service;
 pub(crate) mod session;
 pub(crate) mod state;
 #[cfg(all(test, not(leasehold_loom)))]
@@ -20,12 +27,17 @@ mod write_audit_tests;
 pub use crate::engine::table::DefaultHasher;
 #[cfg(not(leasehold_loom))]
 pub use backend::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec, Wait};
+pub use board::{ChangeKind, Leader, LeaderChange, LeaderChanges, NextChange, OBSERVER_CAPACITY};
 pub use builder::Builder;
+pub use election::Campaign;
 pub use fenced::Fenced;
+pub use future::AcquireFuture;
 pub use guard::LockGuard;
-pub use manager::LockManager;
+pub use leadership::Leadership;
+pub use loss::{LossCause, Lost};
+pub use manager::{LockManager, RenewerStall};
 pub use many::{ManyAcquire, ManyGuard, ManyRequest};
-pub use request::{AcquireFuture, Request};
+pub use request::Request;
 pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
 
 /// The database-engine section of the docs (`docs-database.md`), so that its examples run as

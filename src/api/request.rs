@@ -4,16 +4,15 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::future::Future;
 use std::hash::{BuildHasher, Hash};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 #[cfg(not(leasehold_loom))]
 use crossbeam_utils::Backoff;
 
 use crate::api::guard::LockGuard;
+use crate::api::loss::LossCause;
+use crate::api::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
 use crate::api::state::State;
 use crate::engine::holding::{Ask, Holding};
 use crate::engine::lease::MAX_TTL;
@@ -45,11 +44,13 @@ use crate::vocab::mode::{Mode, Owner};
 /// ```
 #[must_use = "a request does nothing until one of its acquire methods is called"]
 pub struct Request<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
-    locks: &'m State<K, S>,
-    key: &'q Q,
+    pub(crate) locks: &'m State<K, S>,
+    pub(crate) key: &'q Q,
     mode: Mode,
     ttl: Option<Duration>,
     owner: Option<Owner>,
+    /// Keep-alive and `on_lost` (`service.rs`); `None` for a plain request.
+    service: Option<Box<ServiceAsk>>,
 }
 
 impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for Request<'_, '_, K, Q, S> {
@@ -71,7 +72,7 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     pub(crate) fn new(locks: &'m State<K, S>, key: &'q Q, mode: Mode) -> Self {
-        Request { locks, key, mode, ttl: None, owner: None }
+        Request { locks, key, mode, ttl: None, owner: None, service: None }
     }
 
     /// Gives the holding a lease: it is lost `ttl` after it is acquired unless renewed, and the
@@ -107,6 +108,55 @@ where
         self
     }
 
+    /// Keeps the lease alive while the guard lives: the manager's renewer (one for all holdings)
+    /// renews it every third of its TTL, and stops before the guard releases. Without
+    /// [`lease`](Request::lease), the lease is 30 seconds. If the renewer cannot keep up (it is
+    /// starved, or the process pauses), the lease expires as any other and the guard's
+    /// [`lost`](LockGuard::lost) signal fires before the next holder can acquire.
+    ///
+    /// A guard that is leaked (`mem::forget`) keeps its lease alive for good, as a leaked mutex
+    /// guard keeps its mutex; a holder that may hang should renew by hand from its work loop
+    /// instead, so that a hang lets the lease run out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let g = locks.exclusive("job").lease(Duration::from_secs(10)).keep_alive().acquire()?;
+    /// assert!(g.trusted_for() > Duration::from_secs(5));
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn keep_alive(mut self) -> Self {
+        self.ttl.get_or_insert(DEFAULT_KEEP_ALIVE_TTL);
+        self.service.get_or_insert_with(Box::default).keep_alive = true;
+        self
+    }
+
+    /// Calls `f` once if the holding is lost (expired or revoked rather than released by its
+    /// guard). It runs on the manager's service thread (or in
+    /// [`renew_due`](crate::LockManager::renew_due) for a manager without a reaper), with no lock held,
+    /// so it may use the manager; a panic in it is caught. It runs after the loss: what is
+    /// ordered before the next holder's acquire is the guard's [`is_lost`](LockGuard::is_lost)
+    /// and [`lost`](LockGuard::lost), not this call. Only holdings with a lease or an owner can
+    /// be lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use leasehold::LossCause;
+    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let g = locks.exclusive("job").owner("host-7").on_lost(move |cause| tx.send(cause).unwrap()).acquire()?;
+    /// locks.revoke_owner("host-7");
+    /// assert_eq!(rx.recv().unwrap(), LossCause::Revoked);
+    /// # Ok::<(), leasehold::LockError>(())
+    /// ```
+    pub fn on_lost(mut self, f: impl Fn(LossCause) + Send + Sync + 'static) -> Self {
+        self.service.get_or_insert_with(Box::default).on_lost = Some(std::sync::Arc::new(f));
+        self
+    }
+
     #[inline(always)]
     fn ask(&self) -> Result<Ask, LockError> {
         if let Mode::Semaphore(n) = self.mode {
@@ -134,14 +184,18 @@ where
     }
 
     #[inline(always)]
-    fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
+    pub(crate) fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
         self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
-        LockGuard::new(self.locks, slot, h)
+        let guard = LockGuard::new(self.locks, slot, h);
+        if let Some(service) = &self.service {
+            guard.start_service(service, self.ttl.map(duration_ns));
+        }
+        guard
     }
 
     /// Validates the request, counting a refusal.
     #[inline(always)]
-    fn checked_ask(&self) -> Result<Ask, LockError> {
+    pub(crate) fn checked_ask(&self) -> Result<Ask, LockError> {
         self.ask().inspect_err(|e| {
             let locks = self.locks;
             locks.table.count_refusal(locks.table.hash(self.key), e);
@@ -278,29 +332,6 @@ where
         };
         Ok(self.guard(slot, h))
     }
-
-    /// A future that resolves to the lock, on any executor.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future before it completes leaves nothing behind: its place in the queue is
-    /// given up (waking whoever that lets proceed), and a lock handed to it meanwhile is released.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), leasehold::LockError> {
-    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
-    /// let g = locks.exclusive("orders/17").acquire_async().await?;
-    /// assert!(g.is_held());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn acquire_async(self) -> AcquireFuture<'m, 'q, K, Q, S> {
-        let ask = self.checked_ask();
-        AcquireFuture { request: self, ask, state: FutureState::Start, timer: None }
-    }
 }
 
 /// Past the fast path: spin a little on a held slot, then the locked path, and park if queued.
@@ -390,179 +421,6 @@ where
             drop(g);
             locks.table.count_refusal(slot.hash.load(crate::primitives::sync::Ordering::Relaxed), &LockError::TimedOut);
             return Err(LockError::TimedOut);
-        }
-    }
-}
-
-/// Arms the process timer to wake the task at the earliest holder deadline `earliest` (clock
-/// nanoseconds), once per deadline. Returns false if that deadline has passed already (the caller
-/// retries now, expiring the holder). With a manual clock, time moves only when the test moves it
-/// and `advance` runs the expiry, so nothing is armed.
-fn arm_holder_timer<K, S>(
-    locks: &State<K, S>,
-    earliest: Option<u64>,
-    armed: &mut Option<(u64, Instant)>,
-    waker: &std::task::Waker,
-) -> bool
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    let Some(deadline) = earliest else { return true };
-    if !locks.table.core.clock.is_real_time() {
-        return true;
-    }
-    let now = locks.table.core.clock.now_ns();
-    if deadline <= now {
-        return false;
-    }
-    let real_now = Instant::now();
-    // Armed again for a new deadline, or if the timer fired before the clock reached this one.
-    if armed.is_none_or(|(d, at)| d != deadline || at <= real_now) {
-        let at = real_now + Duration::from_nanos(deadline - now);
-        *armed = Some((deadline, at));
-        #[cfg(not(leasehold_loom))]
-        crate::primitives::timer::wake_at(at, waker);
-        #[cfg(leasehold_loom)]
-        let _ = waker;
-    }
-    true
-}
-
-/// The future of [`Request::acquire_async`].
-#[must_use = "futures do nothing unless polled"]
-pub struct AcquireFuture<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
-    request: Request<'m, 'q, K, Q, S>,
-    ask: Result<Ask, LockError>,
-    state: FutureState<'m, K>,
-    /// The holder deadline the process timer is armed for, and the instant it fires.
-    timer: Option<(u64, Instant)>,
-}
-
-enum FutureState<'m, K> {
-    Start,
-    Queued(&'m Slot<K>, Arc<Waiter>),
-    Done,
-}
-
-impl<K, Q: ?Sized + fmt::Debug, S> fmt::Debug for AcquireFuture<'_, '_, K, Q, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            FutureState::Start => "start",
-            FutureState::Queued(..) => "queued",
-            FutureState::Done => "done",
-        };
-        f.debug_struct("AcquireFuture").field("request", &self.request).field("state", &state).finish()
-    }
-}
-
-// The future holds no self-references.
-impl<K, Q: ?Sized, S> Unpin for AcquireFuture<'_, '_, K, Q, S> {}
-
-impl<'m, 'q, K, Q, S> Future for AcquireFuture<'m, 'q, K, Q, S>
-where
-    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
-    Q: ?Sized + Hash + Eq + ToOwned,
-    K: From<Q::Owned>,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    type Output = Result<LockGuard<'m, K, S>, LockError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let locks = this.request.locks;
-        match &this.state {
-            FutureState::Done => panic!("AcquireFuture polled after it completed"),
-            FutureState::Start => {
-                let ask = match &this.ask {
-                    Ok(ask) => ask.clone(),
-                    Err(e) => {
-                        this.state = FutureState::Done;
-                        return Poll::Ready(Err(e.clone()));
-                    }
-                };
-                let key = this.request.key;
-                let hash = locks.table.hash(key);
-                if let (Some(slot), Some(h)) = locks.table.try_fast(hash, key, &ask) {
-                    this.state = FutureState::Done;
-                    return Poll::Ready(Ok(this.request.guard(slot, h)));
-                }
-                let make = || Waiter::for_task(ask.clone(), cx.waker().clone(), locks.table.core.clock.now_ns());
-                match locks.attempt(hash, key, &ask, Some(&make)) {
-                    Attempt::Acquired(slot, h) => {
-                        this.state = FutureState::Done;
-                        Poll::Ready(Ok(this.request.guard(slot, h)))
-                    }
-                    Attempt::Failed(e) => {
-                        this.state = FutureState::Done;
-                        Poll::Ready(Err(e))
-                    }
-                    Attempt::Queued(slot, waiter) => {
-                        let earliest = slot.earliest_deadline(&slot.lock());
-                        this.state = FutureState::Queued(slot, waiter);
-                        // The attempt expired whoever was past due, so this only arms the timer.
-                        let _ = arm_holder_timer(locks, earliest, &mut this.timer, cx.waker());
-                        Poll::Pending
-                    }
-                }
-            }
-            FutureState::Queued(slot, waiter) => {
-                let (slot, waiter) = (*slot, Arc::clone(waiter));
-                if let Some(h) = waiter.take_grant() {
-                    this.state = FutureState::Done;
-                    locks.count_contended(slot, &waiter);
-                    return Poll::Ready(Ok(this.request.guard(slot, h)));
-                }
-                if waiter.is_waiting() {
-                    waiter.set_waker(cx.waker());
-                    let earliest = slot.earliest_deadline(&slot.lock());
-                    // Not woken: still pending unless a holder's deadline has passed, which this
-                    // future must act on itself (no reaper may run).
-                    if waiter.is_waiting() && arm_holder_timer(locks, earliest, &mut this.timer, cx.waker()) {
-                        return Poll::Pending;
-                    }
-                }
-                let mut g = slot.lock();
-                // The waker first, under the slot lock, so no wake-up slips between it and the retry.
-                waiter.set_waker(cx.waker());
-                if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, &waiter, &mut g)) {
-                    drop(g);
-                    this.state = FutureState::Done;
-                    locks.count_contended(slot, &waiter);
-                    return Poll::Ready(Ok(this.request.guard(slot, h)));
-                }
-                let earliest = slot.earliest_deadline(&g);
-                drop(g);
-                if !arm_holder_timer(locks, earliest, &mut this.timer, cx.waker()) {
-                    // A holder came due between the retry and now: poll again.
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<K, Q: ?Sized, S> Drop for AcquireFuture<'_, '_, K, Q, S> {
-    fn drop(&mut self) {
-        if let FutureState::Queued(slot, waiter) = std::mem::replace(&mut self.state, FutureState::Done) {
-            let core = &self.request.locks.table.core;
-            let mut g = slot.lock();
-            match waiter.take_grant() {
-                Some(h) => {
-                    drop(g);
-                    // Handed the lock but never polled to take it: give it back.
-                    if slot.release(core, &h).is_err() {
-                        // Expired meanwhile: its expirer counted us as a zombie.
-                        slot.zombies.fetch_sub(1, crate::primitives::sync::Ordering::Release);
-                    }
-                }
-                None => {
-                    slot.leave_queue(&waiter, &mut g);
-                    let stats = core.stats.of(slot.hash.load(crate::primitives::sync::Ordering::Relaxed));
-                    crate::primitives::counters::ShardStats::bump(&stats.cancelled);
-                }
-            }
         }
     }
 }

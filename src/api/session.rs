@@ -12,9 +12,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::api::detector::SessionState;
+use crate::api::future::AcquireFuture;
 use crate::api::guard::LockGuard;
 use crate::api::manager::LockManager;
-use crate::api::request::{AcquireFuture, Request};
+use crate::api::request::Request;
 use crate::engine::table::DefaultHasher;
 use crate::vocab::deadlock::SessionId;
 use crate::vocab::error::LockError;

@@ -1,0 +1,150 @@
+//! The holder's side of keep-alive and of the loss signal: what a guard carries once it asks.
+//!
+//! A guard that never asks for keep-alive, an `on_lost` callback, `lost()` or `is_lost()` carries
+//! an empty cell and costs nothing more. The first ask attaches a [`LossSignal`] to the holding
+//! (`loss.rs`), under the slot lock, after checking that the holding is still live; if it is not,
+//! the signal is fired at once with the cause read from the lease word.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::loss::{LossCallback, LossCause, LossSignal};
+use crate::api::state::State;
+use crate::engine::holding::{Holding, Record};
+use crate::engine::lease;
+use crate::engine::slot::Slot;
+use crate::expiry::renewer::KeepAlive;
+use crate::primitives::sync::Ordering;
+use crate::vocab::mode::Mode;
+
+/// The lease a keep-alive request gets when it names none (Redisson's watchdog default).
+pub(crate) const DEFAULT_KEEP_ALIVE_TTL: Duration = Duration::from_secs(30);
+
+/// What a request asked for beyond the lock itself.
+#[derive(Clone, Default)]
+pub(crate) struct ServiceAsk {
+    pub(crate) keep_alive: bool,
+    pub(crate) on_lost: Option<LossCallback>,
+}
+
+/// What a guard carries once it asked (see the module docs).
+pub(crate) struct GuardService<K> {
+    pub(crate) signal: Arc<LossSignal>,
+    pub(crate) keep_alive: Option<Arc<KeepAlive<K>>>,
+}
+
+/// The parts of a guard the service needs.
+pub(crate) struct HoldingRef<'a, K, S> {
+    pub(crate) state: &'a State<K, S>,
+    pub(crate) slot: &'a Slot<K>,
+    pub(crate) holding: Holding,
+}
+
+impl<K, S> HoldingRef<'_, K, S> {
+    fn slot_addr(&self) -> usize {
+        self.slot as *const Slot<K> as usize
+    }
+
+    fn record(&self) -> &Record {
+        // SAFETY: `rec` points at one of the slot's records, in type-stable memory that lives as
+        // long as the manager the guard borrows.
+        unsafe { &*self.holding.rec.0 }
+    }
+
+    /// Attaches a loss signal (with `callback`) and maybe a keep-alive entry.
+    pub(crate) fn attach(
+        &self,
+        callback: Option<LossCallback>,
+        keep_alive: Option<Arc<KeepAlive<K>>>,
+    ) -> GuardService<K> {
+        let signal = Arc::new(LossSignal::new(callback));
+        let core = &self.state.table.core;
+        let token = self.holding.token;
+        let rec = self.record();
+        let si = self.slot.lock();
+        let l = rec.lease.load(Ordering::Acquire);
+        let tagged = lease::tag(l) == lease::tag_of(token) && rec.token.load(Ordering::Relaxed) == token;
+        let live = tagged && matches!(lease::state(l), lease::HELD | lease::PLAIN);
+        if live {
+            // Under the slot lock: an ender of this holding takes the same lock (loss.rs).
+            self.state.losses.attach(self.slot_addr(), token, Arc::clone(&signal));
+        }
+        drop(si);
+        if !live {
+            // Ended before we attached. An expiring word of ours still shows its deadline.
+            let now = core.clock.now_ns();
+            let expired = tagged && lease::is_leased(l) && lease::deadline_ns(l) <= now;
+            let expired = expired || keep_alive.as_ref().is_some_and(|k| k.trusted_ns() <= now);
+            self.state.losses.fire(&signal, if expired { LossCause::Expired } else { LossCause::Revoked });
+        }
+        GuardService { signal, keep_alive }
+    }
+
+    /// The guard is about to release its holding: stop renewals (waiting out one in progress)
+    /// and take the signal off the desk (an own release is not a loss).
+    pub(crate) fn before_release(&self, service: &GuardService<K>) {
+        if let Some(k) = &service.keep_alive {
+            k.close();
+        }
+        self.state.losses.detach(self.slot_addr(), self.holding.token);
+    }
+
+    /// See `LockGuard::trusted_until` (clock nanoseconds; `u64::MAX` for no lease).
+    pub(crate) fn trusted_until(&self, service: Option<&GuardService<K>>) -> Option<u64> {
+        if service.is_some_and(|s| s.signal.cause().is_some()) {
+            return None;
+        }
+        let now = self.state.table.core.clock.now_ns();
+        let rec = self.record();
+        let l = rec.lease.load(Ordering::Acquire);
+        let token = self.holding.token;
+        if rec.token.load(Ordering::Relaxed) != token || lease::tag(l) != lease::tag_of(token) {
+            return None;
+        }
+        match lease::state(l) {
+            lease::PLAIN => Some(u64::MAX),
+            lease::HELD if !lease::is_leased(l) => Some(u64::MAX),
+            lease::HELD => {
+                let real = lease::deadline_ns(l);
+                let renewed = service.and_then(|s| s.keep_alive.as_ref()).map_or(real, |k| k.trusted_ns());
+                let until = real.min(renewed);
+                (until > now).then_some(until)
+            }
+            _ => None,
+        }
+    }
+
+    /// The clock's reading now.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.state.table.core.clock.now_ns()
+    }
+}
+
+impl<K, S> HoldingRef<'_, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// What the request asked for, on a guard just built: the loss signal, and keep-alive
+    /// renewals of a leased holding.
+    #[cold]
+    pub(crate) fn start(&self, ask: &ServiceAsk, ttl_ns: Option<u64>, mode: Mode) -> GuardService<K> {
+        let keep_alive = match (ask.keep_alive, ttl_ns, self.slot.deadline_of(&self.holding)) {
+            (true, Some(ttl), Some(deadline)) => {
+                Some(Arc::new(KeepAlive::new(self.slot, self.holding, mode, ttl, deadline)))
+            }
+            _ => None,
+        };
+        let service = self.attach(ask.on_lost.clone(), keep_alive);
+        if let Some(k) = &service.keep_alive {
+            if service.signal.cause().is_none() {
+                self.state.keep_alive(Arc::clone(k));
+            }
+        }
+        if ask.on_lost.is_some() {
+            self.state.ensure_service_thread();
+        }
+        service
+    }
+}
