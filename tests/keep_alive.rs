@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use leasehold::{EventKind, LockError, LockManager, LossCause, ManualClock};
+use leasehold::{EventKind, LockError, LockManager, LossCause, ManualClock, Mode};
 
 const TTL: Duration = Duration::from_secs(3);
 const STEP: Duration = Duration::from_secs(1);
@@ -311,4 +311,30 @@ fn a_callback_may_drop_the_last_handle_on_the_manager() {
         Ok(true),
         "dropping the manager on its service thread panicked"
     );
+}
+
+/// `lock_many(..).keep_alive()`: every key's lease is renewed on its own, so advancing the clock
+/// well past the TTL leaves every key held; the same request without keep-alive loses them all.
+#[test]
+fn lock_many_keeps_every_key_alive() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<u64>::builder().clock(clock.clone()).build().unwrap();
+    let ttl = Duration::from_millis(300);
+    let kept = locks
+        .lock_many([(&1, Mode::Exclusive), (&2, Mode::Shared), (&3, Mode::Exclusive)])
+        .lease(ttl)
+        .keep_alive()
+        .try_acquire()
+        .unwrap();
+    let plain = locks.lock_many([(&4, Mode::Exclusive), (&5, Mode::Shared)]).lease(ttl).try_acquire().unwrap();
+    for _ in 0..10 {
+        clock.advance(Duration::from_millis(100));
+    }
+    assert!(kept.iter().all(|g| g.is_held() && !g.is_lost()), "a kept-alive key was lost");
+    assert!(plain.iter().all(|g| !g.is_held()), "a key without keep-alive outlived its lease");
+    // Released together: nothing renews them afterwards, and the keys are free.
+    drop(kept);
+    for k in [1, 2, 3] {
+        assert!(locks.exclusive(&k).try_acquire().is_ok());
+    }
 }

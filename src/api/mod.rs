@@ -17,6 +17,7 @@ pub(crate) mod leadership;
 pub(crate) mod loss;
 pub(crate) mod manager;
 pub(crate) mod many;
+pub(crate) mod many_guard;
 pub(crate) mod request;
 pub(crate) mod service;
 pub(crate) mod session;
@@ -36,7 +37,8 @@ pub use guard::LockGuard;
 pub use leadership::Leadership;
 pub use loss::{LossCause, Lost};
 pub use manager::{LockManager, RenewerStall};
-pub use many::{ManyAcquire, ManyGuard, ManyRequest};
+pub use many::{ManyAcquire, ManyRequest};
+pub use many_guard::ManyGuard;
 pub use request::Request;
 pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
 
