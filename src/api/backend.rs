@@ -461,6 +461,7 @@ where
         Mode::Exclusive => locks.exclusive(key),
         Mode::Shared => locks.shared(key),
         Mode::Semaphore(n) => locks.semaphore(key, n),
+        mode => Request::new(&locks.state, key, mode),
     };
     if let Some(ttl) = spec.lease {
         request = request.lease(ttl);

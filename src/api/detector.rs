@@ -146,10 +146,7 @@ impl<K> Detector<K> {
 }
 
 fn granule(mode: Mode) -> Granule {
-    match mode {
-        Mode::Exclusive => Granule::X,
-        Mode::Shared | Mode::Semaphore(_) => Granule::S,
-    }
+    mode.granule()
 }
 
 /// One out-edge of a waiting session, before rendering.

@@ -33,8 +33,8 @@ use crate::api::service::DEFAULT_KEEP_ALIVE_TTL;
 use crate::api::session::{Session, SessionAcquire, SessionRequest};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::table::DefaultHasher;
-use crate::vocab::compat::merge;
 use crate::vocab::error::LockError;
+use crate::vocab::mode::merge;
 use crate::vocab::mode::{Mode, Owner};
 
 /// Sorts by key and merges duplicates.

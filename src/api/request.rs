@@ -179,6 +179,8 @@ where
         let valid = match self.mode {
             Mode::Semaphore(n) => n != 0 && n <= MAX_PERMITS,
             Mode::Exclusive | Mode::Shared => true,
+            // Upgradable and intention modes are decided off the plain fast path.
+            _ => false,
         };
         (self.ttl.is_none() & self.owner.is_none() & valid).then_some(self.mode)
     }

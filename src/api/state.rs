@@ -146,7 +146,7 @@ where
         #[cfg(feature = "tracing")]
         self.trace(if e.expired { "lease expired" } else { "holding revoked" }, slot, Some(e.token), e.owner.as_ref());
         if self.events.is_active() {
-            let mode = Mode::from_code(e.meta & 0b11, slot.capacity.load(Ordering::Relaxed));
+            let mode = Mode::from_code(e.meta & Mode::CODE_MASK, slot.capacity.load(Ordering::Relaxed));
             let kind = if e.expired { EventKind::Expired } else { EventKind::Revoked };
             self.emit(kind, slot, e.token, mode, e.owner.clone());
         }

@@ -8,10 +8,10 @@ use crate::primitives::counters::HOLD_SAMPLE;
 use crate::primitives::sync::{AtomicU64, Ordering};
 use crate::vocab::mode::{Mode, Owner};
 
-/// A holding's mode and units, packed: `mode code | units << 2`.
+/// A holding's mode and units, packed: `mode code | units << Mode::CODE_BITS`.
 #[inline]
 pub(crate) const fn meta(mode: Mode, units: u32) -> u64 {
-    mode.code() | ((units as u64) << 2)
+    mode.code() | ((units as u64) << Mode::CODE_BITS)
 }
 
 /// "Not known" for `Record::acquired_ns`.
@@ -43,7 +43,7 @@ impl Record {
 
     /// Units of the managed holding in this record (plain holdings keep theirs in the lease word).
     pub(crate) fn units(&self) -> u32 {
-        (self.meta.load(Ordering::Relaxed) >> 2) as u32
+        (self.meta.load(Ordering::Relaxed) >> Mode::CODE_BITS) as u32
     }
 }
 
@@ -73,8 +73,8 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..62   61      60      56         55 .. 52          51 ........ 20    19 ..... 0
-/// [ mode | owned | managed | overflow | inline record bit | overflow index | units ]
+///  63..61    60       59     56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | managed | owned | overflow | inline record bit | overflow index | units ]
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
@@ -92,8 +92,8 @@ pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
 pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
-const OWNED: u64 = 1 << 61;
-const MODE_SHIFT: u32 = 62;
+const OWNED: u64 = 1 << 59;
+const MODE_SHIFT: u32 = 61;
 
 impl Holding {
     /// Packs a holding; `mode` is `Mode::code`.

@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn plain_words_carry_their_meta() {
-        let meta = 2 | (1_048_575 << 2);
+        let meta = 2 | (1_048_575 << crate::vocab::mode::Mode::CODE_BITS);
         let w = plain(0x1234, meta);
         assert_eq!(state(w), PLAIN);
         assert_eq!(tag(w), 0x34);

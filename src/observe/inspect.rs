@@ -147,7 +147,7 @@ fn holder(rec: &Record, at: RecordRef, capacity: u32, inner: &SlotInner) -> Opti
     }
     match lease::state(l) {
         lease::PLAIN => Some(HolderInfo {
-            mode: Mode::from_code(lease::plain_meta(l) & 0b11, capacity),
+            mode: Mode::from_code(lease::plain_meta(l) & Mode::CODE_MASK, capacity),
             token: FenceToken::from_u64(token),
             owner: None,
             acquired_at: None,
@@ -156,7 +156,7 @@ fn holder(rec: &Record, at: RecordRef, capacity: u32, inner: &SlotInner) -> Opti
         lease::HELD => {
             let acquired = rec.acquired_ns.load(Ordering::Relaxed);
             Some(HolderInfo {
-                mode: Mode::from_code(rec.meta.load(Ordering::Relaxed) & 0b11, capacity),
+                mode: Mode::from_code(rec.meta.load(Ordering::Relaxed) & Mode::CODE_MASK, capacity),
                 token: FenceToken::from_u64(token),
                 owner: inner.owner(at),
                 acquired_at: (acquired != UNKNOWN_TIME).then(|| Duration::from_nanos(acquired)),

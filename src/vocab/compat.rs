@@ -23,9 +23,6 @@
 
 use std::fmt;
 
-use crate::vocab::error::LockError;
-use crate::vocab::mode::Mode;
-
 /// A mode of the multi-granularity locking matrix.
 ///
 /// # Examples
@@ -159,24 +156,6 @@ impl fmt::Display for Granule {
     }
 }
 
-/// The mode that covers both `a` and `b`, for a key named twice.
-pub(crate) fn merge(a: Mode, b: Mode) -> Result<Mode, LockError> {
-    match (a, b) {
-        (Mode::Semaphore(n), Mode::Semaphore(m)) if n != m => Err(LockError::PermitMismatch { live: n, requested: m }),
-        (Mode::Semaphore(n), Mode::Shared) | (Mode::Shared, Mode::Semaphore(n)) => Ok(Mode::Semaphore(n)),
-        (Mode::Semaphore(n), Mode::Semaphore(_)) => Ok(Mode::Semaphore(n)),
-        _ => {
-            let of = |m: Mode| if m == Mode::Exclusive { Granule::X } else { Granule::S };
-            Ok(match join(of(a), of(b)) {
-                Granule::X => Mode::Exclusive,
-                _ if matches!(a, Mode::Semaphore(_)) => a,
-                _ if matches!(b, Mode::Semaphore(_)) => b,
-                _ => Mode::Shared,
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,18 +251,5 @@ mod tests {
             assert_eq!(Granule::from_index(i), Some(*m));
             assert_eq!(*m as usize, i);
         }
-    }
-
-    #[test]
-    fn merge_takes_the_stronger_mode() {
-        use crate::vocab::mode::Mode::*;
-        assert_eq!(merge(Shared, Shared), Ok(Shared));
-        assert_eq!(merge(Shared, Exclusive), Ok(Exclusive));
-        assert_eq!(merge(Exclusive, Shared), Ok(Exclusive));
-        assert_eq!(merge(Semaphore(3), Shared), Ok(Semaphore(3)));
-        assert_eq!(merge(Shared, Semaphore(3)), Ok(Semaphore(3)));
-        assert_eq!(merge(Semaphore(3), Semaphore(3)), Ok(Semaphore(3)));
-        assert_eq!(merge(Semaphore(3), Exclusive), Ok(Exclusive));
-        assert_eq!(merge(Semaphore(3), Semaphore(4)), Err(LockError::PermitMismatch { live: 3, requested: 4 }));
     }
 }

@@ -5,6 +5,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::vocab::compat::{join, Granule};
+use crate::vocab::error::LockError;
+
 /// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
 /// (The state word's layout, `engine/word.rs`, is checked at compile time to count this many.)
 pub const MAX_UNITS: u32 = (1 << 20) - 1;
@@ -34,6 +37,18 @@ pub enum Mode {
     Shared,
     /// One of `n` permits.
     Semaphore(u32),
+    /// Upgradable (update, `U`): beside shared holders, excludes exclusive holders and other
+    /// upgradables; its guard can become exclusive without letting a writer in between.
+    Upgradable,
+    /// Intention shared (`IS`): will take shared locks on some keys below this one in a
+    /// hierarchy. Beside every mode but exclusive.
+    IntentShared,
+    /// Intention exclusive (`IX`): will take exclusive (or shared) locks below. Beside `IS` and
+    /// `IX` only.
+    IntentExclusive,
+    /// Shared plus intention exclusive (`SIX`): reads the whole node, writes some below. Beside
+    /// `IS` only.
+    SharedIntentExclusive,
 }
 
 impl Mode {
@@ -46,22 +61,58 @@ impl Mode {
     pub(crate) const fn capacity(self) -> u32 {
         match self {
             Mode::Semaphore(n) => n,
-            Mode::Exclusive | Mode::Shared => MAX_UNITS,
+            _ => MAX_UNITS,
         }
     }
+
+    /// The mode's place in the compatibility matrix (`compat.rs`). A permit is a shared unit.
+    pub const fn granule(self) -> Granule {
+        match self {
+            Mode::Exclusive => Granule::X,
+            Mode::Shared | Mode::Semaphore(_) => Granule::S,
+            Mode::Upgradable => Granule::U,
+            Mode::IntentShared => Granule::IS,
+            Mode::IntentExclusive => Granule::IX,
+            Mode::SharedIntentExclusive => Granule::SIX,
+        }
+    }
+
+    /// The mode a request of the matrix mode `g` makes.
+    pub const fn from_granule(g: Granule) -> Mode {
+        match g {
+            Granule::IS => Mode::IntentShared,
+            Granule::IX => Mode::IntentExclusive,
+            Granule::S => Mode::Shared,
+            Granule::SIX => Mode::SharedIntentExclusive,
+            Granule::U => Mode::Upgradable,
+            Granule::X => Mode::Exclusive,
+        }
+    }
+
+    /// Bits of [`code`](Mode::code).
+    pub(crate) const CODE_BITS: u32 = 3;
+    pub(crate) const CODE_MASK: u64 = (1 << Self::CODE_BITS) - 1;
 
     pub(crate) const fn code(self) -> u64 {
         match self {
             Mode::Exclusive => 0,
             Mode::Shared => 1,
             Mode::Semaphore(_) => 2,
+            Mode::Upgradable => 3,
+            Mode::IntentShared => 4,
+            Mode::IntentExclusive => 5,
+            Mode::SharedIntentExclusive => 6,
         }
     }
 
     pub(crate) const fn from_code(code: u64, capacity: u32) -> Mode {
-        match code {
+        match code & Self::CODE_MASK {
             0 => Mode::Exclusive,
             1 => Mode::Shared,
+            3 => Mode::Upgradable,
+            4 => Mode::IntentShared,
+            5 => Mode::IntentExclusive,
+            6 => Mode::SharedIntentExclusive,
             _ => Mode::Semaphore(capacity),
         }
     }
@@ -73,7 +124,29 @@ impl fmt::Display for Mode {
             Mode::Exclusive => f.write_str("exclusive"),
             Mode::Shared => f.write_str("shared"),
             Mode::Semaphore(n) => write!(f, "semaphore({n})"),
+            Mode::Upgradable => f.write_str("upgradable"),
+            Mode::IntentShared => f.write_str("intent shared"),
+            Mode::IntentExclusive => f.write_str("intent exclusive"),
+            Mode::SharedIntentExclusive => f.write_str("shared intent exclusive"),
         }
+    }
+}
+
+/// The mode that covers both `a` and `b`, for a key named twice in one request: the join of the
+/// matrix (`compat::join`). On a semaphore key, shared is one permit and exclusive all of them;
+/// a semaphore mode beside a mode of the hierarchy (upgradable, intention) is refused: one key
+/// is a semaphore or a read/write key, not both.
+pub(crate) fn merge(a: Mode, b: Mode) -> Result<Mode, LockError> {
+    match (a, b) {
+        (Mode::Semaphore(n), Mode::Semaphore(m)) if n != m => Err(LockError::PermitMismatch { live: n, requested: m }),
+        (Mode::Semaphore(n), Mode::Semaphore(_) | Mode::Shared) | (Mode::Shared, Mode::Semaphore(n)) => {
+            Ok(Mode::Semaphore(n))
+        }
+        (Mode::Semaphore(_), Mode::Exclusive) | (Mode::Exclusive, Mode::Semaphore(_)) => Ok(Mode::Exclusive),
+        (Mode::Semaphore(n), _) | (_, Mode::Semaphore(n)) => {
+            Err(LockError::PermitMismatch { live: n, requested: MAX_UNITS })
+        }
+        _ => Ok(Mode::from_granule(join(a.granule(), b.granule()))),
     }
 }
 
@@ -131,5 +204,51 @@ impl fmt::Debug for Owner {
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode::*;
+    use super::*;
+    use crate::vocab::compat::{covers, ALL};
+
+    #[test]
+    fn merge_takes_the_stronger_mode() {
+        assert_eq!(merge(Shared, Shared), Ok(Shared));
+        assert_eq!(merge(Shared, Exclusive), Ok(Exclusive));
+        assert_eq!(merge(Exclusive, Shared), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(3), Shared), Ok(Semaphore(3)));
+        assert_eq!(merge(Shared, Semaphore(3)), Ok(Semaphore(3)));
+        assert_eq!(merge(Semaphore(3), Semaphore(3)), Ok(Semaphore(3)));
+        assert_eq!(merge(Semaphore(3), Exclusive), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(3), Semaphore(4)), Err(LockError::PermitMismatch { live: 3, requested: 4 }));
+        assert_eq!(merge(IntentExclusive, Shared), Ok(SharedIntentExclusive));
+        assert_eq!(merge(IntentShared, Upgradable), Ok(Upgradable));
+        assert_eq!(merge(Upgradable, IntentExclusive), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(2), IntentShared), Err(LockError::PermitMismatch { live: 2, requested: MAX_UNITS }));
+    }
+
+    #[test]
+    fn merge_covers_both_for_every_pair_of_matrix_modes() {
+        for a in ALL {
+            for b in ALL {
+                let (ma, mb) = (Mode::from_granule(a), Mode::from_granule(b));
+                let m = merge(ma, mb).expect("matrix modes always merge");
+                assert!(covers(m.granule(), a) && covers(m.granule(), b), "{ma} + {mb} = {m}");
+                assert_eq!(m.granule(), join(a, b));
+            }
+        }
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for m in [Exclusive, Shared, Semaphore(7), Upgradable, IntentShared, IntentExclusive, SharedIntentExclusive] {
+            assert_eq!(Mode::from_code(m.code(), 7), m);
+            assert!(m.code() <= Mode::CODE_MASK);
+            if !matches!(m, Semaphore(_)) {
+                assert_eq!(Mode::from_granule(m.granule()), m);
+            }
+        }
     }
 }
