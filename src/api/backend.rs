@@ -461,6 +461,9 @@ where
         Mode::Exclusive => locks.exclusive(key),
         Mode::Shared => locks.shared(key),
         Mode::Semaphore(n) => locks.semaphore(key, n),
+        Mode::IntentShared => locks.intent_shared(key),
+        Mode::IntentExclusive => locks.intent_exclusive(key),
+        Mode::SharedIntentExclusive => locks.shared_intent_exclusive(key),
         mode => Request::new(&locks.state, key, mode),
     };
     if let Some(ttl) = spec.lease {

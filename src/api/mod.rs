@@ -13,6 +13,7 @@ pub(crate) mod election;
 pub(crate) mod fenced;
 pub(crate) mod future;
 pub(crate) mod guard;
+pub(crate) mod hierarchy;
 pub(crate) mod leadership;
 pub(crate) mod loss;
 pub(crate) mod manager;
