@@ -261,3 +261,45 @@ fn shadow_stress_never_holds_incompatible_modes_at_once() {
     locks.reclaim_idle();
     assert_eq!(locks.slot_count(), 0, "every matrix key went back to idle and was reclaimed");
 }
+
+/// A waiter queued long enough is handed the lock by a release (the fairness hand-off). An
+/// intention request must not be handed a plain unit that way: it would hold without the key
+/// being a matrix key, and a reader could then get in beside SIX by the lock-free path. The path
+/// there: X held, a writer and then SIX queued; X's release makes the key ordinary again and
+/// wakes the writer; SIX, now first in line and overdue, is handed the key by the writer's
+/// release.
+#[test]
+fn an_overdue_intention_waiter_still_gets_a_matrix_key() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<String>::builder().clock(clock.clone()).reaper(false).build().unwrap();
+    let x = locks.exclusive("t").try_acquire().unwrap();
+    std::thread::scope(|s| {
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let locks = &locks;
+        let writer = s.spawn(move || {
+            let g = locks.exclusive("t").acquire().unwrap();
+            go_rx.recv().unwrap();
+            drop(g);
+        });
+        until("the writer waits", || waiters(locks, "t") == 1);
+        let six = s.spawn(move || {
+            let g = locks.shared_intent_exclusive("t").acquire().unwrap();
+            // While SIX holds, no reader may get in.
+            let r = locks.shared("t").try_acquire();
+            (g.mode(), r.map(|g| g.token()))
+        });
+        until("SIX waits behind the writer", || waiters(locks, "t") == 2);
+        drop(x);
+        until("the writer holds", || {
+            locks.inspect("t").is_some_and(|i| i.mode == Some(Mode::Exclusive) && i.waiters.len() == 1)
+        });
+        clock.advance(Duration::from_secs(10)); // SIX is now far past the fairness bound
+        go_tx.send(()).unwrap();
+        writer.join().unwrap();
+        let (mode, reader) = six.join().unwrap();
+        assert_eq!(mode, Mode::SharedIntentExclusive);
+        assert_eq!(reader.unwrap_err(), LockError::WouldBlock, "a reader got in beside SIX");
+    });
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0);
+}

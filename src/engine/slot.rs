@@ -711,6 +711,11 @@ impl<K> Slot<K> {
         let Some(front) = inner.queue.overdue_front(core.clock.now_ns()) else {
             return false;
         };
+        if !matches!(front.ask.mode, Mode::Exclusive | Mode::Shared | Mode::Semaphore(_)) {
+            // An intention or upgradable request is not a plain unit claim (the matrix and `UP`
+            // decide it): it is woken to claim for itself instead.
+            return false;
+        }
         let front = Arc::clone(front);
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mut w = self.word.load(Ordering::Acquire);
