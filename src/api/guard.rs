@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
+use crate::expiry::renewer::KeepAlive;
+use crate::vocab::mode::MAX_UNITS;
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
+use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED, UP_HELD};
 use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -73,7 +75,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     #[inline(always)]
-    fn current(&self) -> Holding {
+    pub(crate) fn current(&self) -> Holding {
         Holding { rec: self.rec, token: self.token, bits: self.bits.load(UntrackedOrdering::Relaxed) }
     }
 
@@ -380,7 +382,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
     /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
     #[cold]
-    fn expire_own(&self, h: &Holding, now: u64) {
+    pub(crate) fn expire_own(&self, h: &Holding, now: u64) {
         let core = &self.locks.table.core;
         let events = &self.locks.events;
         let mut si = self.slot.lock();
@@ -394,6 +396,19 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
             }
         });
+    }
+
+    /// The manager state and slot this guard works on.
+    pub(crate) fn place(&self) -> (&'m State<K, S>, &'m Slot<K>) {
+        (self.locks, self.slot)
+    }
+
+    /// Moves the holding's loss signal (if one is attached) from `old` to the token of an
+    /// upgraded holding. Called under the slot lock, so no ender looks for it in between.
+    pub(crate) fn rekey_signal(&self, old: u64, new: u64) {
+        if self.service.get().is_some() {
+            self.locks.losses.rekey(self.slot as *const Slot<K> as usize, old, new);
+        }
     }
 
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
@@ -461,8 +476,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             self.record_hold();
         }
         let core = &self.locks.table.core;
-        // A plain holding in an inline record, nobody listening: one store and one `fetch_sub`.
-        if h.bits & (MANAGED | IN_OVERFLOW) == 0 && !self.locks.events.is_active() {
+        // A plain holding in an inline record, not upgradable, nobody listening: one store and
+        // one `fetch_sub` (the mask is one constant, so the upgradable test costs nothing).
+        if h.bits & (MANAGED | IN_OVERFLOW | UP_HELD) == 0 && !self.locks.events.is_active() {
             self.slot.release_plain(core, &h);
             return Ok(());
         }
@@ -522,6 +538,45 @@ where
         let service = self.holding_ref().start(ask, ttl_ns, self.mode());
         // A fresh guard's cell is empty: nobody else could have asked yet.
         let _ = self.service.set(Box::new(service));
+    }
+}
+
+impl<'m, K, S> LockGuard<'m, K, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// The same guard over its changed holding `h` (an upgrade or a downgrade, done under the slot
+    /// lock), without releasing anything. It keeps its loss signal (re-keyed already, see
+    /// `rekey_signal`); after an upgrade (a new token) its keep-alive moves to the new holding,
+    /// with the same TTL and the deadline it had.
+    pub(crate) fn changed(self, h: Holding) -> LockGuard<'m, K, S> {
+        let mut this = ManuallyDrop::new(self);
+        let service = this.service.take();
+        let (locks, slot, old) = (this.locks, this.slot, this.token);
+        let guard = LockGuard::new(locks, slot, h);
+        if let Some(mut service) = service {
+            if h.token != old {
+                if let Some(k) = service.keep_alive.take() {
+                    k.close();
+                    let renewed = slot.deadline_of(&h).map(|deadline| {
+                        Arc::new(KeepAlive::new(
+                            slot,
+                            h,
+                            Mode::from_code(h.mode_code(), MAX_UNITS),
+                            k.ttl_ns(),
+                            deadline,
+                        ))
+                    });
+                    if let Some(k) = &renewed {
+                        locks.keep_alive(Arc::clone(k));
+                    }
+                    service.keep_alive = renewed;
+                }
+            }
+            let _ = guard.service.set(service);
+        }
+        guard
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) mod request;
 pub(crate) mod service;
 pub(crate) mod session;
 pub(crate) mod state;
+pub(crate) mod upgradable;
+pub(crate) mod upgrade_future;
 #[cfg(all(test, not(leasehold_loom)))]
 mod write_audit_tests;
 
@@ -41,6 +43,8 @@ pub use many::{ManyAcquire, ManyRequest};
 pub use many_guard::ManyGuard;
 pub use request::Request;
 pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
+pub use upgradable::{ModeChangeFailed, UpgradableAcquire, UpgradableGuard, UpgradableRequest};
+pub use upgrade_future::UpgradeFuture;
 
 /// The database-engine section of the docs (`docs-database.md`), so that its examples run as
 /// doctests until it is folded into the README.

@@ -11,6 +11,7 @@ pub(crate) mod shard;
 pub(crate) mod slot;
 pub(crate) mod sweep;
 pub(crate) mod table;
+pub(crate) mod upgrade;
 pub(crate) mod watch;
 #[doc(hidden)]
 pub mod word;

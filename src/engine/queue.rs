@@ -30,9 +30,15 @@ const FAIR_AFTER_NS: u64 = FAIR_AFTER.as_nanos() as u64;
 
 /// A slot's queue of waiting requests, in arrival order. It lives under the slot lock; the slot
 /// keeps the word's `WAITERS` and `EXCL_WAITING` flags equal to [`flags`](WaitQueue::flags).
+///
+/// Beside the queue, at most one *upgrader*: the upgradable holder waiting for the readers to
+/// leave (`upgrade.rs`). It is first in line in effect: while it waits (the word's `UPGRADING`)
+/// no other request can claim, so a release wakes it alone, once its own unit is the only one
+/// held.
 #[derive(Default)]
 pub(crate) struct WaitQueue {
     waiters: VecDeque<Arc<Waiter>>,
+    upgrader: Option<Arc<Waiter>>,
 }
 
 /// Parked, waiting for a wake-up.
@@ -119,7 +125,7 @@ impl Waiter {
         }
     }
 
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         // Release: the waiter's Acquire load sees the units this release returned.
         self.state.store(NOTIFIED, Ordering::Release);
         self.wake();
@@ -176,6 +182,26 @@ impl WaitQueue {
         pos.is_some()
     }
 
+    /// Registers the upgrader (the word's `UPGRADING` is set with it). Returns false if it was
+    /// registered already.
+    pub(crate) fn set_upgrader(&mut self, waiter: &Arc<Waiter>) -> bool {
+        if self.upgrader.as_ref().is_some_and(|u| Arc::ptr_eq(u, waiter)) {
+            return false;
+        }
+        self.upgrader = Some(Arc::clone(waiter));
+        true
+    }
+
+    /// Takes the upgrader out (it upgraded, gave up, or its holding ended).
+    pub(crate) fn take_upgrader(&mut self) -> Option<Arc<Waiter>> {
+        self.upgrader.take()
+    }
+
+    /// Whether `waiter` is the registered upgrader.
+    pub(crate) fn is_upgrader(&self, waiter: &Arc<Waiter>) -> bool {
+        self.upgrader.as_ref().is_some_and(|u| Arc::ptr_eq(u, waiter))
+    }
+
     /// Removes the first waiter.
     pub(crate) fn pop_front(&mut self) -> Option<Arc<Waiter>> {
         self.waiters.pop_front()
@@ -186,27 +212,36 @@ impl WaitQueue {
         self.waiters.iter().take_while(move |w| !Arc::ptr_eq(w, waiter))
     }
 
-    /// The waiters, from the front.
+    /// The waiters, from the front: the upgrader (it asks for exclusive) first.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Waiter>> + '_ {
-        self.waiters.iter()
+        self.upgrader.iter().chain(self.waiters.iter())
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.waiters.len()
+        self.waiters.len() + usize::from(self.upgrader.is_some())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.waiters.is_empty()
+        self.waiters.is_empty() && self.upgrader.is_none()
     }
 
-    /// The word's queue flags for this queue (`word::queue_flags`).
+    /// The word's queue flags for this queue (`word::queue_flags`). A waiting upgrader needs
+    /// `WAITERS` (so that every release takes the slow path and can wake it), not
+    /// `EXCL_WAITING`: its `UPGRADING` already stops every new reader.
     pub(crate) fn flags(&self) -> u64 {
         word::queue_flags(!self.is_empty(), self.waiters.iter().any(|w| w.ask.mode.is_exclusive()))
     }
 
     /// Wakes the waiters at the front that `free` of `capacity` units can admit; a queued
-    /// exclusive request that does not fit stops the walk.
+    /// exclusive request that does not fit stops the walk. While an upgrader waits nobody else
+    /// can claim: it alone is woken, once its own unit is the only one held.
     pub(crate) fn wake_admitted(&self, capacity: u32, mut free: u32) {
+        if let Some(up) = &self.upgrader {
+            if free == capacity - 1 && up.state.load(Ordering::Relaxed) == WAITING {
+                up.notify();
+            }
+            return;
+        }
         for waiter in self.waiters.iter() {
             let exclusive = waiter.ask.mode.is_exclusive();
             let fits = if exclusive { free == capacity } else { free >= 1 };

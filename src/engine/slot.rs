@@ -238,7 +238,7 @@ impl<K> Slot<K> {
 
     /// The record a holding refers to.
     #[inline]
-    fn record(&self, h: &Holding) -> &Record {
+    pub(super) fn record(&self, h: &Holding) -> &Record {
         // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
         // that lives as long as the slot's memory).
         unsafe { &*h.rec.0 }
@@ -246,7 +246,7 @@ impl<K> Slot<K> {
 
     /// The fencing token of a claim that produced `word`.
     #[inline(always)]
-    fn token_of(&self, word: u64) -> u64 {
+    pub(super) fn token_of(&self, word: u64) -> u64 {
         // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
         self.token_base.load(Ordering::Relaxed) + word::counter(word)
     }
@@ -265,15 +265,25 @@ impl<K> Slot<K> {
                     Err(Blocked::Mismatch(cap))
                 }
             }
-            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
-            _ => Ok(cap),
+            Mode::Semaphore(_) => Ok(cap),
+            _ if cap == MAX_UNITS => Ok(cap),
+            _ if word::is_idle(w) => Err(Blocked::Reshape),
+            // Exclusive takes every permit, shared one; the modes of the hierarchy (upgradable,
+            // intention) have no meaning on a semaphore key.
+            Mode::Exclusive | Mode::Shared => Ok(cap),
+            _ => Err(Blocked::Mismatch(cap)),
         }
     }
 
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
-        self.claim_with(core, ask.mode, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
+        let limit = core.counter_limit;
+        self.claim_with(
+            ask.mode,
+            |w, cap| ask.claim(w, cap, privileged, limit),
+            |claim| self.finish_claim(core, ask, claim, None),
+        )
     }
 
     /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
@@ -281,7 +291,12 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
-        self.claim_with(core, mode, need, |claim| self.finish_plain(core, mode, claim))
+        let limit = core.counter_limit;
+        self.claim_with(
+            mode,
+            |w, cap| word::try_claim(w, cap, need, limit),
+            |claim| self.finish_plain(core, mode, claim),
+        )
     }
 
     /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
@@ -289,9 +304,8 @@ impl<K> Slot<K> {
     #[inline(always)]
     fn claim_with(
         &self,
-        core: &Core,
         mode: Mode,
-        need: word::Need,
+        claim_of: impl Fn(u64, u32) -> Result<Claim, Refusal>,
         finish: impl FnOnce(Claim) -> Holding,
     ) -> Result<Holding, Blocked> {
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
@@ -299,7 +313,7 @@ impl<K> Slot<K> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, mode)?;
-            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+            let claim = match claim_of(w, cap) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,
                 Err(Refusal::Busy) => return Err(Blocked::Busy),
@@ -334,7 +348,7 @@ impl<K> Slot<K> {
     /// publishes the record).
     #[cold]
     #[inline(never)]
-    fn stamp_sampled(&self, core: &Core, rec: &Record) {
+    pub(super) fn stamp_sampled(&self, core: &Core, rec: &Record) {
         rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
     }
 
@@ -350,7 +364,7 @@ impl<K> Slot<K> {
             Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
             None => self.lock().set_owner(RecordRef::Inline(idx), owner),
         });
-        Holding::new(RecordRef::Inline(idx), rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
+        ask.holding(RecordRef::Inline(idx), rec, token, units)
     }
 
     /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
@@ -435,7 +449,7 @@ impl<K> Slot<K> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, ask.mode)?;
-            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+            let claim = match ask.claim(w, cap, privileged, core.counter_limit) {
                 Ok(c) => c,
                 Err(Refusal::Busy | Refusal::Exhausted) if flag_if_busy && w & flags != flags => {
                     match self.word.compare_exchange_weak(w, w | flags, Ordering::AcqRel, Ordering::Acquire) {
@@ -466,7 +480,7 @@ impl<K> Slot<K> {
         let units = claim.units;
         let record = RecordRef::Overflow(index);
         self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
-        Holding::new(record, rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
+        ask.holding(record, rec, token, units)
     }
 
     /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
@@ -528,7 +542,7 @@ impl<K> Slot<K> {
     #[inline]
     pub(crate) fn release_then(&self, core: &Core, h: &Holding, ended: impl FnOnce()) -> Result<(), AlreadyEnded> {
         match h.record() {
-            RecordRef::Inline(idx) => {
+            RecordRef::Inline(_) => {
                 let rec = self.record(h);
                 if h.managed() {
                     self.end_managed(h, rec)?;
@@ -536,10 +550,12 @@ impl<K> Slot<K> {
                         self.lock().set_owner(h.record(), None);
                     }
                     ended();
-                    self.return_units(core, word::release_delta(idx, h.units()));
+                    self.return_units(core, h.word_delta());
                 } else {
                     ended();
-                    self.release_plain(core, h);
+                    // As `release_plain`, with an upgradable holding's `UP` in the delta.
+                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                    self.return_units(core, h.word_delta());
                 }
                 Ok(())
             }
@@ -553,7 +569,7 @@ impl<K> Slot<K> {
                 }
                 ended();
                 inner.free_overflow(index);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), &mut inner);
+                self.return_units_locked(core, h.word_delta(), &mut inner);
                 Ok(())
             }
         }
@@ -647,7 +663,7 @@ impl<K> Slot<K> {
 
     /// Sets `WAITERS` and `EXCL_WAITING` to match the queue (`word::with_queue_flags`). Under the
     /// slot lock, the only place they are cleared.
-    fn sync_queue_flags(&self, inner: &SlotInner) {
+    pub(super) fn sync_queue_flags(&self, inner: &SlotInner) {
         let flags = inner.queue.flags();
         let mut w = self.word.load(Ordering::Relaxed);
         loop {
@@ -676,7 +692,9 @@ impl<K> Slot<K> {
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mut w = self.word.load(Ordering::Acquire);
         let claim = loop {
-            let Some(claim) = word::hand_off(w, delta, capacity, front.ask.need(true), core.counter_limit) else {
+            // `word::hand_off`: a release and a privileged claim in one step, in the claim of the
+            // waiter's mode.
+            let Ok(claim) = front.ask.claim(w - delta, capacity, true, core.counter_limit) else {
                 return false;
             };
             // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
@@ -748,11 +766,14 @@ impl<K> Slot<K> {
         // through the reaper.
         let ended = Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_end(&ended)));
+        // An upgradable holding gives `UP` back too, and a pending upgrade of it ends.
+        let up =
+            if Mode::from_code(ended.meta, MAX_UNITS) == Mode::Upgradable { self.upgradable_ended(inner) } else { 0 };
         match record {
-            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), inner),
+            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units) + up, inner),
             RecordRef::Overflow(i) => {
                 inner.free_overflow(i);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, units) + up, inner);
             }
         }
         Some((t, units))

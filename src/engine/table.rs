@@ -339,7 +339,8 @@ where
                 let base = g.high_water - word::counter(start);
                 // The counter it continues from was counted when the dead slot was reclaimed.
                 g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
-                let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                let claim = ask
+                    .claim(start, capacity, false, self.core.counter_limit)
                     .expect("a fresh slot admits any request");
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
                 unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };

@@ -39,7 +39,8 @@ use crate::vocab::token::FenceToken;
 pub struct LockInfo<K> {
     /// The key.
     pub key: K,
-    /// How it is held now: `Exclusive`, `Shared`, `Semaphore(n)`, or `None` when only waited on.
+    /// How it is held now: `Exclusive`, `Upgradable` (an upgradable holder, maybe with readers),
+    /// `Shared`, `Semaphore(n)`, or `None` when only waited on.
     pub mode: Option<Mode>,
     /// The key's capacity: [`MAX_UNITS`] for a read/write key, `n` for a semaphore.
     pub capacity: u32,
@@ -129,6 +130,8 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         None
     } else if holders.iter().any(|h| h.mode == Mode::Exclusive) {
         Some(Mode::Exclusive)
+    } else if w & word::UP != 0 {
+        Some(Mode::Upgradable)
     } else if capacity == MAX_UNITS {
         Some(Mode::Shared)
     } else {

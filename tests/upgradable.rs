@@ -1,0 +1,350 @@
+//! Upgradable locks (issue 12, item 1): the matrix of an upgradable holder, upgrades (try, blocking,
+//! timeout, async and its cancellation, expiry while upgrading), downgrades, tokens and leases.
+//! No test sleeps to let a thread park: each observes the waiter through `inspect` first.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use leasehold::{LockError, LockManager, LossCause, ManualClock, Mode};
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counting() -> (Arc<CountingWaker>, Waker) {
+    let c = Arc::new(CountingWaker::default());
+    (Arc::clone(&c), Waker::from(c))
+}
+
+fn poll<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(waker))
+}
+
+/// Spins (yielding) until `inspect` shows `n` waiters on `key`: the way to know a thread parked.
+fn until_waiters(locks: &LockManager<String>, key: &str, n: usize) {
+    for _ in 0..10_000_000 {
+        if locks.inspect(key).is_some_and(|i| i.waiters.len() == n) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+    panic!("never saw {n} waiters on {key}");
+}
+
+#[test]
+fn upgradable_is_beside_readers_and_alone_among_writers_and_upgradables() {
+    let locks: LockManager<String> = LockManager::new();
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    assert_eq!(u.mode(), Mode::Upgradable);
+    let r = locks.shared("k").try_acquire().expect("a reader beside an upgradable");
+    assert_eq!(locks.upgradable("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    assert_eq!(locks.exclusive("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    let info = locks.inspect("k").unwrap();
+    assert_eq!(info.mode, Some(Mode::Upgradable));
+    assert_eq!(info.holders.iter().filter(|h| h.mode == Mode::Upgradable).count(), 1);
+    drop(u);
+    // Its release gave `UP` back: another upgradable gets in beside the reader.
+    let u2 = locks.upgradable("k").try_acquire().expect("UP was released");
+    drop(r);
+    drop(u2);
+    drop(locks.exclusive("k").try_acquire().expect("nothing left held"));
+    // Beside an exclusive holder: refused.
+    let w = locks.exclusive("k").try_acquire().unwrap();
+    assert_eq!(locks.upgradable("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    drop(w);
+}
+
+#[test]
+fn managed_and_overflow_upgradable_holdings_release_up() {
+    let locks: LockManager<String> = LockManager::new();
+    // Four readers take the inline records, so the upgradable one lives in an overflow record.
+    let readers: Vec<_> = (0..4).map(|_| locks.shared("k").try_acquire().unwrap()).collect();
+    let u = locks.upgradable("k").owner("o").lease(Duration::from_secs(60)).try_acquire().unwrap();
+    u.release().unwrap();
+    let u = locks.upgradable("k").lease(Duration::from_secs(60)).try_acquire().expect("UP released");
+    drop(readers);
+    drop(u);
+    let w = locks.exclusive("k").try_acquire().expect("nothing left held");
+    drop(w);
+}
+
+#[test]
+fn a_queued_writer_stops_new_upgradables() {
+    let locks = Arc::new(LockManager::<String>::new());
+    let r = locks.shared("k").try_acquire().unwrap();
+    let writer = {
+        let locks = Arc::clone(&locks);
+        std::thread::spawn(move || locks.exclusive("k").acquire().map(|g| g.token()))
+    };
+    until_waiters(&locks, "k", 1);
+    assert_eq!(locks.upgradable("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    drop(r);
+    writer.join().unwrap().unwrap();
+}
+
+#[test]
+fn upgradable_on_a_semaphore_key_is_a_permit_mismatch() {
+    let locks: LockManager<String> = LockManager::new();
+    let p = locks.semaphore("pool", 3).try_acquire().unwrap();
+    assert!(matches!(locks.upgradable("pool").try_acquire(), Err(LockError::PermitMismatch { live: 3, .. })));
+    drop(p);
+    // Idle: the key becomes a read/write key again.
+    assert!(locks.upgradable("pool").try_acquire().is_ok());
+    let w = locks.semaphore("pool2", 2).try_acquire().unwrap();
+    drop(w);
+    let x = locks.exclusive("sem").try_acquire().unwrap();
+    drop(x);
+}
+
+#[test]
+fn try_upgrade_would_block_beside_a_reader_and_keeps_the_guard() {
+    let locks: LockManager<String> = LockManager::new();
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    let t0 = u.token();
+    let r = locks.shared("k").try_acquire().unwrap();
+    let failed = u.try_upgrade().unwrap_err();
+    assert_eq!(failed.error, LockError::WouldBlock);
+    let u = failed.guard;
+    assert!(u.is_held());
+    assert_eq!(u.mode(), Mode::Upgradable);
+    // A try does not leave readers stopped.
+    drop(locks.shared("k").try_acquire().expect("no UPGRADING left behind"));
+    drop(r);
+    let w = u.try_upgrade().expect("alone now");
+    assert_eq!(w.mode(), Mode::Exclusive);
+    assert!(w.token() > t0, "an upgrade is a new holding: {} after {t0}", w.token());
+    assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    drop(w);
+    drop(locks.exclusive("k").try_acquire().expect("the exclusive release gave everything back"));
+}
+
+#[test]
+fn upgrade_stops_new_readers_and_waits_for_the_present_ones() {
+    let locks = LockManager::<String>::new();
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    let r = locks.shared("k").try_acquire().unwrap();
+    std::thread::scope(|s| {
+        let upgrader = s.spawn(|| {
+            let w = u.upgrade().expect("the reader leaves");
+            assert_eq!(w.mode(), Mode::Exclusive);
+            assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+            w.token()
+        });
+        until_waiters(&locks, "k", 1);
+        assert_eq!(locks.inspect("k").unwrap().waiters[0].mode, Mode::Exclusive);
+        // The pending upgrade stops new readers at once.
+        assert_eq!(locks.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+        let reader_token = r.token();
+        drop(r); // the last reader's release wakes the upgrader
+        let t = upgrader.join().unwrap();
+        assert!(t > reader_token);
+    });
+}
+
+#[test]
+fn upgrade_timeout_gives_the_guard_back_and_lets_readers_in_again() {
+    let locks = Arc::new(LockManager::<String>::new());
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    let r = locks.shared("k").try_acquire().unwrap();
+    // A reader that arrives during the upgrade waits (UPGRADING); the timeout must let it in.
+    let late = {
+        let locks = Arc::clone(&locks);
+        std::thread::spawn(move || {
+            // Only after the upgrade is pending (the upgrader shows as the first waiter).
+            until_waiters(&locks, "k", 1);
+            locks.shared("k").acquire().map(|g| g.token())
+        })
+    };
+    let failed = u.upgrade_timeout(Duration::from_millis(50)).unwrap_err();
+    assert_eq!(failed.error, LockError::TimedOut);
+    let u = failed.guard;
+    assert!(u.is_held());
+    late.join().unwrap().expect("the reader held back gets in after the timeout");
+    assert!(locks.shared("k").try_acquire().is_ok());
+    drop(r);
+    assert!(u.try_upgrade().is_ok());
+}
+
+#[test]
+fn a_dropped_upgrade_future_clears_upgrading_and_wakes_the_readers_it_held_back() {
+    let locks: LockManager<String> = LockManager::new();
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    let r = locks.shared("k").try_acquire().unwrap();
+    let (_, up_waker) = counting();
+    let mut up = u.upgrade_async();
+    assert!(poll(&mut up, &up_waker).is_pending());
+    assert_eq!(locks.inspect("k").unwrap().waiters.len(), 1, "the upgrade waits");
+    // A reader arriving now queues behind the pending upgrade.
+    let (reader_count, reader_waker) = counting();
+    let mut reader = locks.shared("k").acquire_async();
+    assert!(poll(&mut reader, &reader_waker).is_pending());
+    assert_eq!(locks.inspect("k").unwrap().waiters.len(), 2);
+    assert_eq!(reader_count.0.load(Ordering::SeqCst), 0);
+    drop(up); // cancels the upgrade (and releases the upgradable holding it owned)
+    assert!(reader_count.0.load(Ordering::SeqCst) >= 1, "the reader held back was not woken");
+    let g = match poll(&mut reader, &reader_waker) {
+        Poll::Ready(g) => g.expect("the reader gets in"),
+        Poll::Pending => panic!("woken but still pending"),
+    };
+    assert!(locks.inspect("k").unwrap().waiters.is_empty());
+    drop((g, r));
+    drop(locks.upgradable("k").try_acquire().expect("UP went with the dropped guard"));
+}
+
+#[test]
+fn the_last_readers_release_wakes_an_async_upgrade() {
+    let locks: LockManager<String> = LockManager::new();
+    let u = locks.upgradable("k").try_acquire().unwrap();
+    let t0 = u.token();
+    let r = locks.shared("k").try_acquire().unwrap();
+    let (count, waker) = counting();
+    let mut up = u.upgrade_async();
+    assert!(poll(&mut up, &waker).is_pending());
+    drop(r);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up for the upgrader");
+    match poll(&mut up, &waker) {
+        Poll::Ready(Ok(w)) => assert!(w.token() > t0),
+        Poll::Ready(Err(e)) => panic!("upgrade failed: {}", e.error),
+        Poll::Pending => panic!("woken but still pending"),
+    };
+}
+
+#[test]
+fn expiry_while_upgrading_fails_the_upgrade_and_clears_upgrading() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    let u = locks.upgradable("k").lease(Duration::from_secs(1)).try_acquire().unwrap();
+    let r = locks.shared("k").try_acquire().unwrap();
+    std::thread::scope(|s| {
+        let upgrader = s.spawn(|| {
+            let failed = u.upgrade().expect_err("the lease runs out first");
+            assert_eq!(failed.error, LockError::Expired);
+            assert!(!failed.guard.is_held());
+        });
+        until_waiters(&locks, "k", 1);
+        clock.advance(Duration::from_secs(2));
+        upgrader.join().unwrap();
+    });
+    // UPGRADING and UP are gone with the holding: readers and an upgradable get in.
+    let r2 = locks.shared("k").try_acquire().expect("no UPGRADING left");
+    let u2 = locks.upgradable("k").try_acquire().expect("no UP left");
+    drop((r, r2, u2));
+}
+
+#[test]
+fn an_upgrade_keeps_the_lease_and_the_loss_signal() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    let u = locks.upgradable("k").owner("o").lease(Duration::from_secs(10)).try_acquire().unwrap();
+    assert!(!u.is_lost());
+    let deadline = u.expires_at();
+    let w = u.upgrade().unwrap();
+    assert_eq!(w.expires_at(), deadline, "the lease carries over");
+    w.renew(Duration::from_secs(20)).expect("still renewable");
+    assert_eq!(w.owner().unwrap().as_str(), "o");
+    locks.revoke_owner("o");
+    assert_eq!(w.loss_cause(), Some(LossCause::Revoked), "the signal followed the new token");
+}
+
+#[test]
+fn keep_alive_follows_the_upgrade() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    let u = locks.upgradable("k").lease(Duration::from_secs(3)).keep_alive().try_acquire().unwrap();
+    let w = u.upgrade().unwrap();
+    for _ in 0..6 {
+        clock.advance(Duration::from_secs(1));
+    }
+    assert!(w.is_held(), "renewed on the exclusive holding");
+    assert!(!w.is_lost());
+}
+
+#[test]
+fn downgrade_keeps_the_token_lets_readers_in_and_keeps_the_writer_out() {
+    let locks = Arc::new(LockManager::<String>::new());
+    let w = locks.exclusive("k").try_acquire().unwrap();
+    let token = w.token();
+    let reader = {
+        let locks = Arc::clone(&locks);
+        std::thread::spawn(move || locks.shared("k").acquire().map(|g| g.token()))
+    };
+    until_waiters(&locks, "k", 1);
+    let writer = {
+        let locks = Arc::clone(&locks);
+        std::thread::spawn(move || locks.exclusive("k").acquire().map(|g| g.token()))
+    };
+    until_waiters(&locks, "k", 2);
+    let r = w.downgrade().unwrap();
+    assert_eq!((r.mode(), r.token()), (Mode::Shared, token), "a downgrade keeps its token");
+    // The reader queued ahead of the writer gets in; the writer waits for the downgraded holder.
+    reader.join().unwrap().unwrap();
+    assert_eq!(locks.inspect("k").unwrap().waiters.len(), 1, "the writer still waits");
+    drop(r);
+    assert!(writer.join().unwrap().unwrap() > token);
+}
+
+#[test]
+fn downgrade_to_upgradable_and_back_up() {
+    let locks: LockManager<String> = LockManager::new();
+    let w = locks.exclusive("k").lease(Duration::from_secs(30)).try_acquire().unwrap();
+    let t = w.token();
+    let u = w.downgrade_to_upgradable().unwrap();
+    assert_eq!((u.mode(), u.token()), (Mode::Upgradable, t));
+    let r = locks.shared("k").try_acquire().expect("readers beside it");
+    assert_eq!(locks.upgradable("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    drop(r);
+    let w = u.upgrade().unwrap();
+    assert!(w.token() > t);
+    drop(w);
+    assert!(locks.upgradable("k").try_acquire().is_ok(), "UP released by the exclusive release");
+}
+
+#[test]
+fn only_an_exclusive_guard_of_a_read_write_key_downgrades() {
+    let locks: LockManager<String> = LockManager::new();
+    let r = locks.shared("k").try_acquire().unwrap();
+    let failed = r.downgrade().unwrap_err();
+    assert_eq!(failed.error, LockError::InvalidModeChange { from: Mode::Shared, to: Mode::Shared });
+    assert!(failed.guard.is_held(), "the guard comes back");
+    let s = locks.exclusive("sem").try_acquire().unwrap();
+    drop(s);
+    let p = locks.semaphore("sem", 2).try_acquire().unwrap();
+    drop(p);
+    let x = locks.semaphore("sem", 2).try_acquire().unwrap();
+    let failed = x.downgrade_to_upgradable().unwrap_err();
+    assert!(matches!(failed.error, LockError::InvalidModeChange { .. }));
+    let x = locks.exclusive("sem2").try_acquire().unwrap();
+    drop(x);
+}
+
+#[test]
+fn an_expired_exclusive_guard_does_not_downgrade() {
+    let clock = ManualClock::new();
+    let locks = LockManager::<String>::builder().clock(clock.clone()).build().unwrap();
+    let w = locks.exclusive("k").lease(Duration::from_secs(1)).try_acquire().unwrap();
+    clock.advance(Duration::from_secs(2));
+    let failed = w.downgrade().unwrap_err();
+    assert_eq!(failed.error, LockError::Expired);
+    drop(failed);
+    drop(locks.exclusive("k").try_acquire().expect("free"));
+}
+
+#[test]
+fn lock_many_takes_upgradable_keys() {
+    let locks: LockManager<String> = LockManager::new();
+    let all = locks.lock_many([("a", Mode::Upgradable), ("b", Mode::Shared)]).try_acquire().unwrap();
+    assert!(locks.shared("a").try_acquire().is_ok());
+    assert_eq!(locks.upgradable("a").try_acquire().unwrap_err(), LockError::WouldBlock);
+    drop(all);
+    assert!(locks.upgradable("a").try_acquire().is_ok(), "UP released with the many-guard");
+}
