@@ -348,3 +348,53 @@ fn lock_many_takes_upgradable_keys() {
     drop(all);
     assert!(locks.upgradable("a").try_acquire().is_ok(), "UP released with the many-guard");
 }
+
+#[test]
+fn an_upgrade_that_closes_a_cycle_of_sessions_fails_with_deadlock_naming_both() {
+    let locks: LockManager<String> = LockManager::new();
+    let (a, b) = (locks.session("A"), locks.session("B"));
+    let a_up = a.upgradable("k1").try_acquire().unwrap();
+    let a_x = a.exclusive("k2").try_acquire().unwrap();
+    let b_s = b.shared("k1").try_acquire().unwrap();
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| {
+            let g = b.exclusive("k2").acquire().expect("A gives k2 up");
+            drop(g);
+            drop(b_s);
+        });
+        until_waiters(&locks, "k2", 1);
+        // A upgrades k1: it waits for B (a reader of k1), which waits for A (k2): a cycle.
+        let failed = a_up.upgrade().expect_err("the upgrade closes the cycle");
+        let LockError::Deadlock { cycle } = &failed.error else { panic!("not a deadlock: {}", failed.error) };
+        let sessions: Vec<_> = cycle.edges.iter().map(|e| e.session).collect();
+        assert!(sessions.contains(&a.id()) && sessions.contains(&b.id()), "{cycle}");
+        assert_eq!(cycle.victim, a.id(), "the requester is the victim by default");
+        assert!(cycle.edges.iter().any(|e| e.session == a.id() && e.mode == Mode::Exclusive && e.key.contains("k1")));
+        // The guard comes back, still upgradable and held; the readers it held back are free.
+        let u = failed.guard;
+        assert_eq!(u.mode(), Mode::Upgradable);
+        assert!(u.is_held());
+        assert!(locks.shared("k1").try_acquire().is_ok(), "UPGRADING was cleared");
+        drop(a_x); // A aborts: B proceeds
+        blocked.join().unwrap();
+        let w = u.upgrade().expect("alone on k1 now");
+        assert_eq!(w.mode(), Mode::Exclusive);
+    });
+    assert!(!locks.deadlocks().is_empty());
+}
+
+#[test]
+fn a_sessions_downgrade_and_upgrade_update_its_list() {
+    let locks: LockManager<String> = LockManager::new();
+    let tx = locks.session("t");
+    let w = tx.exclusive("k").try_acquire().unwrap();
+    let u = w.downgrade_to_upgradable().unwrap();
+    let held = |m: Mode| locks.wait_graph().sessions[0].held.iter().any(|(_, hm)| *hm == m);
+    assert!(held(Mode::Upgradable));
+    let w = u.upgrade().unwrap();
+    assert!(held(Mode::Exclusive) && !held(Mode::Upgradable));
+    let r = w.downgrade().unwrap();
+    assert!(held(Mode::Shared));
+    let failed = r.downgrade().unwrap_err();
+    assert!(matches!(failed.error, LockError::InvalidModeChange { .. }));
+}

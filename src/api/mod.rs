@@ -21,6 +21,7 @@ pub(crate) mod many_guard;
 pub(crate) mod request;
 pub(crate) mod service;
 pub(crate) mod session;
+pub(crate) mod session_upgrade;
 pub(crate) mod state;
 pub(crate) mod upgradable;
 pub(crate) mod upgrade_future;
