@@ -265,12 +265,12 @@ impl<K> Slot<K> {
                     Err(Blocked::Mismatch(cap))
                 }
             }
-            Mode::Semaphore(_) => Ok(cap),
+            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
+            Mode::Exclusive | Mode::Shared | Mode::Semaphore(_) => Ok(cap),
+            // The modes of the hierarchy (upgradable, intention) have no meaning on a semaphore
+            // key: an idle one is reshaped, a live one refused.
             _ if cap == MAX_UNITS => Ok(cap),
             _ if word::is_idle(w) => Err(Blocked::Reshape),
-            // Exclusive takes every permit, shared one; the modes of the hierarchy (upgradable,
-            // intention) have no meaning on a semaphore key.
-            Mode::Exclusive | Mode::Shared => Ok(cap),
             _ => Err(Blocked::Mismatch(cap)),
         }
     }
@@ -278,10 +278,9 @@ impl<K> Slot<K> {
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
-        let limit = core.counter_limit;
         self.claim_with(
             ask.mode,
-            |w, cap| ask.claim(w, cap, privileged, limit),
+            |w, cap| ask.claim(w, cap, privileged, core.counter_limit),
             |claim| self.finish_claim(core, ask, claim, None),
         )
     }
@@ -291,10 +290,10 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
-        let limit = core.counter_limit;
+        // The limit is read inside the loop, as before this closure: a compare with a memory operand.
         self.claim_with(
             mode,
-            |w, cap| word::try_claim(w, cap, need, limit),
+            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
             |claim| self.finish_plain(core, mode, claim),
         )
     }
