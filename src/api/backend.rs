@@ -461,6 +461,10 @@ where
         Mode::Exclusive => locks.exclusive(key),
         Mode::Shared => locks.shared(key),
         Mode::Semaphore(n) => locks.semaphore(key, n),
+        // An upgradable holding behind the trait's guard (a `LockGuard` in mode `Upgradable`):
+        // the same claim and release as `locks.upgradable`; upgrading needs the in-process
+        // `UpgradableGuard`, which the trait does not offer.
+        Mode::Upgradable => locks.upgradable(key).into_request(),
         mode => Request::new(&locks.state, key, mode),
     };
     if let Some(ttl) = spec.lease {

@@ -131,6 +131,11 @@ where
     Q: ?Sized + Hash + Eq + ToOwned,
     S: BuildHasher + Send + Sync + 'static,
 {
+    /// The plain request inside (for the backend trait, whose guard is a `LockGuard`).
+    pub(crate) fn into_request(self) -> Request<'m, 'q, K, Q, S> {
+        self.request
+    }
+
     /// As [`Request::lease`]: the lease carries over to the exclusive holding of an upgrade.
     ///
     /// # Examples
