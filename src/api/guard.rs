@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
-use crate::expiry::renewer::KeepAlive;
-use crate::vocab::mode::MAX_UNITS;
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED, UP_HELD};
@@ -58,7 +56,7 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     /// holding is first renewed (promoted), through `&self`, hence atomic.
     bits: AtomicU64,
     /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
-    service: OnceLock<Box<GuardService<K>>>,
+    pub(crate) service: OnceLock<Box<GuardService<K>>>,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
@@ -538,45 +536,6 @@ where
         let service = self.holding_ref().start(ask, ttl_ns, self.mode());
         // A fresh guard's cell is empty: nobody else could have asked yet.
         let _ = self.service.set(Box::new(service));
-    }
-}
-
-impl<'m, K, S> LockGuard<'m, K, S>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    /// The same guard over its changed holding `h` (an upgrade or a downgrade, done under the slot
-    /// lock), without releasing anything. It keeps its loss signal (re-keyed already, see
-    /// `rekey_signal`); after an upgrade (a new token) its keep-alive moves to the new holding,
-    /// with the same TTL and the deadline it had.
-    pub(crate) fn changed(self, h: Holding) -> LockGuard<'m, K, S> {
-        let mut this = ManuallyDrop::new(self);
-        let service = this.service.take();
-        let (locks, slot, old) = (this.locks, this.slot, this.token);
-        let guard = LockGuard::new(locks, slot, h);
-        if let Some(mut service) = service {
-            if h.token != old {
-                if let Some(k) = service.keep_alive.take() {
-                    k.close();
-                    let renewed = slot.deadline_of(&h).map(|deadline| {
-                        Arc::new(KeepAlive::new(
-                            slot,
-                            h,
-                            Mode::from_code(h.mode_code(), MAX_UNITS),
-                            k.ttl_ns(),
-                            deadline,
-                        ))
-                    });
-                    if let Some(k) = &renewed {
-                        locks.keep_alive(Arc::clone(k));
-                    }
-                    service.keep_alive = renewed;
-                }
-            }
-            let _ = guard.service.set(service);
-        }
-        guard
     }
 }
 

@@ -34,7 +34,7 @@ use crate::api::session::{Session, SessionAcquire, SessionRequest};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::table::DefaultHasher;
 use crate::vocab::error::LockError;
-use crate::vocab::mode::merge;
+use crate::vocab::merge::merge;
 use crate::vocab::mode::{Mode, Owner};
 
 /// Sorts by key and merges duplicates.

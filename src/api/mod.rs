@@ -9,6 +9,7 @@ pub(crate) mod board;
 pub(crate) mod builder;
 pub(crate) mod deadlocks;
 pub(crate) mod detector;
+pub(crate) mod downgrade;
 pub(crate) mod election;
 pub(crate) mod fenced;
 pub(crate) mod future;

@@ -1,6 +1,6 @@
 //! Upgradable locks (issue 12): the request, the guard, and its upgrade to exclusive, blocking or
-//! not; the downgrades of an exclusive guard. The protocols are the engine's (`engine/upgrade.rs`);
-//! the async upgrade is `upgrade_future.rs`.
+//! not. The protocols are the engine's (`engine/upgrade.rs`); the async upgrade is
+//! `upgrade_future.rs`, the downgrades of an exclusive guard `downgrade.rs`.
 
 #![deny(unsafe_code)]
 
@@ -18,14 +18,13 @@ use crate::api::guard::LockGuard;
 use crate::api::loss::LossCause;
 use crate::api::manager::LockManager;
 use crate::api::request::Request;
-use crate::engine::holding::Ask;
 use crate::engine::queue::Waiter;
 use crate::engine::slot::SlotInner;
 use crate::engine::table::DefaultHasher;
 use crate::engine::upgrade::Upgrade;
 use crate::primitives::sync::Arc;
 use crate::vocab::error::LockError;
-use crate::vocab::mode::{Mode, Owner, MAX_UNITS};
+use crate::vocab::mode::{Mode, Owner};
 
 /// A guard's mode change that did not happen: the guard, unchanged (still valid unless the error
 /// is [`LockError::Expired`]), and why. Converts into its [`LockError`] (dropping the guard, which
@@ -459,7 +458,7 @@ where
 
     fn upgrade_until(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, ModeChangeFailed<Self>> {
         let (locks, slot) = self.guard.place();
-        let waiter = Waiter::for_thread(upgrade_ask(), locks.table.core.clock.now_ns());
+        let waiter = Waiter::for_upgrade(None, locks.table.core.clock.now_ns());
         loop {
             let mut inner = slot.lock();
             match self.step(&mut inner, Some(&waiter)) {
@@ -533,91 +532,5 @@ where
             Upgrade::Busy | Upgrade::Exhausted | Upgrade::Done(_) => LockError::WouldBlock,
         };
         ModeChangeFailed { guard: self, error }
-    }
-}
-
-/// What an upgrade waiter asks for: the whole key (it shows as an exclusive waiter in `inspect`).
-pub(crate) fn upgrade_ask() -> Ask {
-    Ask { mode: Mode::Exclusive, ttl_ns: None, owner: None }
-}
-
-impl<'m, K, S> LockGuard<'m, K, S>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    /// Exclusive to shared, in one step: no writer can get in between, and the readers queued
-    /// ahead of any queued writer get in at once. The token is kept: a downgrade only gives
-    /// rights away, so it needs no new fencing token.
-    ///
-    /// # Errors
-    ///
-    /// [`LockError::InvalidModeChange`] for a guard that is not exclusive, or on a semaphore key;
-    /// [`LockError::Expired`] if the holding was lost. The guard comes back in the error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use leasehold::{LockError, LockManager, Mode};
-    /// let locks: LockManager<String> = LockManager::new();
-    /// let w = locks.exclusive("row/9").try_acquire()?;
-    /// let token = w.token();
-    /// let r = w.downgrade()?;
-    /// assert_eq!((r.mode(), r.token()), (Mode::Shared, token));
-    /// let _other = locks.shared("row/9").try_acquire()?;       // readers get in now
-    /// let failed = r.downgrade().unwrap_err();                 // only exclusive downgrades
-    /// assert!(matches!(failed.error, LockError::InvalidModeChange { .. }));
-    /// # Ok::<(), LockError>(())
-    /// ```
-    pub fn downgrade(self) -> Result<LockGuard<'m, K, S>, ModeChangeFailed<Self>> {
-        self.downgrade_to(Mode::Shared)
-    }
-
-    /// Exclusive to upgradable, in one step (as [`downgrade`](LockGuard::downgrade)): readers may
-    /// join, no writer or other upgradable holder can, and the guard can upgrade again.
-    ///
-    /// # Errors
-    ///
-    /// As [`downgrade`](LockGuard::downgrade).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let locks: leasehold::LockManager<String> = leasehold::LockManager::new();
-    /// let w = locks.exclusive("row/9").try_acquire()?;
-    /// let u = w.downgrade_to_upgradable()?;
-    /// assert_eq!(u.mode(), leasehold::Mode::Upgradable);
-    /// assert!(locks.shared("row/9").try_acquire().is_ok());
-    /// assert!(locks.upgradable("row/9").try_acquire().is_err());
-    /// # Ok::<(), leasehold::LockError>(())
-    /// ```
-    pub fn downgrade_to_upgradable(self) -> Result<UpgradableGuard<'m, K, S>, ModeChangeFailed<Self>> {
-        self.downgrade_to(Mode::Upgradable).map(UpgradableGuard::new)
-    }
-
-    fn downgrade_to(self, to: Mode) -> Result<LockGuard<'m, K, S>, ModeChangeFailed<Self>> {
-        let (locks, slot) = self.place();
-        let from = self.mode();
-        if from != Mode::Exclusive || slot.capacity.load(crate::primitives::sync::Ordering::Relaxed) != MAX_UNITS {
-            return Err(ModeChangeFailed { guard: self, error: LockError::InvalidModeChange { from, to } });
-        }
-        let core = &locks.table.core;
-        let h = self.current();
-        let mut inner = slot.lock();
-        match slot.downgrade_locked(core, &h, to, &mut inner) {
-            Ok(h) => {
-                drop(inner);
-                Ok(self.changed(h))
-            }
-            Err(Upgrade::PastDeadline(now)) => {
-                drop(inner);
-                self.expire_own(&h, now);
-                Err(ModeChangeFailed { guard: self, error: LockError::Expired })
-            }
-            Err(_) => {
-                drop(inner);
-                Err(ModeChangeFailed { guard: self, error: LockError::Expired })
-            }
-        }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::api::future::arm_holder_timer;
 use crate::api::guard::LockGuard;
-use crate::api::upgradable::{upgrade_ask, ModeChangeFailed, UpgradableGuard};
+use crate::api::upgradable::{ModeChangeFailed, UpgradableGuard};
 use crate::engine::queue::Waiter;
 use crate::engine::table::DefaultHasher;
 use crate::engine::upgrade::Upgrade;
@@ -106,9 +106,9 @@ where
             panic!("UpgradeFuture polled after it completed");
         };
         let (locks, slot) = guard.place();
-        let waiter = this.waiter.get_or_insert_with(|| {
-            Waiter::for_task(upgrade_ask(), cx.waker().clone(), locks.table.core.clock.now_ns())
-        });
+        let waiter = this
+            .waiter
+            .get_or_insert_with(|| Waiter::for_upgrade(Some(cx.waker().clone()), locks.table.core.clock.now_ns()));
         // The waker first: a release that notifies after the step below wakes this task.
         waiter.set_waker(cx.waker());
         loop {
