@@ -28,9 +28,11 @@ pub(crate) fn entry_key(prefix: &[u8], lease: i64) -> Vec<u8> {
 /// reading the keys with etcdctl).
 pub(crate) fn encode(mode: Mode, owner: Option<&str>) -> Vec<u8> {
     let mut v = match mode {
-        Mode::Exclusive => "x".to_string(),
         Mode::Shared => "s".to_string(),
         Mode::Semaphore(n) => format!("n{n}"),
+        // Exclusive, and (until etcd's recipes learn them) the modes of the hierarchy, which are
+        // taken as exclusive: never concurrent, so never unsafe (`verdict`).
+        _ => "x".to_string(),
     };
     if let Some(owner) = owner {
         v.push('\n');
@@ -82,10 +84,6 @@ pub(crate) fn verdict(entries: &[Entry], mine: &[u8], mode: Mode) -> Verdict {
     let earlier = || entries.iter().filter(|e| e.create_revision < me.create_revision);
     let latest = |it: &mut dyn Iterator<Item = &Entry>| it.max_by_key(|e| e.create_revision).map(|e| e.key.clone());
     match mode {
-        Mode::Exclusive => match latest(&mut earlier()) {
-            None => Verdict::Held,
-            Some(k) => Verdict::WaitFor(k),
-        },
         Mode::Shared => match latest(&mut earlier().filter(|e| e.mode != Some(Mode::Shared))) {
             None => Verdict::Held,
             Some(k) => Verdict::WaitFor(k),
@@ -108,6 +106,11 @@ pub(crate) fn verdict(entries: &[Entry], mine: &[u8], mode: Mode) -> Verdict {
                 Verdict::WaitForAny
             }
         }
+        // Exclusive, and the modes of the hierarchy taken as exclusive (see `encode`).
+        _ => match latest(&mut earlier()) {
+            None => Verdict::Held,
+            Some(k) => Verdict::WaitFor(k),
+        },
     }
 }
 
