@@ -272,7 +272,19 @@ where
     }
 }
 
-/// The future of [`UpgradableRequest::acquire_async`].
+/// The future of [`UpgradableRequest::acquire_async`]. Cancel-safe, as [`AcquireFuture`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), leasehold::LockError> {
+/// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+/// let u = locks.upgradable(&7).lease(std::time::Duration::from_secs(5)).acquire_async().await?;
+/// assert_eq!(u.mode(), leasehold::Mode::Upgradable);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct UpgradableAcquire<'m, 'q, K, Q: ?Sized, S = DefaultHasher> {
     inner: AcquireFuture<'m, 'q, K, Q, S>,

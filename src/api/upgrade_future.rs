@@ -27,6 +27,27 @@ use crate::primitives::sync::Arc;
 /// claim again, and they are woken. The upgradable guard it owns is dropped with it, which
 /// releases the upgradable holding (as async-lock's upgrade future does); to keep the guard past
 /// a time limit, use [`UpgradableGuard::upgrade_timeout`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), leasehold::LockError> {
+/// use leasehold::{LockError, LockManager};
+/// let locks: LockManager<String> = LockManager::new();
+/// let u = locks.upgradable("row/9").try_acquire()?;
+/// let reader = locks.shared("row/9").try_acquire()?;
+/// let upgrade = u.upgrade_async();
+/// // Dropped while it waits for the reader (here: never polled to the end): the upgrade is given up.
+/// drop(upgrade);
+/// assert!(locks.shared("row/9").try_acquire().is_ok());
+/// drop(reader);
+/// let w = locks.upgradable("row/9").try_acquire()?.upgrade_async().await?;
+/// assert_eq!(locks.shared("row/9").try_acquire().unwrap_err(), LockError::WouldBlock);
+/// # drop(w);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct UpgradeFuture<'m, K, S = DefaultHasher> {
     guard: Option<UpgradableGuard<'m, K, S>>,
