@@ -398,3 +398,37 @@ fn a_sessions_downgrade_and_upgrade_update_its_list() {
     let failed = r.downgrade().unwrap_err();
     assert!(matches!(failed.error, LockError::InvalidModeChange { .. }));
 }
+
+#[test]
+fn a_sessions_async_upgrade_waits_for_the_reader_and_a_dropped_one_lets_readers_in() {
+    let locks: LockManager<String> = LockManager::new();
+    let (a, b) = (locks.session("A"), locks.session("B"));
+    let u = a.upgradable("k").try_acquire().unwrap();
+    let t0 = u.token();
+    let r = b.shared("k").try_acquire().unwrap();
+    let (count, waker) = counting();
+    let mut up = u.upgrade_async();
+    assert!(poll(&mut up, &waker).is_pending());
+    assert!(
+        locks.wait_graph().sessions.iter().any(|s| s.id == a.id() && s.waiting.is_some()),
+        "the wait is in the graph"
+    );
+    drop(r);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "the reader's release woke the upgrade");
+    let w = match poll(&mut up, &waker) {
+        Poll::Ready(Ok(w)) => w,
+        Poll::Ready(Err(f)) => panic!("upgrade failed: {}", f.error),
+        Poll::Pending => panic!("woken but still pending"),
+    };
+    assert!(w.token() > t0);
+    assert!(locks.wait_graph().sessions.iter().all(|s| s.waiting.is_none()));
+    let u = w.downgrade_to_upgradable().unwrap();
+    let r = b.shared("k").try_acquire().unwrap();
+    let mut up = u.upgrade_async();
+    assert!(poll(&mut up, &waker).is_pending());
+    assert_eq!(b.shared("k").try_acquire().unwrap_err(), LockError::WouldBlock, "the upgrade stops readers");
+    drop(up); // gives the upgrade up and releases the holding
+    assert!(locks.wait_graph().sessions.iter().all(|s| s.waiting.is_none() && s.held.len() <= 1));
+    assert!(locks.upgradable("k").try_acquire().is_ok());
+    drop(r);
+}

@@ -45,6 +45,7 @@ pub use many::{ManyAcquire, ManyRequest};
 pub use many_guard::ManyGuard;
 pub use request::Request;
 pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
+pub use session_upgrade::SessionUpgrade;
 pub use upgradable::{ModeChangeFailed, UpgradableAcquire, UpgradableGuard, UpgradableRequest};
 pub use upgrade_future::UpgradeFuture;
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use crate::api::guard::LockGuard;
 use crate::api::session::{Session, SessionGuard, SessionRequest, ThreadWaker};
 use crate::api::upgradable::{ModeChangeFailed, UpgradableGuard};
+use crate::api::upgrade_future::UpgradeFuture;
+use crate::engine::table::DefaultHasher;
 use crate::vocab::error::LockError;
 use crate::vocab::mode::Mode;
 
@@ -218,6 +220,31 @@ where
         }
     }
 
+    /// As [`upgrade`](SessionGuard::upgrade), as a future on any executor.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it before it completes withdraws the wait from the graph and gives up the
+    /// pending upgrade (the readers it held back proceed); the guard it owns is dropped with it,
+    /// which releases the upgradable holding (as [`UpgradableGuard::upgrade_async`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), leasehold::LockError> {
+    /// let locks: leasehold::LockManager<u64> = leasehold::LockManager::new();
+    /// let tx = locks.session("t");
+    /// let u = tx.upgradable(&1).acquire_async().await?;
+    /// let w = u.upgrade_async().await?;
+    /// assert_eq!(w.mode(), leasehold::Mode::Exclusive);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn upgrade_async(self) -> SessionUpgrade<'s, 'm, K, S> {
+        SessionUpgrade { guard: Some(self), state: UpgradeState::Start }
+    }
+
     /// `refuse` with the guard a withdrawn future gave back (it always has one while pending).
     fn refuse_withdrawn(self, guard: Option<LockGuard<'m, K, S>>, error: LockError) -> ModeChangeFailed<Self> {
         match guard {
@@ -286,6 +313,110 @@ where
                 self.session.state.set_mode(self.id, from);
                 Err(self.refuse(failed.guard, failed.error))
             }
+        }
+    }
+}
+
+/// The future of [`SessionGuard::upgrade_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct SessionUpgrade<'s, 'm, K, S = DefaultHasher> {
+    /// The session guard (its lock guard is out, in the engine future, while it waits).
+    guard: Option<SessionGuard<'s, 'm, K, S>>,
+    state: UpgradeState<'m, K, S>,
+}
+
+enum UpgradeState<'m, K, S> {
+    Start,
+    /// Waiting in the engine; registered in the graph as this wait (if it was).
+    Waiting(UpgradeFuture<'m, K, S>, Option<u64>),
+}
+
+impl<K, S> fmt::Debug for SessionUpgrade<'_, '_, K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let waiting = matches!(self.state, UpgradeState::Waiting(..));
+        f.debug_struct("SessionUpgrade").field("waiting", &waiting).finish_non_exhaustive()
+    }
+}
+
+impl<K, S> Unpin for SessionUpgrade<'_, '_, K, S> {}
+
+impl<'s, 'm, K, S> Future for SessionUpgrade<'s, 'm, K, S>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    type Output = Result<SessionGuard<'s, 'm, K, S>, ModeChangeFailed<SessionGuard<'s, 'm, K, S>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(mut guard) = this.guard.take() else {
+            panic!("SessionUpgrade polled after it completed");
+        };
+        if let UpgradeState::Start = this.state {
+            let from = guard.mode();
+            if from != Mode::Upgradable {
+                let error = LockError::InvalidModeChange { from, to: Mode::Exclusive };
+                return Poll::Ready(Err(ModeChangeFailed { guard, error }));
+            }
+            let u = match UpgradableGuard::new(guard.take()).try_upgrade() {
+                Ok(w) => return Poll::Ready(Ok(guard.put(w, Some(Mode::Exclusive)))),
+                Err(ModeChangeFailed { guard: u, error: LockError::WouldBlock }) => u,
+                Err(failed) => return Poll::Ready(Err(guard.refuse(failed.guard.into_inner(), failed.error))),
+            };
+            let state = &guard.session.state;
+            match guard.session.locks.detector.begin_wait(state, u.key().clone(), Mode::Exclusive, Some(guard.id)) {
+                Ok(seq) => this.state = UpgradeState::Waiting(u.upgrade_async(), seq),
+                Err(e) => return Poll::Ready(Err(guard.refuse(u.into_inner(), e))),
+            }
+        }
+        let UpgradeState::Waiting(fut, seq) = &mut this.state else { unreachable!("set above") };
+        let seq = *seq;
+        let state = &guard.session.state;
+        // The waker first, so an abort set after this check wakes us.
+        if let Some(cycle) = state.set_waker(seq, cx.waker()) {
+            let back = fut.withdraw().map(UpgradableGuard::into_inner);
+            this.state = UpgradeState::Start;
+            return Poll::Ready(Err(guard.refuse_withdrawn(back, LockError::Deadlock { cycle })));
+        }
+        match Pin::new(fut).poll(cx) {
+            Poll::Pending => {
+                this.guard = Some(guard);
+                Poll::Pending
+            }
+            Poll::Ready(Ok(w)) => {
+                this.state = UpgradeState::Start;
+                Poll::Ready(match state.end_wait(seq) {
+                    None => Ok(guard.put(w, Some(Mode::Exclusive))),
+                    // Chosen as a victim just as the upgrade came: the abort wins (see `upgrade`).
+                    Some(cycle) => {
+                        let back = match w.downgrade_to_upgradable() {
+                            Ok(u) => u.into_inner(),
+                            Err(failed) => failed.guard,
+                        };
+                        Err(guard.refuse(back, LockError::Deadlock { cycle }))
+                    }
+                })
+            }
+            Poll::Ready(Err(failed)) => {
+                this.state = UpgradeState::Start;
+                state.end_wait(seq);
+                Poll::Ready(Err(guard.refuse(failed.guard.into_inner(), failed.error)))
+            }
+        }
+    }
+}
+
+impl<K, S> Drop for SessionUpgrade<'_, '_, K, S> {
+    fn drop(&mut self) {
+        if let (Some(guard), UpgradeState::Waiting(fut, seq)) =
+            (self.guard.take(), std::mem::replace(&mut self.state, UpgradeState::Start))
+        {
+            // The graph forgets the wait and the holding leaves the session's list first (a list
+            // never names a released holding); then the engine future gives up the upgrade and
+            // drops the upgradable guard, releasing it.
+            guard.session.state.end_wait(seq);
+            drop(guard);
+            drop(fut);
         }
     }
 }
