@@ -432,3 +432,23 @@ fn a_sessions_async_upgrade_waits_for_the_reader_and_a_dropped_one_lets_readers_
     assert!(locks.upgradable("k").try_acquire().is_ok());
     drop(r);
 }
+
+#[test]
+fn subscribers_hear_an_upgrade_as_a_release_and_an_acquisition() {
+    use leasehold::EventKind;
+    let locks: LockManager<String> = LockManager::new();
+    let events = locks.subscribe(16);
+    let u = locks.upgradable("k").owner("o").try_acquire().unwrap();
+    let t0 = u.token();
+    let w = u.upgrade().unwrap();
+    let t1 = w.token();
+    let seen: Vec<_> = events.drain().map(|e| (e.kind, e.mode, e.token)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventKind::Acquired, Mode::Upgradable, t0),
+            (EventKind::Released, Mode::Upgradable, t0),
+            (EventKind::Acquired, Mode::Exclusive, t1)
+        ]
+    );
+}

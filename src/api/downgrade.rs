@@ -12,6 +12,7 @@ use crate::api::upgradable::{ModeChangeFailed, UpgradableGuard};
 use crate::engine::holding::Holding;
 use crate::engine::upgrade::Upgrade;
 use crate::expiry::renewer::KeepAlive;
+use crate::observe::events::EventKind;
 use crate::vocab::error::LockError;
 use crate::vocab::mode::{Mode, MAX_UNITS};
 
@@ -22,7 +23,8 @@ where
 {
     /// Exclusive to shared, in one step: no writer can get in between, and the readers queued
     /// ahead of any queued writer get in at once. The token is kept: a downgrade only gives
-    /// rights away, so it needs no new fencing token.
+    /// rights away, so it needs no new fencing token (and sends subscribers no event: the holding
+    /// goes on).
     ///
     /// # Errors
     ///
@@ -104,13 +106,20 @@ where
     /// The same guard over its changed holding `h` (an upgrade or a downgrade, done under the slot
     /// lock), without releasing anything. It keeps its loss signal (re-keyed already, see
     /// `rekey_signal`); after an upgrade (a new token) its keep-alive moves to the new holding,
-    /// with the same TTL and the deadline it had.
+    /// with the same TTL and the deadline it had, and subscribers hear `Released` for the
+    /// upgradable holding and `Acquired` for the exclusive one.
     pub(crate) fn changed(self, h: Holding) -> LockGuard<'m, K, S> {
         let mut this = ManuallyDrop::new(self);
         let service = this.service.take();
         let (locks, slot) = this.place();
         let old = this.token().as_u64();
         let guard = LockGuard::new(locks, slot, h);
+        if h.token != old && locks.events.is_active() {
+            // An upgrade ends one holding and begins another, for fencing and for subscribers.
+            let owner = guard.owner();
+            locks.emit(EventKind::Released, slot, old, Mode::Upgradable, owner.clone());
+            locks.emit(EventKind::Acquired, slot, h.token, Mode::Exclusive, owner);
+        }
         if let Some(mut service) = service {
             if h.token != old {
                 if let Some(k) = service.keep_alive.take() {
