@@ -452,3 +452,21 @@ fn subscribers_hear_an_upgrade_as_a_release_and_an_acquisition() {
         ]
     );
 }
+
+#[test]
+fn an_upgradable_holding_in_an_overflow_record_upgrades_and_downgrades() {
+    let locks: LockManager<String> = LockManager::new();
+    let readers: Vec<_> = (0..4).map(|_| locks.shared("k").try_acquire().unwrap()).collect();
+    let u = locks.upgradable("k").lease(Duration::from_secs(60)).owner("o").try_acquire().unwrap();
+    let t0 = u.token();
+    drop(readers);
+    let w = u.try_upgrade().expect("alone now");
+    assert!(w.token() > t0);
+    assert_eq!(w.owner().unwrap().as_str(), "o");
+    let info = locks.inspect("k").unwrap();
+    assert_eq!((info.mode, info.holders.len(), info.holders[0].token), (Some(Mode::Exclusive), 1, w.token()));
+    let u = w.downgrade_to_upgradable().unwrap();
+    assert!(locks.shared("k").try_acquire().is_ok());
+    u.release().unwrap();
+    drop(locks.exclusive("k").try_acquire().expect("everything given back"));
+}
