@@ -19,6 +19,7 @@ pub use api::{BackendError, BackendGuard, BackendRequest, LockBackend, LockSpec,
 pub use api::{Campaign, ChangeKind, Leader, LeaderChange, LeaderChanges, Leadership, NextChange, OBSERVER_CAPACITY};
 pub use api::{LossCause, Lost, RenewerStall};
 pub use api::{ManyAcquire, ManyGuard, ManyRequest, Session, SessionAcquire, SessionGuard, SessionRequest};
+pub use api::{ModeChangeFailed, SessionUpgrade, UpgradableAcquire, UpgradableGuard, UpgradableRequest, UpgradeFuture};
 pub use engine::lease::MAX_TTL;
 pub use observe::{AuditLog, EventKind, EventReceiver, HistogramSnapshot, HolderInfo, LockEvent, LockInfo};
 pub use observe::{MetricsSnapshot, WaiterInfo};

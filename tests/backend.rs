@@ -134,3 +134,23 @@ fn trait_futures_are_send() {
     let f = LockBackend::shared(&locks, "k").acquire_timeout(Duration::from_secs(1));
     is_send(&f);
 }
+
+#[test]
+fn an_upgradable_spec_holds_beside_readers_and_alone_among_upgradables() {
+    let locks: LockManager<String> = LockManager::new();
+    let (_, w) = counting();
+    let spec = leasehold::LockSpec::new(Mode::Upgradable).lease(Duration::from_secs(5));
+    let mut f = Box::pin(LockBackend::acquire_with(&locks, "k", spec.clone(), leasehold::Wait::Try));
+    let Poll::Ready(Ok(g)) = f.as_mut().poll(&mut Context::from_waker(&w)) else { panic!("try did not complete") };
+    assert_eq!(BackendGuard::mode(&g), Mode::Upgradable);
+    assert!(locks.shared("k").try_acquire().is_ok(), "a reader beside the upgradable holding");
+    assert_eq!(locks.upgradable("k").try_acquire().unwrap_err(), LockError::WouldBlock);
+    let mut second = Box::pin(LockBackend::acquire_with(&locks, "k", spec, leasehold::Wait::Try));
+    match second.as_mut().poll(&mut Context::from_waker(&w)) {
+        Poll::Ready(Err(e)) => assert_eq!(e.lock_error(), Some(&LockError::WouldBlock)),
+        other => panic!("a second upgradable: {:?}", other.map(|r| r.map(|g| g.token()))),
+    }
+    drop(f);
+    drop(g);
+    assert!(locks.upgradable("k").try_acquire().is_ok(), "the trait guard's release cleared UP");
+}

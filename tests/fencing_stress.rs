@@ -1,7 +1,9 @@
 //! Real-clock stress: holders that sometimes pause past their lease while writing through a fenced
 //! resource. An independent shadow of the resource counts stale writes it accepted (must be 0):
 //! a write whose token is lower than one the resource already accepted. It also reports how many
-//! stale writes `Fenced` rejected, and checks that takeovers always hand out larger tokens.
+//! stale writes `Fenced` rejected, and checks that takeovers always hand out larger tokens. One
+//! holder in four comes in upgradable and upgrades before it writes (an upgrade is a new holding
+//! with a larger token, the lease carried over), and some holders downgrade before they release.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -31,10 +33,24 @@ fn paused_holders_are_fenced_off() {
                 while !stop.load(Ordering::Relaxed) {
                     n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let key = (n >> 33) % 2;
-                    let Ok(g) =
-                        locks.exclusive(&key).lease(Duration::from_millis(3)).acquire_timeout(Duration::from_secs(5))
-                    else {
-                        continue;
+                    let ttl = Duration::from_millis(3);
+                    let g = if (n >> 36) % 4 == 0 {
+                        let Ok(u) = locks.upgradable(&key).lease(ttl).acquire_timeout(Duration::from_secs(5)) else {
+                            continue;
+                        };
+                        match u.upgrade_timeout(Duration::from_secs(5)) {
+                            Ok(w) => w,
+                            Err(failed) => {
+                                // Only its lease running out stops an upgrade with no readers.
+                                assert_eq!(failed.error, LockError::Expired);
+                                continue;
+                            }
+                        }
+                    } else {
+                        let Ok(g) = locks.exclusive(&key).lease(ttl).acquire_timeout(Duration::from_secs(5)) else {
+                            continue;
+                        };
+                        g
                     };
                     let token = g.token().as_u64();
                     {
@@ -68,6 +84,19 @@ fn paused_holders_are_fenced_off() {
                             Err(e) => panic!("{e}"),
                         }
                     }
+                    // Some give their rights back in two steps: a downgrade (which keeps the
+                    // token), then the release.
+                    let g = if (n >> 44) % 4 == 0 {
+                        match g.downgrade() {
+                            Ok(r) => r,
+                            Err(failed) => {
+                                assert_eq!(failed.error, LockError::Expired);
+                                failed.guard
+                            }
+                        }
+                    } else {
+                        g
+                    };
                     if g.release() == Err(LockError::Expired) {
                         expired_releases.fetch_add(1, Ordering::Relaxed);
                     }

@@ -303,3 +303,39 @@ fn an_overdue_intention_waiter_still_gets_a_matrix_key() {
     locks.reclaim_idle();
     assert_eq!(locks.slot_count(), 0);
 }
+
+/// Upgrades and downgrades on a matrix key: the census follows the holding's mode, an upgrade
+/// waits for an IS holder (IS conflicts with X) and is woken by its release, and a downgrade to
+/// shared keeps IX out again.
+#[test]
+fn upgrade_and_downgrade_on_a_matrix_key() {
+    let locks = LockManager::<String>::new();
+    let is = locks.intent_shared("t").try_acquire().unwrap(); // a matrix key from here on
+    let u = locks.upgradable("t").try_acquire().unwrap();
+    assert_eq!(locks.intent_exclusive("t").try_acquire().unwrap_err(), LockError::WouldBlock, "IX beside U");
+    std::thread::scope(|s| {
+        let locks = &locks;
+        let up = s.spawn(move || {
+            let x = u.upgrade().map_err(|e| e.error).unwrap();
+            assert_eq!(x.mode(), Mode::Exclusive);
+            // Exclusive on a matrix key: nobody else, not even IS.
+            assert_eq!(locks.intent_shared("t").try_acquire().unwrap_err(), LockError::WouldBlock);
+            let sh = x.downgrade().map_err(|e| e.error).unwrap();
+            assert_eq!(sh.mode(), Mode::Shared);
+            // Shared again: IS may join, IX may not.
+            drop(locks.intent_shared("t").try_acquire().unwrap());
+            assert_eq!(locks.intent_exclusive("t").try_acquire().unwrap_err(), LockError::WouldBlock);
+            sh.token()
+        });
+        until("the upgrade waits for IS", || locks.inspect("t").is_some_and(|i| !i.waiters.is_empty()));
+        assert_eq!(
+            locks.intent_shared("t").try_acquire().unwrap_err(),
+            LockError::WouldBlock,
+            "no IS past a waiting upgrade"
+        );
+        drop(is);
+        up.join().unwrap();
+    });
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0, "the census emptied: the key is ordinary and idle");
+}

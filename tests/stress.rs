@@ -1,7 +1,10 @@
 //! Multi-threaded stress with a shadow checker: every holder records itself while it holds, and
 //! the checker fails the test on two modes held at once that the compatibility matrix forbids
-//! (two exclusive holders, a writer beside a reader, IX beside S, ...) or more than n permits.
-//! Every waiter must eventually get the lock or its timeout. Bounded to a few seconds.
+//! (two exclusive holders, a writer beside a reader, IX beside S, two upgradables, ...) or more
+//! than n permits. Upgradable holders upgrade (try, with a timeout, or waiting) and exclusive ones
+//! downgrade, with the shadow moved as the holding changes; every exclusive holding writes through
+//! a fenced resource, so an upgrade's token must be the newest too. Every waiter must eventually
+//! get the lock or its timeout. Bounded to a few seconds.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,66 @@ impl Shadow {
     }
 }
 
+fn spin(r: u64) {
+    for _ in 0..r % 64 {
+        std::hint::spin_loop();
+    }
+    if (r >> 8) % 16 == 0 {
+        thread::yield_now();
+    }
+}
+
+/// An upgradable holding of `key`: read a while, then upgrade (try, with a short timeout, or
+/// waiting), write through the fence with the upgrade's token, and sometimes downgrade back to
+/// upgradable and upgrade again. Returns false if it did not get the key.
+fn upgradable_round(locks: &LockManager<u64>, key: u64, r: u64, shadow: &Shadow, fence: &Fenced<u64>) -> bool {
+    let request = locks.upgradable(&key);
+    let request = if (r >> 12) % 4 == 0 { request.lease(Duration::from_secs(60)) } else { request };
+    let Ok(u) = request.acquire_timeout(Duration::from_secs(10)) else { return false };
+    shadow.enter(Mode::Upgradable);
+    spin(r >> 20);
+    let upgraded = match (r >> 44) % 3 {
+        0 => u.try_upgrade(),
+        1 => u.upgrade_timeout(Duration::from_millis(2)),
+        _ => u.upgrade_timeout(Duration::from_secs(10)),
+    };
+    let w = match upgraded {
+        Ok(w) => w,
+        Err(failed) => {
+            assert!(matches!(failed.error, LockError::WouldBlock | LockError::TimedOut), "{}", failed.error);
+            assert_eq!(failed.guard.mode(), Mode::Upgradable);
+            shadow.exit(Mode::Upgradable);
+            return true;
+        }
+    };
+    // Exclusive now: the shadow follows (it cannot be wrong in between: nobody else enters).
+    shadow.exit(Mode::Upgradable);
+    shadow.enter(Mode::Exclusive);
+    fence.write(w.token(), |v| *v += 1).expect("an upgrade's token is the newest the resource has seen");
+    spin(r >> 24);
+    if (r >> 50) % 2 == 0 {
+        shadow.exit(Mode::Exclusive);
+        shadow.enter(Mode::Upgradable);
+        let u = w.downgrade_to_upgradable().expect("a live exclusive guard downgrades");
+        spin(r >> 28);
+        match u.upgrade_timeout(Duration::from_secs(10)) {
+            Ok(w) => {
+                shadow.exit(Mode::Upgradable);
+                shadow.enter(Mode::Exclusive);
+                fence.write(w.token(), |v| *v += 1).expect("a second upgrade's token is the newest");
+                shadow.exit(Mode::Exclusive);
+            }
+            Err(failed) => {
+                assert_eq!(failed.error, LockError::TimedOut);
+                shadow.exit(Mode::Upgradable);
+            }
+        }
+    } else {
+        shadow.exit(Mode::Exclusive);
+    }
+    true
+}
+
 fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -63,6 +126,14 @@ fn run_stress(threads: usize, run_for: Duration) {
                     let r = xorshift(&mut rng);
                     let (key, shadow_idx) =
                         if r % 5 == 0 { (100, KEYS as usize) } else { (r % KEYS, (r % KEYS) as usize) };
+                    if key != 100 && (r >> 36) % 4 == 0 {
+                        if upgradable_round(locks, key, r, &shadows[shadow_idx], &fences[shadow_idx]) {
+                            acquired.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            timed_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     let request = match (key, (r >> 8) % 8) {
                         (100, 0..=2) => locks.exclusive(&key),
                         (100, _) => locks.semaphore(&key, PERMITS),
@@ -96,6 +167,17 @@ fn run_stress(threads: usize, run_for: Duration) {
                         fences[shadow_idx]
                             .write(guard.token(), |v| *v += 1)
                             .expect("an exclusive holder's token is the newest the resource has seen");
+                        if key != 100 && (r >> 40) % 4 == 0 {
+                            // Downgrade: the shadow moves first (the holding is still exclusive
+                            // until the downgrade, so nobody can enter meanwhile).
+                            shadows[shadow_idx].exit(mode);
+                            shadows[shadow_idx].enter(Mode::Shared);
+                            let r = guard.downgrade().expect("a live exclusive guard downgrades");
+                            spin(r.token().as_u64());
+                            shadows[shadow_idx].exit(Mode::Shared);
+                            acquired.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                     }
                     for _ in 0..(r >> 20) % 64 {
                         std::hint::spin_loop();

@@ -1,6 +1,6 @@
 //! Differential fuzzing of the public API: bytes become a sequence of operations (acquire in
-//! each mode with or without a lease and an owner, release, drop, renew, advance the clock,
-//! reclaim) over a few keys, run on a manager with a `ManualClock` (and the default reaper, so
+//! each mode, upgradable too, with or without a lease and an owner, release, drop, renew,
+//! try_upgrade, downgrade, advance the clock, reclaim) over a few keys, run on a manager with a `ManualClock` (and the default reaper, so
 //! expiry runs inside `advance`) and, step by step, on a reference model. After every step the
 //! outcome and error agree, tokens of a key strictly increase, and every live guard's `is_held`,
 //! `expires_at` and `owner` agree with the model.
@@ -15,7 +15,7 @@ use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode};
+use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode, UpgradableGuard};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/support/reference_model.rs"]
@@ -52,6 +52,7 @@ enum FuzzMode {
     IntentShared,
     IntentExclusive,
     SharedIntentExclusive,
+    Upgradable,
 }
 
 impl FuzzMode {
@@ -63,6 +64,7 @@ impl FuzzMode {
             FuzzMode::IntentShared => Mode::IntentShared,
             FuzzMode::IntentExclusive => Mode::IntentExclusive,
             FuzzMode::SharedIntentExclusive => Mode::SharedIntentExclusive,
+            FuzzMode::Upgradable => Mode::Upgradable,
         }
     }
 }
@@ -90,13 +92,50 @@ enum Op {
         ms: u8,
     },
     Reclaim,
+    /// `try_upgrade` of an upgradable guard (nothing for another guard).
+    Upgrade {
+        guard: u8,
+    },
+    /// `downgrade` or `downgrade_to_upgradable` of a guard that is not upgradable.
+    Downgrade {
+        guard: u8,
+        to_upgradable: bool,
+    },
+}
+
+/// A guard of either type.
+enum Guard<'m> {
+    Lock(LockGuard<'m, u8, Fixed>),
+    Up(UpgradableGuard<'m, u8, Fixed>),
+}
+
+impl<'m> std::ops::Deref for Guard<'m> {
+    type Target = LockGuard<'m, u8, Fixed>;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Guard::Lock(g) => g,
+            Guard::Up(g) => g,
+        }
+    }
+}
+
+impl Guard<'_> {
+    fn release(self) -> Result<(), LockError> {
+        match self {
+            Guard::Lock(g) => g.release(),
+            Guard::Up(g) => g.release(),
+        }
+    }
 }
 
 struct Held<'m> {
     id: usize,
     key: u8,
     owner: bool,
-    guard: LockGuard<'m, u8, Fixed>,
+    /// The guard's mode now (as acquired, upgraded or downgraded).
+    mode: Mode,
+    guard: Guard<'m>,
 }
 
 /// The run so far as Rust statements, for the failure message.
@@ -124,7 +163,7 @@ fn request_text(key: u8, mode: Mode, lease_ms: Option<u8>, owner: bool, id: usiz
         Mode::IntentShared => format!("locks.intent_shared(&{key})"),
         Mode::IntentExclusive => format!("locks.intent_exclusive(&{key})"),
         Mode::SharedIntentExclusive => format!("locks.shared_intent_exclusive(&{key})"),
-        other => format!("/* {other} */"),
+        Mode::Upgradable => format!("locks.upgradable(&{key})"),
     };
     if let Some(ms) = lease_ms {
         s += &format!(".lease(ms({ms}))");
@@ -162,22 +201,40 @@ fn run(input: Input) {
             Op::Acquire { key, mode, lease_ms, owner } => {
                 let key = key % KEYS;
                 let mode = mode.mode();
-                let mut req = match mode {
-                    Mode::Exclusive => locks.exclusive(&key),
-                    Mode::Shared => locks.shared(&key),
-                    Mode::Semaphore(n) => locks.semaphore(&key, n),
-                    Mode::IntentShared => locks.intent_shared(&key),
-                    Mode::IntentExclusive => locks.intent_exclusive(&key),
-                    Mode::SharedIntentExclusive => locks.shared_intent_exclusive(&key),
-                    other => unreachable!("not generated: {other}"),
+                let lease = lease_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+                let label = owner.then(|| format!("owner-{id}"));
+                let got = if mode == Mode::Upgradable {
+                    let mut req = locks.upgradable(&key);
+                    if let Some(ttl) = lease {
+                        req = req.lease(ttl);
+                    }
+                    if let Some(o) = label {
+                        req = req.owner(o);
+                    }
+                    req.try_acquire().map(Guard::Up)
+                } else {
+                    let mut req = match mode {
+                        Mode::Exclusive => locks.exclusive(&key),
+                        Mode::Shared => locks.shared(&key),
+                        Mode::IntentShared => locks.intent_shared(&key),
+                        Mode::IntentExclusive => locks.intent_exclusive(&key),
+                        Mode::SharedIntentExclusive => locks.shared_intent_exclusive(&key),
+                        _ => locks.semaphore(
+                            &key,
+                            match mode {
+                                Mode::Semaphore(n) => n,
+                                _ => 0,
+                            },
+                        ),
+                    };
+                    if let Some(ttl) = lease {
+                        req = req.lease(ttl);
+                    }
+                    if let Some(o) = label {
+                        req = req.owner(o);
+                    }
+                    req.try_acquire().map(Guard::Lock)
                 };
-                if let Some(ms) = lease_ms {
-                    req = req.lease(Duration::from_millis(u64::from(ms)));
-                }
-                if owner {
-                    req = req.owner(format!("owner-{id}"));
-                }
-                let got = req.try_acquire();
                 let want = model.acquire(key, mode, lease_ms, id);
                 let text = request_text(key, mode, lease_ms, owner, id);
                 match (got, want) {
@@ -189,7 +246,7 @@ fn run(input: Input) {
                         km.last_token = token;
                         check!(t, guard.mode() == mode, "guard mode {:?}, asked for {mode:?}", guard.mode());
                         check!(t, *guard.key() == key, "guard key {}", guard.key());
-                        guards.push(Held { id, key, owner, guard });
+                        guards.push(Held { id, key, owner, mode, guard });
                     }
                     (Err(e), Err(w)) => {
                         t.0.push(format!("let _ = {text}; // Err({e:?})"));
@@ -252,7 +309,103 @@ fn run(input: Input) {
                     locks.slot_count()
                 );
             }
-            Op::Release { .. } | Op::Drop { .. } | Op::Renew { .. } => {}
+            Op::Upgrade { guard } if !guards.is_empty() => {
+                let i = usize::from(guard) % guards.len();
+                if matches!(guards[i].guard, Guard::Up(_)) {
+                    let held = guards.remove(i);
+                    let Guard::Up(g) = held.guard else { unreachable!("checked") };
+                    let want = model.try_upgrade(held.id);
+                    let got = g.try_upgrade();
+                    let gid = held.id;
+                    match (got, want) {
+                        (Ok(w), Ok(())) => {
+                            let token = w.token().as_u64();
+                            t.0.push(format!("let g{gid} = g{gid}.try_upgrade().unwrap(); // token {token}"));
+                            let km = model.keys.get_mut(&held.key).expect("modelled");
+                            check!(t, token > km.last_token, "upgrade token {token} after {}", km.last_token);
+                            km.last_token = token;
+                            guards.push(Held { mode: Mode::Exclusive, guard: Guard::Lock(w), ..held });
+                        }
+                        // A spent counter refuses the upgrade until the key drains (the model has
+                        // no counter): undo the model's upgrade.
+                        (Err(f), Ok(())) if counter_limit.is_some() && f.error == LockError::WouldBlock => {
+                            t.0.push(format!("let g{gid} = g{gid}.try_upgrade().unwrap_err().guard; // counter spent"));
+                            let _ = model.downgrade(gid, held.key, Mode::Exclusive, Mode::Upgradable);
+                            guards.push(Held { guard: Guard::Up(f.guard), ..held });
+                        }
+                        (Err(f), Err(e)) => {
+                            t.0.push(format!("let g{gid} = g{gid}.try_upgrade().unwrap_err().guard; // {:?}", f.error));
+                            check!(t, f.error == e, "try_upgrade: got {:?}, the model says {e:?}", f.error);
+                            guards.push(Held { guard: Guard::Up(f.guard), ..held });
+                        }
+                        (got, want) => {
+                            let got = got.map(|w| w.token()).map_err(|f| f.error);
+                            t.0.push(format!("let _ = g{gid}.try_upgrade(); // {got:?}"));
+                            t.fail(format!("try_upgrade: got {got:?}, the model says {want:?}"));
+                        }
+                    }
+                }
+            }
+            Op::Downgrade { guard, to_upgradable } if !guards.is_empty() => {
+                let i = usize::from(guard) % guards.len();
+                if matches!(guards[i].guard, Guard::Lock(_)) {
+                    let held = guards.remove(i);
+                    let Guard::Lock(g) = held.guard else { unreachable!("checked") };
+                    let token = g.token();
+                    let to = if to_upgradable { Mode::Upgradable } else { Mode::Shared };
+                    let live = model.live.contains_key(&held.id);
+                    let want = model.downgrade(held.id, held.key, held.mode, to);
+                    let (call, got) = if to_upgradable {
+                        (
+                            "downgrade_to_upgradable",
+                            g.downgrade_to_upgradable().map(Guard::Up).map_err(|f| (f.guard, f.error)),
+                        )
+                    } else {
+                        ("downgrade", g.downgrade().map(Guard::Lock).map_err(|f| (f.guard, f.error)))
+                    };
+                    let gid = held.id;
+                    match (got, want) {
+                        (Ok(g), Ok(())) => {
+                            t.0.push(format!("let g{gid} = g{gid}.{call}().unwrap();"));
+                            check!(t, g.token() == token, "a downgrade changed the token to {}", g.token());
+                            guards.push(Held { mode: to, guard: g, ..held });
+                        }
+                        (Err((g, e)), Err(w)) => {
+                            t.0.push(format!("let g{gid} = g{gid}.{call}().unwrap_err().guard; // {e:?}"));
+                            // An ended semaphore guard names its key's capacity now.
+                            let same = e == w
+                                || !live
+                                    && matches!(
+                                        (&e, &w),
+                                        (
+                                            LockError::InvalidModeChange { from: Mode::Semaphore(_), .. },
+                                            LockError::InvalidModeChange { from: Mode::Semaphore(_), .. }
+                                        )
+                                    );
+                            check!(t, same, "{call}: got {e:?}, the model says {w:?}");
+                            guards.push(Held { guard: Guard::Lock(g), ..held });
+                        }
+                        (got, want) => {
+                            let got = got.map(|g| g.token()).map_err(|(_, e)| e);
+                            t.0.push(format!("let _ = g{gid}.{call}(); // {got:?}"));
+                            t.fail(format!("{call}: got {got:?}, the model says {want:?}"));
+                        }
+                    }
+                }
+            }
+            Op::Release { .. } | Op::Drop { .. } | Op::Renew { .. } | Op::Upgrade { .. } | Op::Downgrade { .. } => {}
+        }
+        if let Err(e) = model.check_matrix() {
+            t.fail(format!("the model broke the matrix: {e}"));
+        }
+        for key in 0..KEYS {
+            let modes: Vec<Mode> =
+                locks.inspect(&key).map(|i| i.holders.iter().map(|h| h.mode).collect()).unwrap_or_default();
+            for (i, a) in modes.iter().enumerate() {
+                for b in &modes[i + 1..] {
+                    check!(t, leasehold::compat::compatible(a.granule(), b.granule()), "key {key}: {a} beside {b}");
+                }
+            }
         }
         // Every guard agrees with the model after every step.
         for held in &guards {
@@ -271,6 +424,14 @@ fn run(input: Input) {
             let owner = g.owner().map(|o| o.as_str().to_owned());
             let want = (live && held.owner).then(|| format!("owner-{}", held.id));
             check!(t, owner == want, "g{}.owner() is {owner:?}, the model says {want:?}", held.id);
+            check!(
+                t,
+                !live || g.mode() == held.mode,
+                "g{}.mode() is {}, the model says {}",
+                held.id,
+                g.mode(),
+                held.mode
+            );
         }
         check!(
             t,

@@ -62,7 +62,10 @@ where
         Mode::IntentShared => locks.intent_shared(key),
         Mode::IntentExclusive => locks.intent_exclusive(key),
         Mode::SharedIntentExclusive => locks.shared_intent_exclusive(key),
-        mode => Request::new(&locks.state, key, mode),
+        // An upgradable holding behind the trait's guard (a `LockGuard` in mode `Upgradable`):
+        // the same claim and release as `locks.upgradable`; upgrading needs the in-process
+        // `UpgradableGuard`, which the trait does not offer.
+        Mode::Upgradable => locks.upgradable(key).into_request(),
     };
     if let Some(ttl) = spec.lease {
         request = request.lease(ttl);

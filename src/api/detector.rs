@@ -71,6 +71,9 @@ impl Default for DetectConfig {
 struct Waiting<K> {
     key: K,
     mode: Mode,
+    /// An upgrade's wait: the id of the session's own upgradable holding of the key, which the
+    /// upgrade does not wait for.
+    upgrade_of: Option<u64>,
     /// Order of registration (the youngest-victim policy compares it).
     seq: u64,
 }
@@ -188,7 +191,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
         for (to, t) in sessions.iter().enumerate() {
             let t = t.inner.lock();
             for h in &t.held {
-                if h.key == waiting.key && !compat::compatible(granule(h.mode), asked) {
+                let own_upgrade = to == from && waiting.upgrade_of == Some(h.id);
+                if h.key == waiting.key && !own_upgrade && !compat::compatible(granule(h.mode), asked) {
                     out.push(Edge {
                         from,
                         key: waiting.key.clone(),
@@ -201,7 +205,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
                     break;
                 }
             }
-            if waiting.mode == Mode::Shared && to != from && t.abort.is_none() {
+            // Upgradable requests queue behind writers as readers do; an upgrade waits as a writer.
+            if matches!(waiting.mode, Mode::Shared | Mode::Upgradable) && to != from && t.abort.is_none() {
                 if let Some(w) = &t.waiting {
                     // Any writer waiting on the key, whatever the order its wait registered in:
                     // the slot may have queued it ahead of this reader before it registered (a
@@ -270,10 +275,14 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
             let (Some(from), Some(to)) = (inner_of(e.from), inner_of(e.to)) else { return false };
             let waits = from.abort.is_none()
                 && from.waiting.as_ref().is_some_and(|w| w.seq == e.seq && w.key == e.key && w.mode == e.mode);
+            let upgrade_of = from.waiting.as_ref().and_then(|w| w.upgrade_of);
             let blocks = if e.queued {
                 to.abort.is_none() && to.waiting.as_ref().is_some_and(|w| w.key == e.key && w.mode == Mode::Exclusive)
             } else {
-                to.held.iter().any(|h| h.key == e.key && !compat::compatible(granule(h.mode), granule(e.mode)))
+                to.held.iter().any(|h| {
+                    let own_upgrade = e.from == e.to && upgrade_of == Some(h.id);
+                    h.key == e.key && !own_upgrade && !compat::compatible(granule(h.mode), granule(e.mode))
+                })
             };
             waits && blocks
         })
@@ -292,12 +301,20 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
             .collect()
     }
 
-    /// Registers `me`'s wait for `mode` on `key` and searches for a cycle it would close.
+    /// Registers `me`'s wait for `mode` on `key` and searches for a cycle it would close. An
+    /// upgrade's wait names the session's own upgradable holding (`upgrade_of`, its id in the
+    /// list): it waits for every other holder of the key in a mode exclusive conflicts with.
     /// `Err(Deadlock)` when the requester is the victim (its wait is withdrawn).
     /// `Ok(Some(seq))`: the wait is registered as `seq`; `Ok(None)`: the session already has a
     /// registered wait (another thread's request of the same session), and this one stays out of
     /// the graph.
-    pub(crate) fn begin_wait(&self, me: &Arc<SessionState<K>>, key: K, mode: Mode) -> Result<Option<u64>, LockError> {
+    pub(crate) fn begin_wait(
+        &self,
+        me: &Arc<SessionState<K>>,
+        key: K,
+        mode: Mode,
+        upgrade_of: Option<u64>,
+    ) -> Result<Option<u64>, LockError> {
         let started = Instant::now();
         let mut g = self.graph.lock();
         g.seq += 1;
@@ -307,7 +324,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Detector<K> {
             if mine.waiting.is_some() {
                 return Ok(None);
             }
-            mine.waiting = Some(Waiting { key, mode, seq });
+            mine.waiting = Some(Waiting { key, mode, upgrade_of, seq });
         }
         // Relaxed: statistics.
         self.searches.fetch_add(1, Ordering::Relaxed);
@@ -413,6 +430,15 @@ impl<K> SessionState<K> {
         s.next_held += 1;
         s.held.push(Held { key, mode, id });
         Ok(id)
+    }
+
+    /// Changes the mode of holding `id` in the list (an upgrade, after it happened; a downgrade,
+    /// before it happens: so the list never claims more than the holding has).
+    pub(crate) fn set_mode(&self, id: u64, mode: Mode) {
+        let mut s = self.inner.lock();
+        if let Some(h) = s.held.iter_mut().find(|h| h.id == id) {
+            h.mode = mode;
+        }
     }
 
     /// Drops a holding from the list (before the lock is released, so the list never names a

@@ -25,7 +25,7 @@ use crate::vocab::error::LockError;
 /// nanoseconds), once per deadline. Returns false if that deadline has passed already (the caller
 /// retries now, expiring the holder). With a manual clock, time moves only when the test moves it
 /// and `advance` runs the expiry, so nothing is armed.
-fn arm_holder_timer<K, S>(
+pub(crate) fn arm_holder_timer<K, S>(
     locks: &State<K, S>,
     earliest: Option<u64>,
     armed: &mut Option<(u64, Instant)>,

@@ -11,7 +11,7 @@ use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
+use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED, UP_HELD};
 use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -56,7 +56,7 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     /// holding is first renewed (promoted), through `&self`, hence atomic.
     bits: AtomicU64,
     /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
-    service: OnceLock<Box<GuardService<K>>>,
+    pub(crate) service: OnceLock<Box<GuardService<K>>>,
 }
 
 impl<'m, K, S> LockGuard<'m, K, S> {
@@ -73,7 +73,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     #[inline(always)]
-    fn current(&self) -> Holding {
+    pub(crate) fn current(&self) -> Holding {
         Holding { rec: self.rec, token: self.token, bits: self.bits.load(UntrackedOrdering::Relaxed) }
     }
 
@@ -380,7 +380,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
     /// expired it yet (event and metrics as the reaper's). The guard is then a zombie.
     #[cold]
-    fn expire_own(&self, h: &Holding, now: u64) {
+    pub(crate) fn expire_own(&self, h: &Holding, now: u64) {
         let core = &self.locks.table.core;
         let events = &self.locks.events;
         let mut si = self.slot.lock();
@@ -394,6 +394,19 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 events.emit(EventKind::Expired, key, self.mode(), e.token, e.owner.clone(), now);
             }
         });
+    }
+
+    /// The manager state and slot this guard works on.
+    pub(crate) fn place(&self) -> (&'m State<K, S>, &'m Slot<K>) {
+        (self.locks, self.slot)
+    }
+
+    /// Moves the holding's loss signal (if one is attached) from `old` to the token of an
+    /// upgraded holding. Called under the slot lock, so no ender looks for it in between.
+    pub(crate) fn rekey_signal(&self, old: u64, new: u64) {
+        if self.service.get().is_some() {
+            self.locks.losses.rekey(self.slot as *const Slot<K> as usize, old, new);
+        }
     }
 
     /// Sends an event about this holding to subscribers, if any (the holding pins the slot).
@@ -461,8 +474,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             self.record_hold();
         }
         let core = &self.locks.table.core;
-        // A plain holding in an inline record, nobody listening: one store and one `fetch_sub`.
-        if h.bits & (MANAGED | IN_OVERFLOW) == 0 && !self.locks.events.is_active() {
+        // A plain holding in an inline record, not upgradable, nobody listening: one store and
+        // one `fetch_sub` (the mask is one constant, so the upgradable test costs nothing).
+        if h.bits & (MANAGED | IN_OVERFLOW | UP_HELD) == 0 && !self.locks.events.is_active() {
             self.slot.release_plain(core, &h);
             return Ok(());
         }

@@ -247,6 +247,18 @@ impl LossDesk {
         }
     }
 
+    /// Moves the signal of the holding (`slot`, `old`) to the token `new` of the holding an
+    /// upgrade made of it (under the slot lock, like every ender's lookup).
+    pub(crate) fn rekey(&self, slot: usize, old: u64, new: u64) {
+        if self.attached.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut signals = self.signals.lock();
+        if let Some(signal) = signals.remove(&(slot, old)) {
+            signals.insert((slot, new), signal);
+        }
+    }
+
     /// The ender's hook (called from `force_end`'s callback, under the slot lock, before the units
     /// go back): fires
     /// the holding's signal, if one is attached.

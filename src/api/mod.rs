@@ -11,6 +11,7 @@ pub(crate) mod board;
 pub(crate) mod builder;
 pub(crate) mod deadlocks;
 pub(crate) mod detector;
+pub(crate) mod downgrade;
 pub(crate) mod election;
 pub(crate) mod fenced;
 pub(crate) mod future;
@@ -24,7 +25,10 @@ pub(crate) mod many_guard;
 pub(crate) mod request;
 pub(crate) mod service;
 pub(crate) mod session;
+pub(crate) mod session_upgrade;
 pub(crate) mod state;
+pub(crate) mod upgradable;
+pub(crate) mod upgrade_future;
 #[cfg(all(test, not(leasehold_loom)))]
 mod write_audit_tests;
 
@@ -44,6 +48,9 @@ pub use many::{ManyAcquire, ManyRequest};
 pub use many_guard::ManyGuard;
 pub use request::Request;
 pub use session::{Session, SessionAcquire, SessionGuard, SessionRequest};
+pub use session_upgrade::SessionUpgrade;
+pub use upgradable::{ModeChangeFailed, UpgradableAcquire, UpgradableGuard, UpgradableRequest};
+pub use upgrade_future::UpgradeFuture;
 
 /// The database-engine section of the docs (`docs-database.md`), so that its examples run as
 /// doctests until it is folded into the README.

@@ -45,7 +45,7 @@ use crate::vocab::token::FenceToken;
 /// ```
 pub struct Session<'m, K, S = DefaultHasher> {
     pub(crate) locks: &'m LockManager<K, S>,
-    state: Arc<SessionState<K>>,
+    pub(crate) state: Arc<SessionState<K>>,
 }
 
 impl<K, S> fmt::Debug for Session<'_, K, S> {
@@ -234,7 +234,7 @@ where
     fn wrap(&self, guard: LockGuard<'m, K, S>, seq: Option<u64>) -> Result<SessionGuard<'s, 'm, K, S>, LockError> {
         let key = guard.key().clone();
         match self.session.state.record(key, self.mode, seq) {
-            Ok(id) => Ok(SessionGuard { guard: Some(guard), session: &self.session.state, id }),
+            Ok(id) => Ok(SessionGuard { guard: Some(guard), session: self.session, id }),
             // Chosen as a victim just as the lock came: the abort wins (the report says so);
             // dropping the guard releases it.
             Err(cycle) => Err(LockError::Deadlock { cycle }),
@@ -358,7 +358,7 @@ where
     }
 }
 
-struct ThreadWaker(std::thread::Thread);
+pub(crate) struct ThreadWaker(pub(crate) std::thread::Thread);
 
 impl Wake for ThreadWaker {
     fn wake(self: std::sync::Arc<Self>) {
@@ -428,7 +428,7 @@ where
             let mut seq = None;
             if !matches!(this.request.mode, Mode::Semaphore(_)) {
                 let key = K::from(this.request.key.to_owned());
-                match this.request.session.locks.detector.begin_wait(session, key, this.request.mode) {
+                match this.request.session.locks.detector.begin_wait(session, key, this.request.mode, None) {
                     Ok(s) => seq = s,
                     Err(e) => {
                         this.state = AcquireState::Done;
@@ -489,14 +489,15 @@ impl<K, Q: ?Sized, S> Drop for SessionAcquire<'_, '_, '_, K, Q, S> {
 /// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct SessionGuard<'s, 'm, K, S = DefaultHasher> {
-    guard: Option<LockGuard<'m, K, S>>,
-    session: &'s SessionState<K>,
-    id: u64,
+    pub(crate) guard: Option<LockGuard<'m, K, S>>,
+    pub(crate) session: &'s Session<'m, K, S>,
+    /// Its entry in the session's list.
+    pub(crate) id: u64,
 }
 
 impl<K: Hash + Eq + fmt::Debug, S: BuildHasher> fmt::Debug for SessionGuard<'_, '_, K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionGuard").field("session", &self.session.id).field("guard", &self.guard).finish()
+        f.debug_struct("SessionGuard").field("session", &self.session.state.id).field("guard", &self.guard).finish()
     }
 }
 
@@ -528,7 +529,7 @@ impl<K, S> SessionGuard<'_, '_, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn release(mut self) -> Result<(), LockError> {
-        self.session.forget(self.id);
+        self.session.state.forget(self.id);
         match self.guard.take() {
             Some(g) => g.release(),
             None => Ok(()),
@@ -558,7 +559,7 @@ impl<K, S> SessionGuard<'_, '_, K, S> {
 impl<K, S> Drop for SessionGuard<'_, '_, K, S> {
     fn drop(&mut self) {
         // Out of the list first: a search must never see a holding that is already released.
-        self.session.forget(self.id);
+        self.session.state.forget(self.id);
         drop(self.guard.take());
     }
 }

@@ -64,7 +64,6 @@ impl Census {
     }
 
     /// Moves one holding from mode `from` to mode `to` (an upgrade or downgrade).
-    #[allow(dead_code)] // for upgrade and downgrade on a matrix key
     pub(crate) fn reclassify(&mut self, from: Granule, to: Granule) {
         self.remove(from);
         self.add(to);

@@ -3,7 +3,7 @@
 //! (`Holding`), and what a request asks for (`Ask`).
 
 use crate::engine::lease;
-use crate::engine::word::{self, Need, RecordIdx};
+use crate::engine::word::{self, Claim, Need, RecordIdx, Refusal};
 use crate::primitives::counters::HOLD_SAMPLE;
 use crate::primitives::sync::{AtomicU64, Ordering};
 use crate::vocab::mode::{Mode, Owner};
@@ -73,9 +73,12 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..61    60       59     56         55 .. 52          51 ........ 20    19 ..... 0
-/// [ mode | managed | owned | overflow | inline record bit | overflow index | units ]
+///  63..61    60       59     57      56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | managed | owned | up held | overflow | inline record bit | overflow index | units ]
 /// ```
+///
+/// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release
+/// subtracts `UP` too ([`word_delta`](Holding::word_delta)), so it takes the guard's slow path.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
     pub(crate) rec: RecordPtr,
@@ -93,6 +96,9 @@ pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
 const OWNED: u64 = 1 << 59;
+/// `Holding::bits`: an upgradable holding (it holds the word's `UP` bit). The guard's fast release
+/// tests it with `MANAGED` and `IN_OVERFLOW` in one mask, so plain holdings pay nothing for it.
+pub(crate) const UP_HELD: u64 = 1 << 57;
 const MODE_SHIFT: u32 = 61;
 
 impl Holding {
@@ -130,7 +136,7 @@ impl Holding {
     }
 
     /// The capacity units it holds.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn units(&self) -> u32 {
         (self.bits & UNITS_MASK) as u32
     }
@@ -153,10 +159,29 @@ impl Holding {
         self.bits & OWNED != 0
     }
 
-    /// What its release subtracts from the state word (`word::release_delta`).
+    /// What its release subtracts from the state word (`word::release_delta`) for a holding
+    /// that is not upgradable (the guard's fast path has checked `UP_HELD`).
     #[inline(always)]
     pub(crate) fn release_delta(&self) -> u64 {
         self.bits & RELEASE_MASK
+    }
+
+    /// What its release subtracts from the state word, whatever its mode: an upgradable
+    /// holding's also clears `UP` (`word::release_upgradable_delta`).
+    #[inline]
+    pub(crate) fn word_delta(&self) -> u64 {
+        if self.bits & UP_HELD != 0 {
+            self.release_delta() + word::UP
+        } else {
+            self.release_delta()
+        }
+    }
+
+    /// The same holding with another mode and units (a downgrade: the token and record stay).
+    pub(crate) fn with_mode(&self, mode: Mode, units: u32) -> Holding {
+        let kept = self.bits & !(UNITS_MASK | UP_HELD | (Mode::CODE_MASK << MODE_SHIFT));
+        let up = if matches!(mode, Mode::Upgradable) { UP_HELD } else { 0 };
+        Holding { bits: kept | (units as u64 & UNITS_MASK) | up | (mode.code() << MODE_SHIFT), ..*self }
     }
 
     /// `Mode::code` of the request that made it.
@@ -191,6 +216,26 @@ impl Ask {
     #[inline]
     pub(crate) fn need(&self, privileged: bool) -> Need {
         Need { exclusive: self.mode.is_exclusive(), privileged, watch: self.ttl_ns.is_some() }
+    }
+
+    /// The claim this request makes on `word` (a key of `capacity`): an upgradable request's
+    /// takes `UP` too (`word::try_claim_upgradable`), every other mode's is `word::try_claim`.
+    #[inline(always)]
+    pub(crate) fn claim(&self, word: u64, capacity: u32, privileged: bool, limit: u64) -> Result<Claim, Refusal> {
+        if let Mode::Upgradable = self.mode {
+            return word::try_claim_upgradable(word, capacity, privileged, self.ttl_ns.is_some(), limit);
+        }
+        word::try_claim(word, capacity, self.need(privileged), limit)
+    }
+
+    /// The holding a claim for this request made, packed for its guard.
+    #[inline(always)]
+    pub(crate) fn holding(&self, record: RecordRef, rec: *const Record, token: u64, units: u32) -> Holding {
+        let h = Holding::new(record, rec, token, units, self.mode.code(), self.managed(), self.owner.is_some());
+        match self.mode {
+            Mode::Upgradable => Holding { bits: h.bits | UP_HELD, ..h },
+            _ => h,
+        }
     }
 }
 

@@ -98,6 +98,13 @@ pub(crate) const fn renewed(word: u64, deadline_ns: u64) -> u64 {
     (word & (STATE_MASK | TAG_MASK)) | LEASED | (deadline_ns.div_ceil(DEADLINE_UNIT_NS) << DEADLINE_SHIFT)
 }
 
+/// The same held lease (state, deadline) for the holding with `token`: an upgrade, which is a new
+/// holding in the same record, keeps its lease.
+#[inline]
+pub(crate) const fn retagged(word: u64, token: u64) -> u64 {
+    (word & !TAG_MASK) | (tag_of(token) << TAG_SHIFT)
+}
+
 /// The same holding marked as being expired or revoked.
 #[inline]
 pub(crate) const fn expiring(word: u64) -> u64 {

@@ -13,6 +13,7 @@ pub(crate) mod shard;
 pub(crate) mod slot;
 pub(crate) mod sweep;
 pub(crate) mod table;
+pub(crate) mod upgrade;
 pub(crate) mod watch;
 #[doc(hidden)]
 pub mod word;

@@ -31,6 +31,11 @@ const FAIR_AFTER_NS: u64 = FAIR_AFTER.as_nanos() as u64;
 
 /// A slot's queue of waiting requests, in arrival order. It lives under the slot lock; the slot
 /// keeps the word's `WAITERS` and `EXCL_WAITING` flags equal to [`flags`](WaitQueue::flags).
+///
+/// At most one *upgrader* (the upgradable holder waiting for the readers to leave, `upgrade.rs`)
+/// stands at the front. While it waits (the word's `UPGRADING`) no other request can claim, so a
+/// release wakes it alone, once its own unit is the only one held. (It lives in the queue rather
+/// than beside it so that the slot does not grow.)
 #[derive(Default)]
 pub(crate) struct WaitQueue {
     waiters: VecDeque<Arc<Waiter>>,
@@ -53,6 +58,8 @@ pub(crate) struct Waiter {
     queued_ns: u64,
     wake: Wake,
     grant: Mutex<Option<Holding>>,
+    /// An upgrade's waiter (it asks for exclusive, holding one unit already).
+    upgrade: bool,
 }
 
 enum Wake {
@@ -70,6 +77,7 @@ impl Waiter {
             queued_ns: now_ns,
             wake: Wake::Thread(thread::current()),
             grant: Mutex::new(None),
+            upgrade: false,
         })
     }
 
@@ -82,6 +90,24 @@ impl Waiter {
             queued_ns: now_ns,
             wake: Wake::Task(Mutex::new(Some(waker))),
             grant: Mutex::new(None),
+            upgrade: false,
+        })
+    }
+
+    /// The waiter of an upgrade: it wakes `waker`'s task, or without one parks the current
+    /// thread. It shows as an exclusive waiter (in `inspect`), first in line.
+    pub(crate) fn for_upgrade(waker: Option<Waker>, now_ns: u64) -> Arc<Self> {
+        Arc::new(Waiter {
+            ask: Ask { mode: crate::vocab::mode::Mode::Exclusive, ttl_ns: None, owner: None },
+            state: AtomicU8::new(WAITING),
+            since: Instant::now(),
+            queued_ns: now_ns,
+            wake: match waker {
+                Some(w) => Wake::Task(Mutex::new(Some(w))),
+                None => Wake::Thread(thread::current()),
+            },
+            grant: Mutex::new(None),
+            upgrade: true,
         })
     }
 
@@ -120,7 +146,7 @@ impl Waiter {
         }
     }
 
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         // Release: the waiter's Acquire load sees the units this release returned.
         self.state.store(NOTIFIED, Ordering::Release);
         self.wake();
@@ -177,6 +203,33 @@ impl WaitQueue {
         pos.is_some()
     }
 
+    /// Registers the upgrader (the word's `UPGRADING` is set with it). Returns false if it was
+    /// registered already.
+    pub(crate) fn set_upgrader(&mut self, waiter: &Arc<Waiter>) -> bool {
+        debug_assert!(waiter.upgrade, "an upgrader is made by `Waiter::for_upgrade`");
+        if self.is_upgrader(waiter) {
+            return false;
+        }
+        self.waiters.push_front(Arc::clone(waiter));
+        true
+    }
+
+    /// The upgrader, if one waits.
+    fn upgrader(&self) -> Option<&Arc<Waiter>> {
+        self.waiters.front().filter(|w| w.upgrade)
+    }
+
+    /// Takes the upgrader out (it upgraded, gave up, or its holding ended).
+    pub(crate) fn take_upgrader(&mut self) -> Option<Arc<Waiter>> {
+        self.upgrader()?;
+        self.waiters.pop_front()
+    }
+
+    /// Whether `waiter` is the registered upgrader.
+    pub(crate) fn is_upgrader(&self, waiter: &Arc<Waiter>) -> bool {
+        self.upgrader().is_some_and(|u| Arc::ptr_eq(u, waiter))
+    }
+
     /// Removes the first waiter.
     pub(crate) fn pop_front(&mut self) -> Option<Arc<Waiter>> {
         self.waiters.pop_front()
@@ -187,7 +240,7 @@ impl WaitQueue {
         self.waiters.iter().take_while(move |w| !Arc::ptr_eq(w, waiter))
     }
 
-    /// The waiters, from the front.
+    /// The waiters, from the front (an upgrader, which asks for exclusive, first).
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Waiter>> + '_ {
         self.waiters.iter()
     }
@@ -200,14 +253,20 @@ impl WaitQueue {
         self.waiters.is_empty()
     }
 
-    /// The word's queue flags for this queue (`word::queue_flags`).
+    /// The word's queue flags for this queue (`word::queue_flags`). A waiting upgrader needs
+    /// `WAITERS` (so that every release takes the slow path and can wake it), not
+    /// `EXCL_WAITING`: its `UPGRADING` already stops every new reader.
     pub(crate) fn flags(&self) -> u64 {
-        word::queue_flags(!self.is_empty(), self.waiters.iter().any(|w| w.ask.mode.is_exclusive()))
+        word::queue_flags(!self.is_empty(), self.waiters.iter().any(|w| w.ask.mode.is_exclusive() && !w.upgrade))
     }
 
     /// Wakes the waiters at the front that `free` of `capacity` units can admit; a queued
-    /// exclusive request that does not fit stops the walk.
+    /// exclusive request that does not fit stops the walk. While an upgrader waits nobody else
+    /// can claim: it alone is woken, once its own unit is the only one held.
     pub(crate) fn wake_admitted(&self, capacity: u32, mut free: u32) {
+        if self.wake_upgrader(capacity, free) {
+            return;
+        }
         for waiter in self.waiters.iter() {
             let exclusive = waiter.ask.mode.is_exclusive();
             let fits = if exclusive { free == capacity } else { free >= 1 };
@@ -222,10 +281,24 @@ impl WaitQueue {
         }
     }
 
+    /// While an upgrader waits, it alone may be woken, and only once its own unit is the only one
+    /// held (`free == capacity - 1`). Returns whether an upgrader waits.
+    fn wake_upgrader(&self, capacity: u32, free: u32) -> bool {
+        let Some(up) = self.upgrader() else { return false };
+        if free == capacity - 1 && up.state.load(Ordering::Relaxed) == WAITING {
+            up.notify();
+        }
+        true
+    }
+
     /// `wake_admitted` for a matrix key: wakes the waiters at the front whose modes the census
     /// `held` admits, each also beside the ones woken before it (they will hold it too); the
-    /// first that does not fit stops the walk (first come, first served).
-    pub(crate) fn wake_compatible(&self, mut held: Census) {
+    /// first that does not fit stops the walk (first come, first served). A waiting upgrader is
+    /// woken as in `wake_admitted`, by units: it needs every other holder gone.
+    pub(crate) fn wake_compatible(&self, mut held: Census, capacity: u32, free: u32) {
+        if self.wake_upgrader(capacity, free) {
+            return;
+        }
         for waiter in self.waiters.iter() {
             let g = waiter.ask.mode.granule();
             if !held.admits(g) {

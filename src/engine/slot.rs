@@ -251,7 +251,7 @@ impl<K> Slot<K> {
 
     /// The record a holding refers to.
     #[inline]
-    fn record(&self, h: &Holding) -> &Record {
+    pub(super) fn record(&self, h: &Holding) -> &Record {
         // SAFETY: `rec` points at one of this slot's records (inline, or a boxed overflow record
         // that lives as long as the slot's memory).
         unsafe { &*h.rec.0 }
@@ -259,7 +259,7 @@ impl<K> Slot<K> {
 
     /// The fencing token of a claim that produced `word`.
     #[inline(always)]
-    fn token_of(&self, word: u64) -> u64 {
+    pub(super) fn token_of(&self, word: u64) -> u64 {
         // Relaxed: the base changes only in a rebase, which the claim's Acquire already ordered.
         self.token_base.load(Ordering::Relaxed) + word::counter(word)
     }
@@ -270,20 +270,21 @@ impl<K> Slot<K> {
         // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
         // so a capacity read that does not belong to `w` makes the compare-exchange fail.
         let cap = self.capacity.load(Ordering::Relaxed);
-        let fits = match mode {
-            Mode::Semaphore(n) => n == cap,
-            // On a semaphore key, exclusive takes every permit and shared one.
-            Mode::Exclusive | Mode::Shared => true,
-            // The modes of the hierarchy need a read/write key.
-            _ => cap == MAX_UNITS,
-        };
-        let wants_rw = !matches!(mode, Mode::Semaphore(_)) && cap != MAX_UNITS;
-        if fits && !(wants_rw && word::is_idle(w)) {
-            Ok(cap)
-        } else if word::is_idle(w) {
-            Err(Blocked::Reshape)
-        } else {
-            Err(Blocked::Mismatch(cap))
+        match mode {
+            Mode::Semaphore(n) if n != cap => {
+                if word::is_idle(w) {
+                    Err(Blocked::Reshape)
+                } else {
+                    Err(Blocked::Mismatch(cap))
+                }
+            }
+            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
+            Mode::Exclusive | Mode::Shared | Mode::Semaphore(_) => Ok(cap),
+            // The modes of the hierarchy (upgradable, intention) have no meaning on a semaphore
+            // key: an idle one is reshaped, a live one refused.
+            _ if cap == MAX_UNITS => Ok(cap),
+            _ if word::is_idle(w) => Err(Blocked::Reshape),
+            _ => Err(Blocked::Mismatch(cap)),
         }
     }
 
@@ -294,7 +295,11 @@ impl<K> Slot<K> {
             // Decided by the matrix, under the slot lock (`claim_locked`).
             return Err(Blocked::Busy);
         }
-        self.claim_with(core, ask.mode, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
+        self.claim_with(
+            ask.mode,
+            |w, cap| ask.claim(w, cap, privileged, core.counter_limit),
+            |claim| self.finish_claim(core, ask, claim, None),
+        )
     }
 
     /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
@@ -302,7 +307,12 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
-        self.claim_with(core, mode, need, |claim| self.finish_plain(core, mode, claim))
+        // The limit is read inside the loop, as before this closure: a compare with a memory operand.
+        self.claim_with(
+            mode,
+            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            |claim| self.finish_plain(core, mode, claim),
+        )
     }
 
     /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
@@ -310,9 +320,8 @@ impl<K> Slot<K> {
     #[inline(always)]
     fn claim_with(
         &self,
-        core: &Core,
         mode: Mode,
-        need: word::Need,
+        claim_of: impl Fn(u64, u32) -> Result<Claim, Refusal>,
         finish: impl FnOnce(Claim) -> Holding,
     ) -> Result<Holding, Blocked> {
         // Acquire: pairs with the Release of whoever last changed the word (a release, an
@@ -320,7 +329,7 @@ impl<K> Slot<K> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, mode)?;
-            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+            let claim = match claim_of(w, cap) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,
                 Err(Refusal::Busy) => return Err(Blocked::Busy),
@@ -355,7 +364,7 @@ impl<K> Slot<K> {
     /// publishes the record).
     #[cold]
     #[inline(never)]
-    fn stamp_sampled(&self, core: &Core, rec: &Record) {
+    pub(super) fn stamp_sampled(&self, core: &Core, rec: &Record) {
         rec.acquired_ns.store(core.clock.now_ns(), Ordering::Relaxed);
     }
 
@@ -371,7 +380,7 @@ impl<K> Slot<K> {
             Some(inner) => inner.set_owner(RecordRef::Inline(idx), owner),
             None => self.lock().set_owner(RecordRef::Inline(idx), owner),
         });
-        Holding::new(RecordRef::Inline(idx), rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
+        ask.holding(RecordRef::Inline(idx), rec, token, units)
     }
 
     /// Fills a record for a fresh holding and publishes it by its lease word. A plain holding is
@@ -460,7 +469,7 @@ impl<K> Slot<K> {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let cap = self.check_capacity(w, ask.mode)?;
-            let claim = match word::try_claim(w, cap, need, core.counter_limit) {
+            let claim = match ask.claim(w, cap, privileged, core.counter_limit) {
                 Ok(c) => c,
                 Err(Refusal::Busy | Refusal::Exhausted) if flag_if_busy && w & flags != flags => {
                     match self.word.compare_exchange_weak(w, w | flags, Ordering::AcqRel, Ordering::Acquire) {
@@ -491,7 +500,7 @@ impl<K> Slot<K> {
         let units = claim.units;
         let record = RecordRef::Overflow(index);
         self.write_record(core, ask, rec_ref, token, units, |owner| inner.set_owner(record, owner));
-        Holding::new(record, rec, token, units, ask.mode.code(), ask.managed(), ask.owner.is_some())
+        ask.holding(record, rec, token, units)
     }
 
     /// When a sampled holding began (its record's `acquired_ns`), read while it is still held.
@@ -553,7 +562,7 @@ impl<K> Slot<K> {
     #[inline]
     pub(crate) fn release_then(&self, core: &Core, h: &Holding, ended: impl FnOnce()) -> Result<(), AlreadyEnded> {
         match h.record() {
-            RecordRef::Inline(idx) => {
+            RecordRef::Inline(_) => {
                 let rec = self.record(h);
                 if h.managed() {
                     self.end_managed(h, rec)?;
@@ -561,10 +570,12 @@ impl<K> Slot<K> {
                         self.lock().set_owner(h.record(), None);
                     }
                     ended();
-                    self.return_units(core, word::release_delta(idx, h.units()), h.mode_code());
+                    self.return_units(core, h.word_delta(), h.mode_code());
                 } else {
                     ended();
-                    self.release_plain(core, h);
+                    // As `release_plain`, with an upgradable holding's `UP` in the delta.
+                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                    self.return_units(core, h.word_delta(), h.mode_code());
                 }
                 Ok(())
             }
@@ -578,7 +589,7 @@ impl<K> Slot<K> {
                 }
                 ended();
                 inner.free_overflow(index);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), h.mode_code(), &mut inner);
+                self.return_units_locked(core, h.word_delta(), h.mode_code(), &mut inner);
                 Ok(())
             }
         }
@@ -675,18 +686,19 @@ impl<K> Slot<K> {
     /// word's queue flags in line with the queue. Under the slot lock.
     pub(crate) fn wake_waiters(&self, inner: &mut SlotInner) {
         let w = self.word.load(Ordering::Acquire);
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        let free = capacity.saturating_sub(word::units(w));
         if w & word::MATRIX != 0 {
-            inner.queue.wake_compatible(inner.census());
+            inner.queue.wake_compatible(inner.census(), capacity, free);
         } else {
-            let capacity = self.capacity.load(Ordering::Relaxed);
-            inner.queue.wake_admitted(capacity, capacity.saturating_sub(word::units(w)));
+            inner.queue.wake_admitted(capacity, free);
         }
         self.sync_queue_flags(inner);
     }
 
     /// Sets `WAITERS` and `EXCL_WAITING` to match the queue (`word::with_queue_flags`). Under the
     /// slot lock, the only place they are cleared.
-    fn sync_queue_flags(&self, inner: &SlotInner) {
+    pub(super) fn sync_queue_flags(&self, inner: &SlotInner) {
         let flags = inner.queue.flags();
         let mut w = self.word.load(Ordering::Relaxed);
         loop {
@@ -711,16 +723,18 @@ impl<K> Slot<K> {
         let Some(front) = inner.queue.overdue_front(core.clock.now_ns()) else {
             return false;
         };
-        if !matches!(front.ask.mode, Mode::Exclusive | Mode::Shared | Mode::Semaphore(_)) {
-            // An intention or upgradable request is not a plain unit claim (the matrix and `UP`
-            // decide it): it is woken to claim for itself instead.
+        if front.ask.mode.is_intention() {
+            // The matrix decides an intention request, under its census: it is woken to claim
+            // for itself instead.
             return false;
         }
         let front = Arc::clone(front);
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mut w = self.word.load(Ordering::Acquire);
         let claim = loop {
-            let Some(claim) = word::hand_off(w, delta, capacity, front.ask.need(true), core.counter_limit) else {
+            // `word::hand_off`: a release and a privileged claim in one step, in the claim of the
+            // waiter's mode.
+            let Ok(claim) = front.ask.claim(w - delta, capacity, true, core.counter_limit) else {
                 return false;
             };
             // AcqRel: releases the releaser's critical section and acquires for the waiter, whose
@@ -793,11 +807,14 @@ impl<K> Slot<K> {
         // through the reaper.
         let ended = Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_end(&ended)));
+        // An upgradable holding gives `UP` back too, and a pending upgrade of it ends.
+        let up =
+            if Mode::from_code(ended.meta, MAX_UNITS) == Mode::Upgradable { self.upgradable_ended(inner) } else { 0 };
         match record {
-            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), mode, inner),
+            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units) + up, mode, inner),
             RecordRef::Overflow(i) => {
                 inner.free_overflow(i);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, units), mode, inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, units) + up, mode, inner);
             }
         }
         Some((t, units))

@@ -344,7 +344,8 @@ where
                 let base = g.high_water - word::counter(start);
                 // The counter it continues from was counted when the dead slot was reclaimed.
                 g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
-                let mut claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                let mut claim = ask
+                    .claim(start, capacity, false, self.core.counter_limit)
                     .expect("a fresh slot admits any request");
                 if ask.mode.is_intention() {
                     // Born a matrix key, its census counting its creator: the slot is not yet

@@ -91,6 +91,11 @@ impl<K> KeepAlive<K> {
         self.trusted_ns.load(StdOrdering::Acquire)
     }
 
+    /// The lease length it renews to.
+    pub(crate) fn ttl_ns(&self) -> u64 {
+        self.ttl_ns
+    }
+
     /// A counter of this holding's renewals that outlives the guard.
     pub(crate) fn renewal_counter(&self) -> Arc<StdAtomicU64> {
         Arc::clone(&self.renewals)

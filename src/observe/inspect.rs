@@ -131,6 +131,8 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         None
     } else if holders.iter().any(|h| h.mode == Mode::Exclusive) {
         Some(Mode::Exclusive)
+    } else if w & word::UP != 0 {
+        Some(Mode::Upgradable)
     } else if capacity == MAX_UNITS {
         // The weakest mode that covers every holder's (IX beside IS is IX; U beside S is U).
         let joined = holders.iter().map(|h| h.mode.granule()).reduce(crate::vocab::compat::join);

@@ -62,6 +62,14 @@ pub enum LockError {
         /// The sessions, keys and modes of the cycle, and the victim.
         cycle: Box<crate::vocab::deadlock::Cycle>,
     },
+    /// A guard was asked to change its mode in a way it cannot: only an upgradable guard
+    /// upgrades, only an exclusive guard of a read/write key (not a semaphore key) downgrades.
+    InvalidModeChange {
+        /// The guard's mode.
+        from: crate::vocab::mode::Mode,
+        /// The mode asked for.
+        to: crate::vocab::mode::Mode,
+    },
     /// A [`Fenced`](crate::Fenced) resource refused a write carrying a token older than one it
     /// has already accepted: the writer lost its lock since it took that token.
     StaleToken {
@@ -92,6 +100,9 @@ impl fmt::Display for LockError {
             }
             LockError::NotHeld => f.write_str("no revocable holding of that key has that token"),
             LockError::Deadlock { cycle } => write!(f, "deadlock: {cycle}"),
+            LockError::InvalidModeChange { from, to } => {
+                write!(f, "a {from} guard cannot change to {to} (only exclusive downgrades, on a read/write key)")
+            }
             LockError::StaleToken { presented, highest } => {
                 write!(f, "stale fencing token {presented}: the resource has already accepted {highest}")
             }

@@ -5,6 +5,7 @@
 pub mod compat;
 pub(crate) mod deadlock;
 pub(crate) mod error;
+pub(crate) mod merge;
 pub(crate) mod mode;
 pub(crate) mod token;
 

@@ -5,11 +5,16 @@
 //!
 //! The rules: a key's first holder fixes its capacity (a semaphore's permits, else `MAX_UNITS`);
 //! a semaphore request with other permits is a `PermitMismatch`, and so is a mode of the
-//! hierarchy (intention, upgradable) on a semaphore key; on a read/write key a request is granted
-//! when the compatibility matrix admits its mode beside every holder's; on a semaphore key
-//! exclusive takes every unit and needs none held, the others take one; a lease ends at its
-//! deadline (`now >= deadline`); a guard's end frees its units; zero permits and a zero lease are
-//! refused as invalid.
+//! hierarchy (intention, upgradable) on a semaphore key; exclusive takes every unit and needs none
+//! held, the others take one; a lease ends at its deadline (`now >= deadline`); a guard's end
+//! frees its units; zero permits and a zero lease are refused as invalid.
+//!
+//! Modes meet through the compatibility matrix (`leasehold::compat`): a request is admitted when
+//! it is compatible with every holder of the key and a unit is free. An upgradable holder's
+//! `try_upgrade` succeeds when it holds the key alone, and is a new holding (a larger token, every
+//! unit, the same lease); an exclusive holder of a read/write key downgrades to shared or
+//! upgradable, keeping its token. [`Model::check_matrix`] says whether every key's holders are
+//! pairwise compatible.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -73,14 +78,8 @@ impl Model {
                 }
                 _ => {}
             }
-            let fits = if km.capacity == MAX_UNITS {
-                km.holders.iter().all(|h| compatible(h.mode.granule(), mode.granule()))
-            } else {
-                match mode {
-                    Mode::Exclusive => km.held() == 0,
-                    _ => km.held() < km.capacity,
-                }
-            };
+            let matrix = km.holders.iter().all(|h| compatible(h.mode.granule(), mode.granule()));
+            let fits = matrix && (mode == Mode::Exclusive || km.held() < km.capacity);
             if !fits {
                 return Err(LockError::WouldBlock);
             }
@@ -89,6 +88,51 @@ impl Model {
         km.holders.push(Holder { id, mode, units, deadline: lease_ms.map(|ms| self.now_ms + u64::from(ms)) });
         self.live.insert(id, key);
         Ok(units)
+    }
+
+    /// `try_upgrade` of the upgradable holding `id`: exclusive if it holds the key alone.
+    pub fn try_upgrade(&mut self, id: usize) -> Result<(), LockError> {
+        let Some(&key) = self.live.get(&id) else { return Err(LockError::Expired) };
+        let Some(km) = self.keys.get_mut(&key) else { return Err(LockError::Expired) };
+        if km.holders.len() != 1 {
+            return Err(LockError::WouldBlock);
+        }
+        let capacity = km.capacity;
+        let h = &mut km.holders[0];
+        h.mode = Mode::Exclusive;
+        h.units = capacity;
+        Ok(())
+    }
+
+    /// A downgrade of guard `id` (made in `guard_mode`) to `to`: only an exclusive guard of a
+    /// read/write key downgrades; the holding keeps its token and lease.
+    pub fn downgrade(&mut self, id: usize, key: u8, guard_mode: Mode, to: Mode) -> Result<(), LockError> {
+        let capacity = self.keys.get(&key).map_or(MAX_UNITS, |k| k.capacity);
+        if guard_mode != Mode::Exclusive || capacity != MAX_UNITS {
+            return Err(LockError::InvalidModeChange { from: guard_mode, to });
+        }
+        let Some(h) = self.holder(id) else { return Err(LockError::Expired) };
+        h.mode = to;
+        h.units = 1;
+        Ok(())
+    }
+
+    /// Whether the holders of every key are pairwise compatible by the matrix (and within the
+    /// key's capacity): `Err` names the first key that is not.
+    pub fn check_matrix(&self) -> Result<(), String> {
+        for (key, km) in &self.keys {
+            for (i, a) in km.holders.iter().enumerate() {
+                for b in &km.holders[i + 1..] {
+                    if !compatible(a.mode.granule(), b.mode.granule()) {
+                        return Err(format!("key {key}: {} beside {}", a.mode, b.mode));
+                    }
+                }
+            }
+            if km.held() > km.capacity {
+                return Err(format!("key {key}: {} units of {}", km.held(), km.capacity));
+            }
+        }
+        Ok(())
     }
 
     pub fn end(&mut self, id: usize) -> bool {
