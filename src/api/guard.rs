@@ -1,9 +1,11 @@
 //! The guard: proof of a holding, and the holder's side of leases.
 
-use crate::primitives::sync::untracked::{AtomicU64, Ordering as UntrackedOrdering};
+use crate::primitives::sync::untracked::{AtomicPtr, AtomicU64, Ordering as UntrackedOrdering};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::ptr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED};
+use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED};
 use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -53,11 +55,20 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     rec: RecordPtr,
     token: u64,
     /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
-    /// holding is first renewed (promoted), through `&self`, hence atomic.
+    /// holding is first renewed (promoted), through `&self`, hence atomic; its `HOLDER_MARK` bit
+    /// (`HAS_SERVICE`) once `service` is set, so the release tests one word for all its slow cases.
     bits: AtomicU64,
-    /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
-    service: OnceLock<Box<GuardService<K>>>,
+    /// Keep-alive and the loss signal (`service.rs`): null until first asked for, then a boxed cell
+    /// this guard owns, freed by its release. One word that a plain acquire and release never read
+    /// and no drop glue (a `OnceLock` inline cost every guard its state word and a drop call).
+    service: AtomicPtr<OnceLock<GuardService<K>>>,
+    /// The guard owns the box `service` points at (auto traits and drop check as for the box).
+    _service: PhantomData<Box<OnceLock<GuardService<K>>>>,
 }
+
+/// `bits`: the guard has a `service` to end before its release (the bit `Holding` leaves to its
+/// holder).
+const HAS_SERVICE: u64 = HOLDER_MARK;
 
 impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(always)]
@@ -68,8 +79,61 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             rec: holding.rec,
             token: holding.token,
             bits: AtomicU64::new(holding.bits),
-            service: OnceLock::new(),
+            service: AtomicPtr::new(ptr::null_mut()),
+            _service: PhantomData,
         }
+    }
+
+    /// The service, if one was asked for and set up.
+    fn service(&self) -> Option<&GuardService<K>> {
+        // Acquire: pairs with the Release of the compare-exchange that installed the cell.
+        let cell = self.service.load(UntrackedOrdering::Acquire);
+        // SAFETY: non-null, it points at the cell this guard installed (`service_cell`), which is
+        // freed only by `take_service` in the guard's release, which has `self` to itself.
+        (!cell.is_null()).then(|| unsafe { &*cell }).and_then(OnceLock::get)
+    }
+
+    /// The service's cell, installing an empty one on first use (two threads asking at once
+    /// agree on one cell; its `OnceLock` then makes them agree on one service).
+    #[cold]
+    fn service_cell(&self) -> &OnceLock<GuardService<K>> {
+        let cell = self.service.load(UntrackedOrdering::Acquire);
+        if !cell.is_null() {
+            // SAFETY: as in `service`.
+            return unsafe { &*cell };
+        }
+        let fresh = Box::into_raw(Box::new(OnceLock::new()));
+        // AcqRel: Release publishes the fresh cell to the other threads' Acquire loads; Acquire
+        // on failure sees the winner's cell.
+        match self.service.compare_exchange(
+            ptr::null_mut(),
+            fresh,
+            UntrackedOrdering::AcqRel,
+            UntrackedOrdering::Acquire,
+        ) {
+            Ok(_) => {
+                // Before the guard's release reads it: that release has `self` to itself, so
+                // every `&self` call (this one) happened before it.
+                self.bits.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
+                // SAFETY: installed just now; freed only by `take_service` (as in `service`).
+                unsafe { &*fresh }
+            }
+            Err(winner) => {
+                // SAFETY: `fresh` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: as in `service`.
+                unsafe { &*winner }
+            }
+        }
+    }
+
+    /// Takes the service's cell out of the guard (its release: called once, with no other use
+    /// of the guard left).
+    fn take_service(&self) -> Option<Box<OnceLock<GuardService<K>>>> {
+        let cell = self.service.swap(ptr::null_mut(), UntrackedOrdering::Acquire);
+        // SAFETY: non-null, it came from `Box::into_raw` in `service_cell` or `start_service` and
+        // is taken out once (the swap leaves null behind).
+        (!cell.is_null()).then(|| unsafe { Box::from_raw(cell) })
     }
 
     #[inline(always)]
@@ -238,14 +302,14 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     /// The holding's loss signal, attaching one on first use.
-    fn signal(&self) -> &LossSignal {
-        &self.service.get_or_init(|| Box::new(self.holding_ref().attach(None, None))).signal
+    fn signal(&self) -> &Arc<LossSignal> {
+        &self.service_cell().get_or_init(|| self.holding_ref().attach(None, None)).signal
     }
 
     /// The holding's loss signal, shared (for the election board).
     pub(crate) fn loss_signal(&self) -> Arc<LossSignal> {
         self.signal();
-        self.service.get().map(|s| Arc::clone(&s.signal)).unwrap_or_else(|| unreachable!("`signal` attached it"))
+        Arc::clone(self.signal())
     }
 
     /// A future that completes when this holding ends without this guard's release: its lease
@@ -341,7 +405,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::ConfigError>(())
     /// ```
     pub fn trusted_until(&self) -> Option<Duration> {
-        self.holding_ref().trusted_until(self.service.get().map(|b| &**b)).map(|ns| match ns {
+        self.holding_ref().trusted_until(self.service()).map(|ns| match ns {
             u64::MAX => Duration::MAX,
             ns => Duration::from_nanos(ns),
         })
@@ -374,7 +438,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// that no renewal reaches a released holding). `None` without keep-alive.
     #[doc(hidden)]
     pub fn renewal_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
-        self.service.get().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
+        self.service().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
     }
 
     /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
@@ -442,28 +506,22 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn release(self) -> Result<(), LockError> {
-        // `finish` is the guard's last act on the lock: no drop after it. What the guard owns
-        // besides (keep-alive, loss signal) is dropped here.
-        let mut this = ManuallyDrop::new(self);
-        let result = this.finish();
-        drop(this.service.take());
-        result
+        // `finish` is the guard's last act on the lock (and frees what the guard owns besides,
+        // keep-alive and loss signal): no drop after it.
+        ManuallyDrop::new(self).finish()
     }
 
     /// Ends the holding; called once, by `release` or `drop`.
     #[inline(always)]
     fn finish(&self) -> Result<(), LockError> {
-        if let Some(service) = self.service.get() {
-            self.holding_ref().before_release(service);
-        }
         let h = self.current();
-        if h.is_sampled() {
-            self.record_hold();
-        }
-        let core = &self.locks.table.core;
-        // A plain holding in an inline record, nobody listening: one store and one `fetch_sub`.
-        if h.bits & (MANAGED | IN_OVERFLOW) == 0 && !self.locks.events.is_active() {
-            self.slot.release_plain(core, &h);
+        // A plain holding in an inline record, no service, nobody listening: one store and one
+        // `fetch_sub`.
+        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE) == 0 && !self.locks.events.is_active() {
+            if h.is_sampled() {
+                self.record_hold();
+            }
+            self.slot.release_plain(&self.locks.table.core, &h);
             return Ok(());
         }
         self.finish_slow()
@@ -472,7 +530,15 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[cold]
     #[inline(never)]
     fn finish_slow(&self) -> Result<(), LockError> {
+        // Freed when this returns: after the release, as a field would be.
+        let service = self.take_service();
+        if let Some(service) = service.as_deref().and_then(OnceLock::get) {
+            self.holding_ref().before_release(service);
+        }
         let h = self.current();
+        if h.is_sampled() {
+            self.record_hold();
+        }
         let core = &self.locks.table.core;
         if h.managed() {
             // Past its deadline, the holding is lost whether or not an expirer came: end it as an
@@ -521,7 +587,7 @@ where
     pub(crate) fn start_service(&self, ask: &ServiceAsk, ttl_ns: Option<u64>) {
         let service = self.holding_ref().start(ask, ttl_ns, self.mode());
         // A fresh guard's cell is empty: nobody else could have asked yet.
-        let _ = self.service.set(Box::new(service));
+        let _ = self.service_cell().set(service);
     }
 }
 

@@ -73,9 +73,11 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..61    60       59     56         55 .. 52          51 ........ 20    19 ..... 0
-/// [ mode | managed | owned | overflow | inline record bit | overflow index | units ]
+///  63..61    60       59       58       56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | managed | owned | holder | overflow | inline record bit | overflow index | units ]
 /// ```
+///
+/// The `holder` bit (`HOLDER_MARK`) is the holder's own: the engine never sets it and ignores it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
     pub(crate) rec: RecordPtr,
@@ -93,6 +95,9 @@ pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
 const OWNED: u64 = 1 << 59;
+/// `Holding::bits`: left to the holder (the guard marks "has a service to end first" with it, so
+/// its release tests one word); the engine never sets it and no engine test reads it.
+pub(crate) const HOLDER_MARK: u64 = 1 << 58;
 const MODE_SHIFT: u32 = 61;
 
 impl Holding {
