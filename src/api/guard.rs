@@ -515,12 +515,10 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(always)]
     fn finish(&self) -> Result<(), LockError> {
         let h = self.current();
-        // A plain holding in an inline record, no service, nobody listening: one store and one
-        // `fetch_sub`.
-        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE) == 0 && !self.locks.events.is_active() {
-            if h.is_sampled() {
-                self.record_hold();
-            }
+        // A plain holding in an inline record, no service, not sampled, nobody listening: one
+        // store and one `fetch_sub`. (One call out of line for all the rest keeps this small
+        // enough to inline into a caller's loop.)
+        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE) == 0 && !h.is_sampled() && !self.locks.events.is_active() {
             self.slot.release_plain(&self.locks.table.core, &h);
             return Ok(());
         }
