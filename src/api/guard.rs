@@ -508,16 +508,17 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     pub fn release(self) -> Result<(), LockError> {
         // `finish` is the guard's last act on the lock (and frees what the guard owns besides,
         // keep-alive and loss signal): no drop after it.
-        ManuallyDrop::new(self).finish()
+        ManuallyDrop::new(self).finish().map_err(|AlreadyEnded| LockError::Expired)
     }
 
-    /// Ends the holding; called once, by `release` or `drop`.
+    /// Ends the holding; called once, by `release` or `drop`. `Err` if an expirer or revoker
+    /// ended it first. (Not a `LockError`: its drop glue, inlined into `drop`, made the guard's
+    /// drop too big to inline into a caller's loop.)
     #[inline(always)]
-    fn finish(&self) -> Result<(), LockError> {
+    fn finish(&self) -> Result<(), AlreadyEnded> {
         let h = self.current();
         // A plain holding in an inline record, no service, not sampled, nobody listening: one
-        // store and one `fetch_sub`. (One call out of line for all the rest keeps this small
-        // enough to inline into a caller's loop.)
+        // store and one `fetch_sub`. (One call out of line for all the rest keeps this small.)
         if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE) == 0 && !h.is_sampled() && !self.locks.events.is_active() {
             self.slot.release_plain(&self.locks.table.core, &h);
             return Ok(());
@@ -527,7 +528,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 
     #[cold]
     #[inline(never)]
-    fn finish_slow(&self) -> Result<(), LockError> {
+    fn finish_slow(&self) -> Result<(), AlreadyEnded> {
         // Freed when this returns: after the release, as a field would be.
         let service = self.take_service();
         if let Some(service) = service.as_deref().and_then(OnceLock::get) {
@@ -569,7 +570,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 // this is the guard's last touch of the slot. Release: pairs with the
                 // reclaimer's Acquire load of the count.
                 self.slot.zombies.fetch_sub(1, Ordering::Release);
-                Err(LockError::Expired)
+                Err(AlreadyEnded)
             }
         }
     }
