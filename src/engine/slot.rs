@@ -273,7 +273,8 @@ impl<K> Slot<K> {
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
-        self.claim_with(core, ask.mode, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
+        let check = |w| self.check_capacity(w, ask.mode);
+        self.claim_with(core, check, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
     }
 
     /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
@@ -281,7 +282,23 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
-        self.claim_with(core, mode, need, |claim| self.finish_plain(core, mode, claim))
+        // Only the capacity the mode expects is claimed here (one compare); any other case
+        // (reshape, mismatch, a read/write mode on a semaphore key) is sent to the slow path,
+        // which checks it in full (`check_capacity`).
+        let expected = match mode {
+            Mode::Semaphore(n) => n,
+            _ => MAX_UNITS,
+        };
+        let check = |_| {
+            // Relaxed: as in `check_capacity`.
+            let cap = self.capacity.load(Ordering::Relaxed);
+            if cap == expected {
+                Ok(cap)
+            } else {
+                Err(Blocked::Unstable)
+            }
+        };
+        self.claim_with(core, check, need, |claim| self.finish_plain(core, mode, claim))
     }
 
     /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
@@ -290,7 +307,7 @@ impl<K> Slot<K> {
     fn claim_with(
         &self,
         core: &Core,
-        mode: Mode,
+        check_capacity: impl Fn(u64) -> Result<u32, Blocked>,
         need: word::Need,
         finish: impl FnOnce(Claim) -> Holding,
     ) -> Result<Holding, Blocked> {
@@ -298,7 +315,7 @@ impl<K> Slot<K> {
         // initialisation, a capacity change), so the capacity and base read below are current.
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            let cap = self.check_capacity(w, mode)?;
+            let cap = check_capacity(w)?;
             let claim = match word::try_claim(w, cap, need, core.counter_limit) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,
