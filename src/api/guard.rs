@@ -1,16 +1,14 @@
 //! The guard: proof of a holding, and the holder's side of leases.
 
-use crate::primitives::sync::untracked::{AtomicPtr, AtomicU64, Ordering as UntrackedOrdering};
+use crate::primitives::sync::untracked::{AtomicU64, Ordering as UntrackedOrdering};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::ptr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::api::loss::{LossCause, LossSignal, Lost};
-use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
+use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED};
@@ -58,12 +56,8 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     /// holding is first renewed (promoted), through `&self`, hence atomic; its `HOLDER_MARK` bit
     /// (`HAS_SERVICE`) once `service` is set, so the release tests one word for all its slow cases.
     bits: AtomicU64,
-    /// Keep-alive and the loss signal (`service.rs`): null until first asked for, then a boxed cell
-    /// this guard owns, freed by its release. One word that a plain acquire and release never read
-    /// and no drop glue (a `OnceLock` inline cost every guard its state word and a drop call).
-    service: AtomicPtr<OnceLock<GuardService<K>>>,
-    /// The guard owns the box `service` points at (auto traits and drop check as for the box).
-    _service: PhantomData<Box<OnceLock<GuardService<K>>>>,
+    /// Keep-alive and the loss signal, once asked for (`service.rs`): one word, no drop glue.
+    service: ServiceCell<K>,
 }
 
 /// `bits`: the guard has a `service` to end before its release (the bit `Holding` leaves to its
@@ -79,61 +73,25 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             rec: holding.rec,
             token: holding.token,
             bits: AtomicU64::new(holding.bits),
-            service: AtomicPtr::new(ptr::null_mut()),
-            _service: PhantomData,
+            service: ServiceCell::new(),
         }
     }
 
     /// The service, if one was asked for and set up.
     fn service(&self) -> Option<&GuardService<K>> {
-        // Acquire: pairs with the Release of the compare-exchange that installed the cell.
-        let cell = self.service.load(UntrackedOrdering::Acquire);
-        // SAFETY: non-null, it points at the cell this guard installed (`service_cell`), which is
-        // freed only by `take_service` in the guard's release, which has `self` to itself.
-        (!cell.is_null()).then(|| unsafe { &*cell }).and_then(OnceLock::get)
+        self.service.get()
     }
 
-    /// The service's cell, installing an empty one on first use (two threads asking at once
-    /// agree on one cell; its `OnceLock` then makes them agree on one service).
+    /// The service's cell, installing an empty one on first use.
     #[cold]
     fn service_cell(&self) -> &OnceLock<GuardService<K>> {
-        let cell = self.service.load(UntrackedOrdering::Acquire);
-        if !cell.is_null() {
-            // SAFETY: as in `service`.
-            return unsafe { &*cell };
+        let (cell, installed) = self.service.get_or_install();
+        if installed {
+            // Before the guard's release reads it: that release has `self` to itself, so every
+            // `&self` call (this one) happened before it.
+            self.bits.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
         }
-        let fresh = Box::into_raw(Box::new(OnceLock::new()));
-        // AcqRel: Release publishes the fresh cell to the other threads' Acquire loads; Acquire
-        // on failure sees the winner's cell.
-        match self.service.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            UntrackedOrdering::AcqRel,
-            UntrackedOrdering::Acquire,
-        ) {
-            Ok(_) => {
-                // Before the guard's release reads it: that release has `self` to itself, so
-                // every `&self` call (this one) happened before it.
-                self.bits.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
-                // SAFETY: installed just now; freed only by `take_service` (as in `service`).
-                unsafe { &*fresh }
-            }
-            Err(winner) => {
-                // SAFETY: `fresh` came from `Box::into_raw` above and was never shared.
-                drop(unsafe { Box::from_raw(fresh) });
-                // SAFETY: as in `service`.
-                unsafe { &*winner }
-            }
-        }
-    }
-
-    /// Takes the service's cell out of the guard (its release: called once, with no other use
-    /// of the guard left).
-    fn take_service(&self) -> Option<Box<OnceLock<GuardService<K>>>> {
-        let cell = self.service.swap(ptr::null_mut(), UntrackedOrdering::Acquire);
-        // SAFETY: non-null, it came from `Box::into_raw` in `service_cell` or `start_service` and
-        // is taken out once (the swap leaves null behind).
-        (!cell.is_null()).then(|| unsafe { Box::from_raw(cell) })
+        cell
     }
 
     #[inline(always)]
@@ -530,7 +488,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[inline(never)]
     fn finish_slow(&self) -> Result<(), AlreadyEnded> {
         // Freed when this returns: after the release, as a field would be.
-        let service = self.take_service();
+        let service = self.service.take();
         if let Some(service) = service.as_deref().and_then(OnceLock::get) {
             self.holding_ref().before_release(service);
         }
