@@ -1,44 +1,40 @@
 //! Stress for the database-engine requests, with the shadow checker of `stress.rs`: threads run
-//! transactions (a table key shared, then 2-4 row keys, exclusive or shared, in random order)
-//! through sessions with deadlock detection, or all at once through `lock_many`, while every
-//! holder records itself in a shadow that fails the test on two exclusive holders or a writer
-//! beside a reader, and every exclusive holder writes through a `Fenced` resource that refuses a
-//! stale token. A deadlock must be reported (the victim aborts), never left to hang: the
+//! transactions (a table key in an intention mode, IX for writers and IS for readers, or S for a
+//! scan and SIX for a scan that also writes rows; then 2-4 row keys, exclusive or shared, in
+//! random order) through sessions with deadlock detection, or all at once through `lock_many`,
+//! while every holder records itself in a shadow that fails the test on two modes held at once
+//! that the compatibility matrix forbids, and every exclusive holder writes through a `Fenced`
+//! resource that refuses a stale token. A deadlock must be reported (the victim aborts), never left to hang: the
 //! watchdog fails the test if any thread stops making progress. Bounded to a few seconds.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use leasehold::compat::{compatible, ALL};
 use leasehold::{Fenced, LockError, LockManager, Mode};
 
 const TABLES: u64 = 2;
 const ROWS: u64 = 6;
 
+/// Holders of one key per matrix mode, as the holders report themselves.
 #[derive(Default)]
 struct Shadow {
-    exclusive: AtomicI64,
-    shared: AtomicI64,
+    held: [AtomicI64; ALL.len()],
 }
 
 impl Shadow {
     fn enter(&self, mode: Mode) {
-        if mode == Mode::Exclusive {
-            let x = self.exclusive.fetch_add(1, Ordering::SeqCst);
-            let s = self.shared.load(Ordering::SeqCst);
-            assert!(x == 0 && s == 0, "exclusive beside {x} exclusive and {s} shared holders");
-        } else {
-            self.shared.fetch_add(1, Ordering::SeqCst);
-            assert_eq!(self.exclusive.load(Ordering::SeqCst), 0, "a shared holder beside an exclusive one");
+        let g = mode.granule();
+        self.held[g as usize].fetch_add(1, Ordering::SeqCst);
+        for h in ALL {
+            let n = self.held[h as usize].load(Ordering::SeqCst) - i64::from(h == g);
+            assert!(n <= 0 || compatible(h, g), "{mode} beside {n} holders of {h}");
         }
     }
 
     fn exit(&self, mode: Mode) {
-        if mode == Mode::Exclusive {
-            self.exclusive.fetch_sub(1, Ordering::SeqCst);
-        } else {
-            self.shared.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.held[mode.granule() as usize].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -60,7 +56,8 @@ fn transaction(rng: &mut u64) -> Vec<(u64, Mode)> {
         *rng
     };
     let table = next() % TABLES;
-    let mut keys = vec![(table, Mode::Shared)];
+    let scan = next() % 8 == 0;
+    let mut keys = vec![(table, Mode::IntentShared)];
     for _ in 0..2 + next() % 3 {
         let row = TABLES + table * ROWS + next() % ROWS;
         let mode = if next() % 4 == 0 { Mode::Shared } else { Mode::Exclusive };
@@ -68,6 +65,15 @@ fn transaction(rng: &mut u64) -> Vec<(u64, Mode)> {
             keys.push((row, mode));
         }
     }
+    // The table's mode: what its rows need (IX for a writer, IS for a reader), or a scan's S
+    // (SIX if the scan also writes rows).
+    let writes = keys.iter().any(|&(_, m)| m == Mode::Exclusive);
+    keys[0].1 = match (scan, writes) {
+        (false, false) => Mode::IntentShared,
+        (false, true) => Mode::IntentExclusive,
+        (true, false) => Mode::Shared,
+        (true, true) => Mode::SharedIntentExclusive,
+    };
     keys
 }
 
@@ -103,6 +109,9 @@ fn run(threads: usize, run_for: Duration) {
                     for &(k, m) in &keys {
                         let r = match m {
                             Mode::Exclusive => session.exclusive(&k).acquire(),
+                            Mode::IntentShared => session.intent_shared(&k).acquire(),
+                            Mode::IntentExclusive => session.intent_exclusive(&k).acquire(),
+                            Mode::SharedIntentExclusive => session.shared_intent_exclusive(&k).acquire(),
                             _ => session.shared(&k).acquire(),
                         };
                         match r {

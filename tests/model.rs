@@ -1,11 +1,14 @@
 //! Differential test: random sequences of try_acquire / release / drop / renew / advance-time /
-//! reclaim over a few keys and all three modes, checked step by step against a single-threaded
-//! reference model (same outcome, same error, tokens strictly increasing per key, same
-//! `is_held` and `expires_at` for every guard, same number of live slots).
+//! reclaim over a few keys and every mode (exclusive, shared, semaphore, the intention modes),
+//! checked step by step against a single-threaded reference model (same outcome, same error,
+//! tokens strictly increasing per key, same `is_held` and `expires_at` for every guard, same
+//! number of live slots), and the holders the manager reports on each key pairwise compatible
+//! by the matrix after every step.
 
 use std::time::Duration;
 
-use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode};
+use leasehold::compat::compatible;
+use leasehold::{LockError, LockGuard, LockManager, ManualClock, Mode, MAX_UNITS};
 use proptest::prelude::*;
 
 #[path = "support/reference_model.rs"]
@@ -23,7 +26,14 @@ enum Op {
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![Just(Mode::Exclusive), Just(Mode::Shared), (1_u32..=3).prop_map(Mode::Semaphore)]
+    prop_oneof![
+        Just(Mode::Exclusive),
+        Just(Mode::Shared),
+        (1_u32..=3).prop_map(Mode::Semaphore),
+        Just(Mode::IntentShared),
+        Just(Mode::IntentExclusive),
+        Just(Mode::SharedIntentExclusive),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,6 +73,10 @@ fn run(ops: Vec<Op>, counter_limit: Option<u64>) -> Result<(), TestCaseError> {
                     Mode::Exclusive => locks.exclusive(&key),
                     Mode::Shared => locks.shared(&key),
                     Mode::Semaphore(n) => locks.semaphore(&key, n),
+                    Mode::IntentShared => locks.intent_shared(&key),
+                    Mode::IntentExclusive => locks.intent_exclusive(&key),
+                    Mode::SharedIntentExclusive => locks.shared_intent_exclusive(&key),
+                    other => unreachable!("not generated: {other}"),
                 };
                 if let Some(ms) = lease_ms {
                     req = req.lease(Duration::from_millis(ms as u64));
@@ -141,6 +155,23 @@ fn run(ops: Vec<Op>, counter_limit: Option<u64>) -> Result<(), TestCaseError> {
             prop_assert_eq!(held.guard.expires_at(), want_deadline.map(Duration::from_millis));
         }
         prop_assert!(locks.slot_count() >= model.live_keys());
+        // The matrix holds on every key, as the manager reports its holders.
+        for key in 0..3_u8 {
+            let Some(info) = locks.inspect(&key) else { continue };
+            if info.capacity != MAX_UNITS {
+                continue;
+            }
+            for (i, a) in info.holders.iter().enumerate() {
+                for b in &info.holders[i + 1..] {
+                    prop_assert!(
+                        compatible(a.mode.granule(), b.mode.granule()),
+                        "{} beside {} on key {key}",
+                        a.mode,
+                        b.mode
+                    );
+                }
+            }
+        }
     }
     drop(guards);
     locks.reclaim_idle();

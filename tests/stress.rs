@@ -1,48 +1,40 @@
 //! Multi-threaded stress with a shadow checker: every holder records itself while it holds, and
-//! the checker fails the test on two exclusive holders, a writer beside a reader, or more than n
-//! permits. Every waiter must eventually get the lock or its timeout. Bounded to a few seconds.
+//! the checker fails the test on two modes held at once that the compatibility matrix forbids
+//! (two exclusive holders, a writer beside a reader, IX beside S, ...) or more than n permits.
+//! Every waiter must eventually get the lock or its timeout. Bounded to a few seconds.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use leasehold::compat::{compatible, ALL};
 use leasehold::{Fenced, LockError, LockManager, Mode};
 
 const KEYS: u64 = 4;
 const PERMITS: u32 = 3;
 
-/// What holds a key right now, as the holders themselves report it.
+/// What holds a key right now, as the holders themselves report it: holders per matrix mode.
 #[derive(Default)]
 struct Shadow {
-    exclusive: AtomicI64,
-    shared: AtomicI64,
+    held: [AtomicI64; ALL.len()],
 }
 
 impl Shadow {
     fn enter(&self, mode: Mode) {
-        match mode {
-            Mode::Exclusive => {
-                let x = self.exclusive.fetch_add(1, Ordering::SeqCst);
-                let s = self.shared.load(Ordering::SeqCst);
-                assert!(x == 0 && s == 0, "exclusive beside {x} exclusive and {s} shared holders");
-            }
-            Mode::Shared | Mode::Semaphore(_) => {
-                let s = self.shared.fetch_add(1, Ordering::SeqCst) + 1;
-                let x = self.exclusive.load(Ordering::SeqCst);
-                assert_eq!(x, 0, "a shared holder beside an exclusive one");
-                if let Mode::Semaphore(n) = mode {
-                    assert!(s <= n as i64, "{s} holders of a {n}-permit semaphore");
-                }
-            }
+        let g = mode.granule();
+        let mine = self.held[g as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        for h in ALL {
+            let n = self.held[h as usize].load(Ordering::SeqCst) - i64::from(h == g);
+            assert!(n <= 0 || compatible(h, g), "{mode} beside {n} holders of {h}");
+        }
+        if let Mode::Semaphore(n) = mode {
+            assert!(mine <= n as i64, "{mine} holders of a {n}-permit semaphore");
         }
     }
 
     fn exit(&self, mode: Mode) {
-        match mode {
-            Mode::Exclusive => self.exclusive.fetch_sub(1, Ordering::SeqCst),
-            _ => self.shared.fetch_sub(1, Ordering::SeqCst),
-        };
+        self.held[mode.granule() as usize].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -71,10 +63,13 @@ fn run_stress(threads: usize, run_for: Duration) {
                     let r = xorshift(&mut rng);
                     let (key, shadow_idx) =
                         if r % 5 == 0 { (100, KEYS as usize) } else { (r % KEYS, (r % KEYS) as usize) };
-                    let request = match (key, (r >> 8) % 3) {
-                        (100, 0) => locks.exclusive(&key),
+                    let request = match (key, (r >> 8) % 8) {
+                        (100, 0..=2) => locks.exclusive(&key),
                         (100, _) => locks.semaphore(&key, PERMITS),
-                        (_, 0) => locks.exclusive(&key),
+                        (_, 0 | 1) => locks.exclusive(&key),
+                        (_, 2) => locks.intent_shared(&key),
+                        (_, 3) => locks.intent_exclusive(&key),
+                        (_, 4) => locks.shared_intent_exclusive(&key),
                         _ => locks.shared(&key),
                     };
                     let request = if (r >> 12) % 4 == 0 { request.lease(Duration::from_secs(60)) } else { request };

@@ -49,6 +49,9 @@ enum FuzzMode {
     Shared,
     /// Permits `n % 4`: zero is invalid.
     Semaphore(u8),
+    IntentShared,
+    IntentExclusive,
+    SharedIntentExclusive,
 }
 
 impl FuzzMode {
@@ -57,6 +60,9 @@ impl FuzzMode {
             FuzzMode::Exclusive => Mode::Exclusive,
             FuzzMode::Shared => Mode::Shared,
             FuzzMode::Semaphore(n) => Mode::Semaphore(u32::from(n % 4)),
+            FuzzMode::IntentShared => Mode::IntentShared,
+            FuzzMode::IntentExclusive => Mode::IntentExclusive,
+            FuzzMode::SharedIntentExclusive => Mode::SharedIntentExclusive,
         }
     }
 }
@@ -115,6 +121,10 @@ fn request_text(key: u8, mode: Mode, lease_ms: Option<u8>, owner: bool, id: usiz
         Mode::Exclusive => format!("locks.exclusive(&{key})"),
         Mode::Shared => format!("locks.shared(&{key})"),
         Mode::Semaphore(n) => format!("locks.semaphore(&{key}, {n})"),
+        Mode::IntentShared => format!("locks.intent_shared(&{key})"),
+        Mode::IntentExclusive => format!("locks.intent_exclusive(&{key})"),
+        Mode::SharedIntentExclusive => format!("locks.shared_intent_exclusive(&{key})"),
+        other => format!("/* {other} */"),
     };
     if let Some(ms) = lease_ms {
         s += &format!(".lease(ms({ms}))");
@@ -156,6 +166,10 @@ fn run(input: Input) {
                     Mode::Exclusive => locks.exclusive(&key),
                     Mode::Shared => locks.shared(&key),
                     Mode::Semaphore(n) => locks.semaphore(&key, n),
+                    Mode::IntentShared => locks.intent_shared(&key),
+                    Mode::IntentExclusive => locks.intent_exclusive(&key),
+                    Mode::SharedIntentExclusive => locks.shared_intent_exclusive(&key),
+                    other => unreachable!("not generated: {other}"),
                 };
                 if let Some(ms) = lease_ms {
                     req = req.lease(Duration::from_millis(u64::from(ms)));

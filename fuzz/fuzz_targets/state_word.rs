@@ -12,13 +12,11 @@
 use arbitrary::Arbitrary;
 use leasehold::word::{
     self, Need, Refusal, CAP_CHANGING, COUNTER_MASK, COUNTER_MAX, COUNTER_ONE, DEAD, EXCL_WAITING, INLINE_RECORDS,
-    OVERFLOW, REBASE_CLEARS, UPGRADING, WAITERS, WATCHED,
+    MATRIX, OVERFLOW, REBASE_CLEARS, UPGRADING, WAITERS, WATCHED,
 };
 use leasehold::{MAX_PERMITS, MAX_UNITS};
 use libfuzzer_sys::fuzz_target;
 
-/// Bit 61, unused by the layout (it held a REF flag once): transitions must leave it alone.
-const SPARE: u64 = 1 << 61;
 
 const MAX_STEPS: usize = 256;
 
@@ -77,8 +75,8 @@ enum Flag {
     Waiters,
     ExclWaiting,
     Watched,
-    /// A bit the layout leaves unused (bit 61): no transition may touch it.
-    Spare,
+    /// The matrix flag: the lock-free claim refuses as busy, and no transition touches it.
+    Matrix,
 }
 
 impl Flag {
@@ -87,7 +85,7 @@ impl Flag {
             Flag::Waiters => WAITERS,
             Flag::ExclWaiting => EXCL_WAITING,
             Flag::Watched => WATCHED,
-            Flag::Spare => SPARE,
+            Flag::Matrix => MATRIX,
         }
     }
 }
@@ -126,7 +124,8 @@ fn refusal(word: u64, cap: u32, need: Need, limit: u64) -> Option<Refusal> {
     let held = word::units(word);
     if word & (DEAD | CAP_CHANGING) != 0 {
         Some(Refusal::Unstable)
-    } else if need.exclusive && held != 0
+    } else if word & MATRIX != 0
+        || need.exclusive && held != 0
         || !need.exclusive && (held >= cap || word & EXCL_WAITING != 0 && !need.privileged)
         || !need.exclusive && word & UPGRADING != 0
     {
@@ -180,7 +179,7 @@ fn check_single(s: &Single) {
     assert_eq!(word::try_claim(dead, cap, need, limit), Err(Refusal::Unstable));
     assert_eq!(word::reborn(dead), word & COUNTER_MASK);
     assert!(word::is_idle(word::reborn(dead)));
-    let idle = word::units(word) == 0 && word::records(word) == 0 && word & (WAITERS | DEAD | CAP_CHANGING) == 0;
+    let idle = word::units(word) == 0 && word::records(word) == 0 && word & (WAITERS | DEAD | CAP_CHANGING | MATRIX) == 0;
     assert_eq!(word::is_idle(word), idle, "is_idle({word:#066b})");
     assert_eq!(word::counter(word & !REBASE_CLEARS), 0);
 }
@@ -203,7 +202,7 @@ fn run_sequence(s: &Sequence) {
     let limit = limit(s.limit);
     let mut counter = u64::from(s.counter) % (COUNTER_MAX + 1);
     let mut flags = 0;
-    for (on, flag) in s.flags.iter().zip([WAITERS, EXCL_WAITING, WATCHED, SPARE]) {
+    for (on, flag) in s.flags.iter().zip([WAITERS, EXCL_WAITING, WATCHED, MATRIX]) {
         if *on {
             flags |= flag;
         }
@@ -276,9 +275,9 @@ fn run_sequence(s: &Sequence) {
         let records = holdings.iter().filter(|h| h.record != OVERFLOW).fold(0_u8, |acc, h| acc | 1 << h.record);
         assert_eq!(word::records(word), records, "record bits; {}", ctx(&log, word));
         assert_eq!(word::counter(word), counter, "counter; {}", ctx(&log, word));
-        let all_flags = WAITERS | EXCL_WAITING | WATCHED | SPARE | DEAD | CAP_CHANGING;
+        let all_flags = WAITERS | EXCL_WAITING | WATCHED | MATRIX | DEAD | CAP_CHANGING;
         assert_eq!(word & all_flags, flags, "flags; {}", ctx(&log, word));
-        assert_eq!(word::is_idle(word), holdings.is_empty() && flags & WAITERS == 0, "is_idle; {}", ctx(&log, word));
+        assert_eq!(word::is_idle(word), holdings.is_empty() && flags & (WAITERS | MATRIX) == 0, "is_idle; {}", ctx(&log, word));
         assert_eq!(word::is_unheld(word), holdings.is_empty(), "is_unheld; {}", ctx(&log, word));
     }
 }

@@ -6,7 +6,8 @@
 //! from one cluster-wide counter; the order of create revisions is the queue's order, and the
 //! holder's create revision is its fencing token.
 
-use leasehold::Mode;
+use leasehold::compat::compatible;
+use leasehold::{Mode, MAX_UNITS};
 
 /// The range of waiter keys of one lock.
 pub(crate) fn lock_prefix(namespace: &str, name: &str) -> Vec<u8> {
@@ -31,6 +32,10 @@ pub(crate) fn encode(mode: Mode, owner: Option<&str>) -> Vec<u8> {
         Mode::Exclusive => "x".to_string(),
         Mode::Shared => "s".to_string(),
         Mode::Semaphore(n) => format!("n{n}"),
+        Mode::Upgradable => "u".to_string(),
+        Mode::IntentShared => "is".to_string(),
+        Mode::IntentExclusive => "ix".to_string(),
+        Mode::SharedIntentExclusive => "six".to_string(),
     };
     if let Some(owner) = owner {
         v.push('\n');
@@ -45,6 +50,10 @@ pub(crate) fn decode(value: &[u8]) -> Option<Mode> {
     match head {
         b"x" => Some(Mode::Exclusive),
         b"s" => Some(Mode::Shared),
+        b"u" => Some(Mode::Upgradable),
+        b"is" => Some(Mode::IntentShared),
+        b"ix" => Some(Mode::IntentExclusive),
+        b"six" => Some(Mode::SharedIntentExclusive),
         [b'n', digits @ ..] => std::str::from_utf8(digits).ok()?.parse().ok().map(Mode::Semaphore),
         _ => None,
     }
@@ -74,25 +83,23 @@ pub(crate) enum Verdict {
     Mismatch { live: u32 },
 }
 
-/// Who holds: exclusive, when no waiter is earlier; shared, when no earlier waiter is anything but
-/// shared (readers wait only for earlier writers); semaphore(n), when every earlier waiter is a
-/// semaphore waiter and fewer than n are earlier (it is among the n lowest create revisions).
+/// Who holds: a mode of the matrix (exclusive, shared, upgradable, the intention modes) when no
+/// earlier waiter's mode conflicts with it by the compatibility matrix (so exclusive waits for
+/// every earlier waiter, a reader only for earlier writers, IX for earlier S, SIX, U and X;
+/// semaphore waiters and keys this crate did not write conflict with every mode of the matrix);
+/// semaphore(n), when every earlier waiter is a semaphore waiter and fewer than n are earlier (it
+/// is among the n lowest create revisions). A semaphore and a mode of the hierarchy (upgradable,
+/// intention) on one key refuse each other as a mismatch, as in the in-process manager.
 pub(crate) fn verdict(entries: &[Entry], mine: &[u8], mode: Mode) -> Verdict {
     let Some(me) = entries.iter().find(|e| e.key == mine) else { return Verdict::Gone };
     let earlier = || entries.iter().filter(|e| e.create_revision < me.create_revision);
     let latest = |it: &mut dyn Iterator<Item = &Entry>| it.max_by_key(|e| e.create_revision).map(|e| e.key.clone());
+    let hierarchy = |m: Mode| !matches!(m, Mode::Exclusive | Mode::Shared | Mode::Semaphore(_));
     match mode {
-        Mode::Exclusive => match latest(&mut earlier()) {
-            None => Verdict::Held,
-            Some(k) => Verdict::WaitFor(k),
-        },
-        Mode::Shared => match latest(&mut earlier().filter(|e| e.mode != Some(Mode::Shared))) {
-            None => Verdict::Held,
-            Some(k) => Verdict::WaitFor(k),
-        },
         Mode::Semaphore(n) => {
             let live = entries.iter().find_map(|e| match e.mode {
                 Some(Mode::Semaphore(m)) if m != n => Some(m),
+                Some(m) if hierarchy(m) => Some(MAX_UNITS),
                 _ => None,
             });
             if let Some(live) = live {
@@ -106,6 +113,25 @@ pub(crate) fn verdict(entries: &[Entry], mine: &[u8], mode: Mode) -> Verdict {
                 Verdict::Held
             } else {
                 Verdict::WaitForAny
+            }
+        }
+        _ => {
+            if hierarchy(mode) {
+                let semaphore = entries.iter().find_map(|e| match e.mode {
+                    Some(Mode::Semaphore(n)) => Some(n),
+                    _ => None,
+                });
+                if let Some(live) = semaphore {
+                    return Verdict::Mismatch { live };
+                }
+            }
+            let conflicts = |e: &&Entry| match e.mode {
+                Some(Mode::Semaphore(_)) | None => true,
+                Some(m) => !compatible(m.granule(), mode.granule()),
+            };
+            match latest(&mut earlier().filter(conflicts)) {
+                None => Verdict::Held,
+                Some(k) => Verdict::WaitFor(k),
             }
         }
     }
@@ -162,8 +188,39 @@ mod tests {
     }
 
     #[test]
+    fn the_matrix_decides_between_modes_of_the_hierarchy() {
+        // Two row writers' IX share the table; a scan's S waits for the later one; a reader's IS
+        // after it waits for nobody (IS is compatible with IX and S).
+        let q = [
+            e("ix1", 1, Mode::IntentExclusive),
+            e("ix2", 2, Mode::IntentExclusive),
+            e("scan", 3, Mode::Shared),
+            e("is", 4, Mode::IntentShared),
+            e("six", 5, Mode::SharedIntentExclusive),
+            e("u", 6, Mode::Upgradable),
+        ];
+        assert_eq!(verdict(&q, b"ix2", Mode::IntentExclusive), Verdict::Held);
+        assert_eq!(verdict(&q, b"scan", Mode::Shared), Verdict::WaitFor(b"ix2".to_vec()));
+        assert_eq!(verdict(&q, b"is", Mode::IntentShared), Verdict::Held);
+        assert_eq!(verdict(&q, b"six", Mode::SharedIntentExclusive), Verdict::WaitFor(b"scan".to_vec()));
+        assert_eq!(verdict(&q, b"u", Mode::Upgradable), Verdict::WaitFor(b"six".to_vec()));
+        let q = [e("p", 1, Mode::Semaphore(2)), e("ix", 2, Mode::IntentExclusive)];
+        assert_eq!(verdict(&q, b"ix", Mode::IntentExclusive), Verdict::Mismatch { live: 2 });
+        let q = [e("ix", 1, Mode::IntentExclusive), e("p", 2, Mode::Semaphore(2))];
+        assert_eq!(verdict(&q, b"p", Mode::Semaphore(2)), Verdict::Mismatch { live: MAX_UNITS });
+    }
+
+    #[test]
     fn values_round_trip() {
-        for mode in [Mode::Exclusive, Mode::Shared, Mode::Semaphore(7)] {
+        for mode in [
+            Mode::Exclusive,
+            Mode::Shared,
+            Mode::Semaphore(7),
+            Mode::Upgradable,
+            Mode::IntentShared,
+            Mode::IntentExclusive,
+            Mode::SharedIntentExclusive,
+        ] {
             assert_eq!(decode(&encode(mode, Some("node-1"))), Some(mode));
             assert_eq!(decode(&encode(mode, None)), Some(mode));
         }

@@ -50,6 +50,7 @@ fn main() {
     let tests: Vec<(&str, Test)> = vec![
         ("modes_in_one_process", |c| Box::pin(modes_in_one_process(c))),
         ("try_and_timeout_leave_no_waiter_behind", |c| Box::pin(try_and_timeout_leave_no_waiter_behind(c))),
+        ("the_hierarchy_in_one_process", |c| Box::pin(the_hierarchy_in_one_process(c))),
         ("generic_code_runs_on_both_backends", |c| Box::pin(generic_code_runs_on_both_backends(c))),
         ("a_waiter_whose_lease_is_gone_never_holds", |c| Box::pin(a_waiter_whose_lease_is_gone_never_holds(c))),
         ("exclusive_across_processes", |c| Box::pin(exclusive_across_processes(c))),
@@ -259,6 +260,32 @@ async fn modes_in_one_process(ctx: &mut Ctx) -> Result<(), String> {
     check(matches!(bad, Err(EtcdError::InvalidName { .. })), || format!("{bad:?}"))?;
     let bad = a.exclusive("z").lease(Duration::ZERO).try_acquire().await;
     check(lock_err(&bad) == Some(LockError::InvalidTtl { ttl: Duration::ZERO }), || format!("{bad:?}"))?;
+    Ok(())
+}
+
+/// Intention modes over the cluster: two row writers' IX share a table key, a scan's S waits for
+/// both, a reader's IS does not, and the scan gets in once the writers leave.
+async fn the_hierarchy_in_one_process(ctx: &mut Ctx) -> Result<(), String> {
+    let a = ctx.locks().await?;
+    let b = ctx.locks().await?;
+    let ix1 = a.request("t", Mode::IntentExclusive).try_acquire().await.map_err(|e| e.to_string())?;
+    let ix2 = b.request("t", Mode::IntentExclusive).try_acquire().await.map_err(|e| e.to_string())?;
+    let s = a.shared("t").try_acquire().await;
+    check(lock_err(&s) == Some(LockError::WouldBlock), || format!("S beside IX: {s:?}"))?;
+    let six = b.request("t", Mode::SharedIntentExclusive).try_acquire().await;
+    check(lock_err(&six) == Some(LockError::WouldBlock), || format!("SIX beside IX: {six:?}"))?;
+    let is = a.request("t", Mode::IntentShared).try_acquire().await.map_err(|e| e.to_string())?;
+    check(is.mode() == Mode::IntentShared, || "IS mode".into())?;
+    drop(is);
+    wait_for_entries(&a, "t", 2).await?;
+    let b2 = b.clone();
+    let scan = tokio::spawn(async move { b2.shared("t").acquire_timeout(Duration::from_secs(10)).await });
+    wait_for_entries(&a, "t", 3).await?;
+    ix1.release().await.map_err(|e| e.to_string())?;
+    check(!scan.is_finished(), || "the scan got in beside a row writer".into())?;
+    ix2.release().await.map_err(|e| e.to_string())?;
+    let g = scan.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    check(g.mode() == Mode::Shared && g.is_held(), || "scan not held".into())?;
     Ok(())
 }
 

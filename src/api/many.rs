@@ -33,9 +33,9 @@ use crate::api::service::DEFAULT_KEEP_ALIVE_TTL;
 use crate::api::session::{Session, SessionAcquire, SessionRequest};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::table::DefaultHasher;
+use crate::vocab::compat::join;
 use crate::vocab::error::LockError;
-use crate::vocab::mode::merge;
-use crate::vocab::mode::{Mode, Owner};
+use crate::vocab::mode::{Mode, Owner, MAX_UNITS};
 
 /// Sorts by key and merges duplicates.
 fn canonical<'q, Q: ?Sized + Ord>(mut keys: Vec<(&'q Q, Mode)>) -> Result<Vec<(&'q Q, Mode)>, LockError> {
@@ -456,5 +456,58 @@ mod tests {
         let keys = vec![(&5u32, Mode::Shared), (&1, Mode::Shared), (&5, Mode::Exclusive), (&3, Mode::Shared)];
         let c = canonical(keys).unwrap();
         assert_eq!(c, vec![(&1, Mode::Shared), (&3, Mode::Shared), (&5, Mode::Exclusive)]);
+    }
+}
+
+/// The mode that covers both `a` and `b`, for a key named twice in one request: the join of the
+/// matrix (`compat::join`). On a semaphore key, shared is one permit and exclusive all of them;
+/// a semaphore mode beside a mode of the hierarchy (upgradable, intention) is refused: one key
+/// is a semaphore or a read/write key, not both.
+fn merge(a: Mode, b: Mode) -> Result<Mode, LockError> {
+    match (a, b) {
+        (Mode::Semaphore(n), Mode::Semaphore(m)) if n != m => Err(LockError::PermitMismatch { live: n, requested: m }),
+        (Mode::Semaphore(n), Mode::Semaphore(_) | Mode::Shared) | (Mode::Shared, Mode::Semaphore(n)) => {
+            Ok(Mode::Semaphore(n))
+        }
+        (Mode::Semaphore(_), Mode::Exclusive) | (Mode::Exclusive, Mode::Semaphore(_)) => Ok(Mode::Exclusive),
+        (Mode::Semaphore(n), _) | (_, Mode::Semaphore(n)) => {
+            Err(LockError::PermitMismatch { live: n, requested: MAX_UNITS })
+        }
+        _ => Ok(Mode::from_granule(join(a.granule(), b.granule()))),
+    }
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod merge_tests {
+    use super::*;
+    use crate::vocab::compat::{covers, ALL};
+    use Mode::*;
+
+    #[test]
+    fn merge_takes_the_stronger_mode() {
+        assert_eq!(merge(Shared, Shared), Ok(Shared));
+        assert_eq!(merge(Shared, Exclusive), Ok(Exclusive));
+        assert_eq!(merge(Exclusive, Shared), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(3), Shared), Ok(Semaphore(3)));
+        assert_eq!(merge(Shared, Semaphore(3)), Ok(Semaphore(3)));
+        assert_eq!(merge(Semaphore(3), Semaphore(3)), Ok(Semaphore(3)));
+        assert_eq!(merge(Semaphore(3), Exclusive), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(3), Semaphore(4)), Err(LockError::PermitMismatch { live: 3, requested: 4 }));
+        assert_eq!(merge(IntentExclusive, Shared), Ok(SharedIntentExclusive));
+        assert_eq!(merge(IntentShared, Upgradable), Ok(Upgradable));
+        assert_eq!(merge(Upgradable, IntentExclusive), Ok(Exclusive));
+        assert_eq!(merge(Semaphore(2), IntentShared), Err(LockError::PermitMismatch { live: 2, requested: MAX_UNITS }));
+    }
+
+    #[test]
+    fn merge_covers_both_for_every_pair_of_matrix_modes() {
+        for a in ALL {
+            for b in ALL {
+                let (ma, mb) = (Mode::from_granule(a), Mode::from_granule(b));
+                let m = merge(ma, mb).expect("matrix modes always merge");
+                assert!(covers(m.granule(), a) && covers(m.granule(), b), "{ma} + {mb} = {m}");
+                assert_eq!(m.granule(), join(a, b));
+            }
+        }
     }
 }

@@ -5,6 +5,8 @@
 // The backend trait's timed wait needs the process timer, which loom builds leave out.
 #[cfg(not(leasehold_loom))]
 pub(crate) mod backend;
+#[cfg(not(leasehold_loom))]
+pub(crate) mod backend_local;
 pub(crate) mod board;
 pub(crate) mod builder;
 pub(crate) mod deadlocks;
@@ -13,6 +15,7 @@ pub(crate) mod election;
 pub(crate) mod fenced;
 pub(crate) mod future;
 pub(crate) mod guard;
+pub(crate) mod hierarchy;
 pub(crate) mod leadership;
 pub(crate) mod loss;
 pub(crate) mod manager;

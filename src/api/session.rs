@@ -148,6 +148,15 @@ where
     {
         SessionRequest { session: self, key, mode: Mode::Semaphore(permits), owner: None }
     }
+
+    /// A request for `key` in `mode`, on behalf of this session.
+    pub(crate) fn request<'s, 'q, Q>(&'s self, key: &'q Q, mode: Mode) -> SessionRequest<'s, 'm, 'q, K, Q, S>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+    {
+        SessionRequest { session: self, key, mode, owner: None }
+    }
 }
 
 impl<K, S> Drop for Session<'_, K, S> {

@@ -3,9 +3,11 @@
 //! the reclamation of idle slots. It knows the vocabulary and the primitives, never the façade,
 //! observation or the expiry driver (they call it, and hear back through callbacks).
 
+pub(crate) mod census;
 pub(crate) mod core;
 pub(crate) mod holding;
 pub(crate) mod lease;
+pub(crate) mod matrix;
 pub(crate) mod queue;
 pub(crate) mod shard;
 pub(crate) mod slot;

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use crate::engine::census::Census;
 use crate::engine::holding::{Ask, Holding};
 use crate::engine::word;
 use crate::primitives::sync::{thread, Arc, AtomicU8, Mutex, Ordering};
@@ -215,6 +216,22 @@ impl WaitQueue {
             }
             free = if exclusive { 0 } else { free - 1 };
             // A notified waiter is retrying already: it keeps its reservation, nobody else is woken for it.
+            if waiter.state.load(Ordering::Relaxed) == WAITING {
+                waiter.notify();
+            }
+        }
+    }
+
+    /// `wake_admitted` for a matrix key: wakes the waiters at the front whose modes the census
+    /// `held` admits, each also beside the ones woken before it (they will hold it too); the
+    /// first that does not fit stops the walk (first come, first served).
+    pub(crate) fn wake_compatible(&self, mut held: Census) {
+        for waiter in self.waiters.iter() {
+            let g = waiter.ask.mode.granule();
+            if !held.admits(g) {
+                break;
+            }
+            held.add(g);
             if waiter.state.load(Ordering::Relaxed) == WAITING {
                 waiter.notify();
             }

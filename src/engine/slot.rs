@@ -21,6 +21,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::engine::census::Census;
 use crate::engine::core::Core;
 use crate::engine::holding::{meta, Ask, Holding, Record, RecordRef};
 use crate::engine::lease;
@@ -59,6 +60,8 @@ pub(crate) struct SlotInner {
 
 #[derive(Default)]
 struct SlotExtra {
+    /// Holders per matrix mode while the word has `MATRIX` (`census.rs`); empty otherwise.
+    census: Census,
     /// Owner labels of the inline records' holdings.
     owners: [Option<Owner>; INLINE_RECORDS],
     /// Overflow records; boxed so that they never move (guards point at them) or free while
@@ -75,6 +78,16 @@ impl SlotInner {
     }
 
     /// Attaches (or with `None`, clears) the owner label of a holding's record.
+    /// The census of a matrix key (empty unless the word has `MATRIX`).
+    pub(crate) fn census(&self) -> Census {
+        self.extra.as_ref().map_or_else(Census::default, |e| e.census)
+    }
+
+    /// The census, to change (under the slot lock, as `MATRIX` changes).
+    pub(crate) fn census_mut(&mut self) -> &mut Census {
+        &mut self.extra().census
+    }
+
     pub(crate) fn set_owner(&mut self, record: RecordRef, owner: Option<Owner>) {
         if owner.is_none() && self.extra.is_none() {
             return;
@@ -253,26 +266,34 @@ impl<K> Slot<K> {
 
     /// Checks a request against the key's capacity, for the word `w` just loaded.
     #[inline(always)]
-    fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
+    pub(crate) fn check_capacity(&self, w: u64, mode: Mode) -> Result<u32, Blocked> {
         // Relaxed: the word was loaded with Acquire, and a capacity change always changes the word,
         // so a capacity read that does not belong to `w` makes the compare-exchange fail.
         let cap = self.capacity.load(Ordering::Relaxed);
-        match mode {
-            Mode::Semaphore(n) if n != cap => {
-                if word::is_idle(w) {
-                    Err(Blocked::Reshape)
-                } else {
-                    Err(Blocked::Mismatch(cap))
-                }
-            }
-            Mode::Exclusive | Mode::Shared if cap != MAX_UNITS && word::is_idle(w) => Err(Blocked::Reshape),
-            _ => Ok(cap),
+        let fits = match mode {
+            Mode::Semaphore(n) => n == cap,
+            // On a semaphore key, exclusive takes every permit and shared one.
+            Mode::Exclusive | Mode::Shared => true,
+            // The modes of the hierarchy need a read/write key.
+            _ => cap == MAX_UNITS,
+        };
+        let wants_rw = !matches!(mode, Mode::Semaphore(_)) && cap != MAX_UNITS;
+        if fits && !(wants_rw && word::is_idle(w)) {
+            Ok(cap)
+        } else if word::is_idle(w) {
+            Err(Blocked::Reshape)
+        } else {
+            Err(Blocked::Mismatch(cap))
         }
     }
 
     /// Tries to claim an inline record for `ask`: one compare-exchange on the word.
     #[inline(always)]
     pub(crate) fn try_claim(&self, core: &Core, ask: &Ask, privileged: bool) -> Result<Holding, Blocked> {
+        if ask.mode.is_intention() {
+            // Decided by the matrix, under the slot lock (`claim_locked`).
+            return Err(Blocked::Busy);
+        }
         let check = |w| self.check_capacity(w, ask.mode);
         self.claim_with(core, check, ask.need(privileged), |claim| self.finish_claim(core, ask, claim, None))
     }
@@ -447,6 +468,10 @@ impl<K> Slot<K> {
         flag_if_busy: bool,
         inner: &mut SlotInner,
     ) -> Result<Holding, Blocked> {
+        // Relaxed: `MATRIX` changes only under the slot lock, which we hold.
+        if ask.mode.is_intention() || self.word.load(Ordering::Relaxed) & word::MATRIX != 0 {
+            return self.claim_in_matrix(core, ask, privileged, flag_if_busy, inner);
+        }
         let need = ask.need(privileged);
         let flags = word::waiting_flags(need.exclusive);
         let mut w = self.word.load(Ordering::Acquire);
@@ -553,7 +578,7 @@ impl<K> Slot<K> {
                         self.lock().set_owner(h.record(), None);
                     }
                     ended();
-                    self.return_units(core, word::release_delta(idx, h.units()));
+                    self.return_units(core, word::release_delta(idx, h.units()), h.mode_code());
                 } else {
                     ended();
                     self.release_plain(core, h);
@@ -570,7 +595,7 @@ impl<K> Slot<K> {
                 }
                 ended();
                 inner.free_overflow(index);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), &mut inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, h.units()), h.mode_code(), &mut inner);
                 Ok(())
             }
         }
@@ -592,16 +617,16 @@ impl<K> Slot<K> {
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
-    /// whoever can now proceed.
+    /// whoever can now proceed. `mode` is the holding's `Mode::code`, for a matrix key's census.
     #[inline(always)]
-    pub(crate) fn return_units(&self, core: &Core, delta: u64) {
-        if self.word.load(Ordering::Relaxed) & word::WAITERS != 0 {
-            return self.return_units_queued(core, delta);
+    pub(crate) fn return_units(&self, core: &Core, delta: u64, mode: u64) {
+        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+            return self.return_units_queued(core, delta, mode);
         }
         // Release: publishes the holder's critical section to the next claimer's Acquire.
         let prev = self.word.fetch_sub(delta, Ordering::Release);
-        if prev & word::WAITERS != 0 {
-            self.wake_after_release();
+        if prev & (word::WAITERS | word::MATRIX) != 0 {
+            self.wake_after_release(prev, mode);
         }
     }
 
@@ -611,28 +636,38 @@ impl<K> Slot<K> {
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers).
         self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
-        self.return_units(core, h.release_delta());
+        self.return_units(core, h.release_delta(), h.mode_code());
     }
 
     #[cold]
     #[inline(never)]
-    fn return_units_queued(&self, core: &Core, delta: u64) {
+    fn return_units_queued(&self, core: &Core, delta: u64, mode: u64) {
         let mut inner = self.lock();
-        self.return_units_locked(core, delta, &mut inner);
+        self.return_units_locked(core, delta, mode, &mut inner);
     }
 
-    /// A waiter queued between the load and the subtraction: wake whoever can proceed.
+    /// A waiter queued, or the key became a matrix key, between the load and the subtraction
+    /// (`prev` is the word it subtracted from): count the holding out of the census if the
+    /// census counted it in, and wake whoever can proceed.
     #[cold]
     #[inline(never)]
-    fn wake_after_release(&self) {
+    fn wake_after_release(&self, prev: u64, mode: u64) {
         let mut inner = self.lock();
+        if prev & word::MATRIX != 0 {
+            self.count_out(mode, &mut inner);
+        }
         self.wake_waiters(&mut inner);
     }
 
     /// `return_units` with the slot lock held: hands the units straight to the first waiter if it
-    /// has waited too long (eventual fairness), then wakes whoever else can proceed.
-    pub(crate) fn return_units_locked(&self, core: &Core, delta: u64, inner: &mut SlotInner) {
-        if !self.hand_off(core, delta, inner) {
+    /// has waited too long (eventual fairness), then wakes whoever else can proceed. On a matrix
+    /// key the census decides instead: the units go back and the holding is counted out.
+    pub(crate) fn return_units_locked(&self, core: &Core, delta: u64, mode: u64, inner: &mut SlotInner) {
+        // Relaxed: `MATRIX` changes only under the slot lock, which we hold.
+        if self.word.load(Ordering::Relaxed) & word::MATRIX != 0 {
+            self.word.fetch_sub(delta, Ordering::Release);
+            self.count_out(mode, inner);
+        } else if !self.hand_off(core, delta, inner) {
             self.word.fetch_sub(delta, Ordering::Release);
         }
         self.wake_waiters(inner);
@@ -657,8 +692,12 @@ impl<K> Slot<K> {
     /// word's queue flags in line with the queue. Under the slot lock.
     pub(crate) fn wake_waiters(&self, inner: &mut SlotInner) {
         let w = self.word.load(Ordering::Acquire);
-        let capacity = self.capacity.load(Ordering::Relaxed);
-        inner.queue.wake_admitted(capacity, capacity.saturating_sub(word::units(w)));
+        if w & word::MATRIX != 0 {
+            inner.queue.wake_compatible(inner.census());
+        } else {
+            let capacity = self.capacity.load(Ordering::Relaxed);
+            inner.queue.wake_admitted(capacity, capacity.saturating_sub(word::units(w)));
+        }
         self.sync_queue_flags(inner);
     }
 
@@ -689,6 +728,11 @@ impl<K> Slot<K> {
         let Some(front) = inner.queue.overdue_front(core.clock.now_ns()) else {
             return false;
         };
+        if !matches!(front.ask.mode, Mode::Exclusive | Mode::Shared | Mode::Semaphore(_)) {
+            // An intention or upgradable request is not a plain unit claim (the matrix and `UP`
+            // decide it): it is woken to claim for itself instead.
+            return false;
+        }
         let front = Arc::clone(front);
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mut w = self.word.load(Ordering::Acquire);
@@ -757,6 +801,7 @@ impl<K> Slot<K> {
         let stats = core.stats.of(self.hash.load(Ordering::Relaxed));
         ShardStats::bump(if due_at.is_some() { &stats.expiries } else { &stats.revocations });
         let units = rec.units();
+        let mode = rec.meta.load(Ordering::Relaxed) & Mode::CODE_MASK;
         let owner = inner.owner(record);
         inner.set_owner(record, None);
         // The units are not back yet, so the slot (and its key) is still pinned for the callback.
@@ -766,10 +811,10 @@ impl<K> Slot<K> {
         let ended = Ended { token: t, meta: rec.meta.load(Ordering::Relaxed), owner, expired: due_at.is_some() };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_end(&ended)));
         match record {
-            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), inner),
+            RecordRef::Inline(idx) => self.return_units_locked(core, word::release_delta(idx, units), mode, inner),
             RecordRef::Overflow(i) => {
                 inner.free_overflow(i);
-                self.return_units_locked(core, word::release_delta(OVERFLOW, units), inner);
+                self.return_units_locked(core, word::release_delta(OVERFLOW, units), mode, inner);
             }
         }
         Some((t, units))

@@ -9,6 +9,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
+use crate::engine::census::Census;
 use crate::engine::core::Core;
 use crate::engine::holding::{Ask, Holding, RecordRef};
 use crate::engine::queue::Waiter;
@@ -158,6 +159,10 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq,
     {
+        if ask.mode.is_intention() {
+            // The matrix decides, under the slot lock: nothing to try (or spin on) here.
+            return (None, None);
+        }
         let Some(slot) = self.shard(hash).find(hash) else {
             return (None, None);
         };
@@ -339,8 +344,16 @@ where
                 let base = g.high_water - word::counter(start);
                 // The counter it continues from was counted when the dead slot was reclaimed.
                 g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
-                let claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
+                let mut claim = word::try_claim(start, capacity, ask.need(false), self.core.counter_limit)
                     .expect("a fresh slot admits any request");
+                if ask.mode.is_intention() {
+                    // Born a matrix key, its census counting its creator: the slot is not yet
+                    // published, so nobody can see the word before the census.
+                    claim.word |= word::MATRIX;
+                    let mut census = Census::default();
+                    census.add(ask.mode.granule());
+                    *slot.lock().census_mut() = census;
+                }
                 // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
                 unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
                 // A key used once since its creation gets no second chance from the sweep; one

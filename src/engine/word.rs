@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  63  62  61  60  59  58  57  56  55..52   51 ........ 20   19 ........ 0
-//! [UPG| UP| - |CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
+//! [UPG| UP|MTX|CAP|DEAD|WCH| XW| WT|records| acquisitions |    units     ]
 //! ```
 //!
 //! | field | bits | meaning |
@@ -15,6 +15,7 @@
 //! | `WCH` watched | 58 | the timer wheel has an entry for this slot that fires no later than `Slot::scheduled`. |
 //! | `DEAD` | 59 | the slot is reclaimed (or never used): no claim may succeed; look the key up again. |
 //! | `CAP` changing | 60 | an idle slot's capacity is being changed by a request of another kind. |
+//! | `MTX` matrix | 61 | a holder in an intention mode holds the key, or did and its release is not yet counted: every claim is decided under the slot lock by the slot's census of held modes and the compatibility matrix (`engine/matrix.rs`); the lock-free claim refuses (`Busy`), and the slot is not idle. |
 //! | `UP` | 62 | an upgradable holder holds the key (one of the units is its). |
 //! | `UPG` upgrading | 63 | the upgradable holder waits to upgrade: no new shared or upgradable claim. |
 //!
@@ -68,6 +69,8 @@ pub const EXCL_WAITING: u64 = 1 << 57;
 pub const WATCHED: u64 = 1 << 58;
 pub const DEAD: u64 = 1 << 59;
 pub const CAP_CHANGING: u64 = 1 << 60;
+/// Claims are decided by the matrix under the slot lock (see the module docs and `matrix.rs`).
+pub const MATRIX: u64 = 1 << 61;
 
 /// Which inline record a claim took; `OVERFLOW` means none was free.
 pub type RecordIdx = u8;
@@ -107,7 +110,7 @@ pub const fn holds_record(word: u64, idx: RecordIdx) -> bool {
 /// A slot nobody holds or waits on, that is not dead or changing: the sweep may reclaim it.
 #[inline]
 pub const fn is_idle(word: u64) -> bool {
-    word & (UNITS_MASK | RECORDS_MASK | WAITERS | DEAD | CAP_CHANGING) == 0
+    word & (UNITS_MASK | RECORDS_MASK | WAITERS | DEAD | CAP_CHANGING | MATRIX) == 0
 }
 
 /// Nobody holds a unit (waiters may be queued), and the slot is live and stable: the acquisition
@@ -177,8 +180,9 @@ pub const fn units_for(need: Need, capacity: u32) -> u32 {
 /// tests shrink it to exercise rebasing).
 #[inline]
 pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
-    if word & (DEAD | CAP_CHANGING) != 0 {
-        return Err(Refusal::Unstable);
+    if word & (DEAD | CAP_CHANGING | MATRIX) != 0 {
+        // A matrix key is busy to the lock-free claim: its claims are decided under the lock.
+        return Err(if word & (DEAD | CAP_CHANGING) != 0 { Refusal::Unstable } else { Refusal::Busy });
     }
     let held = units(word);
     if need.exclusive {
@@ -263,6 +267,20 @@ pub const fn hand_off(word: u64, delta: u64, capacity: u32, need: Need, counter_
     }
 }
 
+/// The word after a claim for `need` on a matrix key (`MATRIX` set), once the slot's census has
+/// admitted it: the claim [`try_claim`] would make on the word without `MATRIX`, as a queued
+/// request (the census and the queue, not the word's writer flag, decide fairness there), with
+/// `MATRIX` kept. An exclusive claim still needs every unit free: the word, not the census, is
+/// what keeps an exclusive holder alone.
+#[inline]
+pub const fn try_claim_in_matrix(word: u64, capacity: u32, need: Need, counter_limit: u64) -> Result<Claim, Refusal> {
+    let need = Need { exclusive: need.exclusive, privileged: true, watch: need.watch };
+    match try_claim(word & !MATRIX, capacity, need, counter_limit) {
+        Ok(c) => Ok(Claim { word: c.word | (word & MATRIX), record: c.record, units: c.units }),
+        Err(r) => Err(r),
+    }
+}
+
 // ---- Upgradable holders (issue 12) ----
 //
 // An upgradable holder holds one unit, an inline or overflow record like a reader, and the `UP`
@@ -291,7 +309,7 @@ pub const fn try_claim_upgradable(
     if word & (DEAD | CAP_CHANGING) != 0 {
         return Err(Refusal::Unstable);
     }
-    if word & (UP | UPGRADING) != 0 || units(word) >= capacity || (word & EXCL_WAITING != 0 && !privileged) {
+    if word & (UP | UPGRADING | MATRIX) != 0 || units(word) >= capacity || (word & EXCL_WAITING != 0 && !privileged) {
         return Err(Refusal::Busy);
     }
     match try_claim(word, capacity, Need { exclusive: false, privileged: true, watch }, counter_limit) {
@@ -365,14 +383,25 @@ mod tests {
 
     #[test]
     fn fields_do_not_overlap() {
-        let fields =
-            [UNITS_MASK, COUNTER_MASK, RECORDS_MASK, WAITERS, EXCL_WAITING, WATCHED, DEAD, CAP_CHANGING, UP, UPGRADING];
+        let fields = [
+            UNITS_MASK,
+            COUNTER_MASK,
+            RECORDS_MASK,
+            WAITERS,
+            EXCL_WAITING,
+            WATCHED,
+            DEAD,
+            CAP_CHANGING,
+            MATRIX,
+            UP,
+            UPGRADING,
+        ];
         for (i, a) in fields.iter().enumerate() {
             for b in &fields[i + 1..] {
                 assert_eq!(a & b, 0, "{a:064b} overlaps {b:064b}");
             }
         }
-        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 20 + 32 + 4 + 7);
+        assert_eq!(fields.iter().fold(0, |acc, f| acc | f).count_ones(), 64);
     }
 
     /// Exhaustive over every combination of units around the interesting boundaries, every
@@ -382,8 +411,18 @@ mod tests {
     #[test]
     fn claim_and_release_exhaustively() {
         let capacities = [1_u32, 2, 3, 4, 5, MAX_PERMITS, MAX_UNITS];
-        let flag_sets =
-            [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, WAITERS | WATCHED, UP, UP | UPGRADING];
+        let flag_sets = [
+            0,
+            WAITERS,
+            EXCL_WAITING | WAITERS,
+            WATCHED,
+            DEAD,
+            CAP_CHANGING,
+            WAITERS | WATCHED,
+            UP,
+            UP | UPGRADING,
+            MATRIX,
+        ];
         let mut checked = 0_u64;
         for &capacity in &capacities {
             let unit_values = [0, 1, 2, capacity.saturating_sub(1), capacity];
@@ -415,7 +454,7 @@ mod tests {
         let unstable = word & (DEAD | CAP_CHANGING) != 0;
         let busy =
             if need.exclusive { held != 0 } else { held >= capacity || (word & EXCL_WAITING != 0 && !need.privileged) };
-        let busy = busy || (!need.exclusive && word & UPGRADING != 0);
+        let busy = busy || (!need.exclusive && word & UPGRADING != 0) || word & MATRIX != 0;
         match result {
             Err(Refusal::Unstable) => assert!(unstable, "{word:064b}: refused as unstable"),
             Err(Refusal::Busy) => assert!(!unstable && busy, "{word:064b} cap {capacity} {need:?}: refused as busy"),
@@ -434,7 +473,7 @@ mod tests {
                 assert_eq!(counter(next), counter(word) + 1);
                 assert_eq!(next & WATCHED != 0, need.watch || word & WATCHED != 0);
                 // Flags other than WATCHED are untouched.
-                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING | UP | UPGRADING;
+                let sticky = WAITERS | EXCL_WAITING | DEAD | CAP_CHANGING | MATRIX | UP | UPGRADING;
                 assert_eq!(next & sticky, word & sticky);
                 if record == OVERFLOW {
                     assert_eq!(records(word), 0xF, "overflow with a free record: {word:064b}");

@@ -39,7 +39,9 @@ use crate::vocab::token::FenceToken;
 pub struct LockInfo<K> {
     /// The key.
     pub key: K,
-    /// How it is held now: `Exclusive`, `Shared`, `Semaphore(n)`, or `None` when only waited on.
+    /// How it is held now: `Semaphore(n)` on a semaphore key; on a read/write key the weakest
+    /// mode that covers every holder's (the matrix's join: IS and IX holders make IX); `None`
+    /// when only waited on.
     pub mode: Option<Mode>,
     /// The key's capacity: [`MAX_UNITS`] for a read/write key, `n` for a semaphore.
     pub capacity: u32,
@@ -130,7 +132,9 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
     } else if holders.iter().any(|h| h.mode == Mode::Exclusive) {
         Some(Mode::Exclusive)
     } else if capacity == MAX_UNITS {
-        Some(Mode::Shared)
+        // The weakest mode that covers every holder's (IX beside IS is IX; U beside S is U).
+        let joined = holders.iter().map(|h| h.mode.granule()).reduce(crate::vocab::compat::join);
+        Some(joined.map_or(Mode::Shared, Mode::from_granule))
     } else {
         Some(Mode::Semaphore(capacity))
     };

@@ -5,8 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::vocab::compat::{join, Granule};
-use crate::vocab::error::LockError;
+use crate::vocab::compat::Granule;
 
 /// Most units a key can hold: the capacity of a read/write key, so at most this many readers.
 /// (The state word's layout, `engine/word.rs`, is checked at compile time to count this many.)
@@ -63,6 +62,13 @@ impl Mode {
             Mode::Semaphore(n) => n,
             _ => MAX_UNITS,
         }
+    }
+
+    /// An intention mode (`IS`, `IX`, `SIX`): decided by the compatibility matrix under the slot
+    /// lock rather than by the state word alone.
+    #[inline(always)]
+    pub(crate) const fn is_intention(self) -> bool {
+        matches!(self, Mode::IntentShared | Mode::IntentExclusive | Mode::SharedIntentExclusive)
     }
 
     /// The mode's place in the compatibility matrix (`compat.rs`). A permit is a shared unit.
@@ -132,24 +138,6 @@ impl fmt::Display for Mode {
     }
 }
 
-/// The mode that covers both `a` and `b`, for a key named twice in one request: the join of the
-/// matrix (`compat::join`). On a semaphore key, shared is one permit and exclusive all of them;
-/// a semaphore mode beside a mode of the hierarchy (upgradable, intention) is refused: one key
-/// is a semaphore or a read/write key, not both.
-pub(crate) fn merge(a: Mode, b: Mode) -> Result<Mode, LockError> {
-    match (a, b) {
-        (Mode::Semaphore(n), Mode::Semaphore(m)) if n != m => Err(LockError::PermitMismatch { live: n, requested: m }),
-        (Mode::Semaphore(n), Mode::Semaphore(_) | Mode::Shared) | (Mode::Shared, Mode::Semaphore(n)) => {
-            Ok(Mode::Semaphore(n))
-        }
-        (Mode::Semaphore(_), Mode::Exclusive) | (Mode::Exclusive, Mode::Semaphore(_)) => Ok(Mode::Exclusive),
-        (Mode::Semaphore(n), _) | (_, Mode::Semaphore(n)) => {
-            Err(LockError::PermitMismatch { live: n, requested: MAX_UNITS })
-        }
-        _ => Ok(Mode::from_granule(join(a.granule(), b.granule()))),
-    }
-}
-
 /// A label naming who holds a lock (a worker, a transaction, a host): shown by introspection and
 /// used to revoke everything one owner holds. Cheap to clone.
 ///
@@ -211,35 +199,6 @@ impl fmt::Display for Owner {
 mod tests {
     use super::Mode::*;
     use super::*;
-    use crate::vocab::compat::{covers, ALL};
-
-    #[test]
-    fn merge_takes_the_stronger_mode() {
-        assert_eq!(merge(Shared, Shared), Ok(Shared));
-        assert_eq!(merge(Shared, Exclusive), Ok(Exclusive));
-        assert_eq!(merge(Exclusive, Shared), Ok(Exclusive));
-        assert_eq!(merge(Semaphore(3), Shared), Ok(Semaphore(3)));
-        assert_eq!(merge(Shared, Semaphore(3)), Ok(Semaphore(3)));
-        assert_eq!(merge(Semaphore(3), Semaphore(3)), Ok(Semaphore(3)));
-        assert_eq!(merge(Semaphore(3), Exclusive), Ok(Exclusive));
-        assert_eq!(merge(Semaphore(3), Semaphore(4)), Err(LockError::PermitMismatch { live: 3, requested: 4 }));
-        assert_eq!(merge(IntentExclusive, Shared), Ok(SharedIntentExclusive));
-        assert_eq!(merge(IntentShared, Upgradable), Ok(Upgradable));
-        assert_eq!(merge(Upgradable, IntentExclusive), Ok(Exclusive));
-        assert_eq!(merge(Semaphore(2), IntentShared), Err(LockError::PermitMismatch { live: 2, requested: MAX_UNITS }));
-    }
-
-    #[test]
-    fn merge_covers_both_for_every_pair_of_matrix_modes() {
-        for a in ALL {
-            for b in ALL {
-                let (ma, mb) = (Mode::from_granule(a), Mode::from_granule(b));
-                let m = merge(ma, mb).expect("matrix modes always merge");
-                assert!(covers(m.granule(), a) && covers(m.granule(), b), "{ma} + {mb} = {m}");
-                assert_eq!(m.granule(), join(a, b));
-            }
-        }
-    }
 
     #[test]
     fn codes_round_trip() {

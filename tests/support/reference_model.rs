@@ -4,19 +4,24 @@
 //! do, over `u8` keys and a clock in milliseconds.
 //!
 //! The rules: a key's first holder fixes its capacity (a semaphore's permits, else `MAX_UNITS`);
-//! a semaphore request with other permits is a `PermitMismatch`; exclusive takes every unit and
-//! needs none held, the others take one; a lease ends at its deadline (`now >= deadline`); a
-//! guard's end frees its units; zero permits and a zero lease are refused as invalid.
+//! a semaphore request with other permits is a `PermitMismatch`, and so is a mode of the
+//! hierarchy (intention, upgradable) on a semaphore key; on a read/write key a request is granted
+//! when the compatibility matrix admits its mode beside every holder's; on a semaphore key
+//! exclusive takes every unit and needs none held, the others take one; a lease ends at its
+//! deadline (`now >= deadline`); a guard's end frees its units; zero permits and a zero lease are
+//! refused as invalid.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use leasehold::compat::compatible;
 use leasehold::{LockError, Mode, MAX_UNITS};
 
 /// One holder as the model sees it.
 #[derive(Clone, Debug)]
 pub struct Holder {
     pub id: usize,
+    pub mode: Mode,
     pub units: u32,
     /// Deadline in clock milliseconds.
     pub deadline: Option<u64>,
@@ -58,21 +63,30 @@ impl Model {
                 _ => MAX_UNITS,
             };
         } else {
-            if let Mode::Semaphore(n) = mode {
-                if n != km.capacity {
+            match mode {
+                Mode::Semaphore(n) if n != km.capacity => {
                     return Err(LockError::PermitMismatch { live: km.capacity, requested: n });
                 }
+                Mode::Semaphore(_) | Mode::Exclusive | Mode::Shared => {}
+                _ if km.capacity != MAX_UNITS => {
+                    return Err(LockError::PermitMismatch { live: km.capacity, requested: MAX_UNITS });
+                }
+                _ => {}
             }
-            let fits = match mode {
-                Mode::Exclusive => km.held() == 0,
-                _ => km.held() < km.capacity,
+            let fits = if km.capacity == MAX_UNITS {
+                km.holders.iter().all(|h| compatible(h.mode.granule(), mode.granule()))
+            } else {
+                match mode {
+                    Mode::Exclusive => km.held() == 0,
+                    _ => km.held() < km.capacity,
+                }
             };
             if !fits {
                 return Err(LockError::WouldBlock);
             }
         }
         let units = if mode == Mode::Exclusive { km.capacity } else { 1 };
-        km.holders.push(Holder { id, units, deadline: lease_ms.map(|ms| self.now_ms + u64::from(ms)) });
+        km.holders.push(Holder { id, mode, units, deadline: lease_ms.map(|ms| self.now_ms + u64::from(ms)) });
         self.live.insert(id, key);
         Ok(units)
     }
