@@ -338,3 +338,31 @@ fn lock_many_keeps_every_key_alive() {
         assert!(locks.exclusive(&k).try_acquire().is_ok());
     }
 }
+
+/// What a guard carries for its service (here the `on_lost` callback of a holding that cannot be
+/// lost, and a signal attached late by `is_lost`) is freed with the guard, whether it is dropped
+/// or released, by `try_acquire` or `acquire`: the callback's captures are dropped once the
+/// guard is gone, and the key is free again.
+#[test]
+fn a_plain_guards_service_is_freed_with_it() {
+    let (locks, _clock) = manual();
+    let captured = Arc::new(());
+    for (i, release) in [false, true].into_iter().enumerate() {
+        for blocking in [false, true] {
+            let keep = Arc::clone(&captured);
+            let request = locks.exclusive("job").on_lost(move |_| {
+                let _ = &keep;
+            });
+            let g = if blocking { request.acquire() } else { request.try_acquire() }.expect("free");
+            assert_eq!(Arc::strong_count(&captured), 2, "the callback is kept while the guard lives");
+            assert!(!g.is_lost(), "a holding without lease or owner is never lost ({i})");
+            if release {
+                g.release().expect("held");
+            } else {
+                drop(g);
+            }
+            assert_eq!(Arc::strong_count(&captured), 1, "the callback outlived its guard (release: {release})");
+            drop(locks.exclusive("job").try_acquire().expect("the unit came back"));
+        }
+    }
+}

@@ -109,8 +109,8 @@ where
     /// with the same TTL and the deadline it had, and subscribers hear `Released` for the
     /// upgradable holding and `Acquired` for the exclusive one.
     pub(crate) fn changed(self, h: Holding) -> LockGuard<'m, K, S> {
-        let mut this = ManuallyDrop::new(self);
-        let service = this.service.take();
+        let this = ManuallyDrop::new(self);
+        let service = this.take_service();
         let (locks, slot) = this.place();
         let old = this.token().as_u64();
         let guard = LockGuard::new(locks, slot, h);
@@ -139,7 +139,7 @@ where
                     service.keep_alive = renewed;
                 }
             }
-            let _ = guard.service.set(service);
+            let _ = guard.service_cell().set(service);
         }
         guard
     }

@@ -8,10 +8,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::api::loss::{LossCause, LossSignal, Lost};
-use crate::api::service::{GuardService, HoldingRef, ServiceAsk};
+use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, IN_OVERFLOW, MANAGED, UP_HELD};
+use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, UP_HELD};
 use crate::engine::lease::{self, MAX_TTL};
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -53,13 +53,24 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     rec: RecordPtr,
     token: u64,
     /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
-    /// holding is first renewed (promoted), through `&self`, hence atomic.
+    /// holding is first renewed (promoted), through `&self`, hence atomic; its `HOLDER_MARK` bit
+    /// (`HAS_SERVICE`) once `service` is set, so the release tests one word for all its slow cases.
     bits: AtomicU64,
-    /// Keep-alive and the loss signal, once asked for (`service.rs`); empty otherwise.
-    pub(crate) service: OnceLock<Box<GuardService<K>>>,
+    /// Keep-alive and the loss signal, once asked for (`service.rs`): one word, no drop glue.
+    service: ServiceCell<K>,
 }
 
+/// `bits`: the guard has a `service` to end before its release (the bit `Holding` leaves to its
+/// holder).
+const HAS_SERVICE: u64 = HOLDER_MARK;
+
 impl<'m, K, S> LockGuard<'m, K, S> {
+    /// Takes the guard's service out (a guard being replaced by one over its changed holding,
+    /// `downgrade.rs`), leaving it with none.
+    pub(crate) fn take_service(&self) -> Option<GuardService<K>> {
+        self.service.take().and_then(|cell| cell.into_inner())
+    }
+
     #[inline(always)]
     pub(crate) fn new(locks: &'m State<K, S>, slot: &'m Slot<K>, holding: Holding) -> Self {
         LockGuard {
@@ -68,8 +79,25 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             rec: holding.rec,
             token: holding.token,
             bits: AtomicU64::new(holding.bits),
-            service: OnceLock::new(),
+            service: ServiceCell::new(),
         }
+    }
+
+    /// The service, if one was asked for and set up.
+    fn service(&self) -> Option<&GuardService<K>> {
+        self.service.get()
+    }
+
+    /// The service's cell, installing an empty one on first use.
+    #[cold]
+    pub(crate) fn service_cell(&self) -> &OnceLock<GuardService<K>> {
+        let (cell, installed) = self.service.get_or_install();
+        if installed {
+            // Before the guard's release reads it: that release has `self` to itself, so every
+            // `&self` call (this one) happened before it.
+            self.bits.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
+        }
+        cell
     }
 
     #[inline(always)]
@@ -238,14 +266,14 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     }
 
     /// The holding's loss signal, attaching one on first use.
-    fn signal(&self) -> &LossSignal {
-        &self.service.get_or_init(|| Box::new(self.holding_ref().attach(None, None))).signal
+    fn signal(&self) -> &Arc<LossSignal> {
+        &self.service_cell().get_or_init(|| self.holding_ref().attach(None, None)).signal
     }
 
     /// The holding's loss signal, shared (for the election board).
     pub(crate) fn loss_signal(&self) -> Arc<LossSignal> {
         self.signal();
-        self.service.get().map(|s| Arc::clone(&s.signal)).unwrap_or_else(|| unreachable!("`signal` attached it"))
+        Arc::clone(self.signal())
     }
 
     /// A future that completes when this holding ends without this guard's release: its lease
@@ -341,7 +369,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::ConfigError>(())
     /// ```
     pub fn trusted_until(&self) -> Option<Duration> {
-        self.holding_ref().trusted_until(self.service.get().map(|b| &**b)).map(|ns| match ns {
+        self.holding_ref().trusted_until(self.service()).map(|ns| match ns {
             u64::MAX => Duration::MAX,
             ns => Duration::from_nanos(ns),
         })
@@ -374,7 +402,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// that no renewal reaches a released holding). `None` without keep-alive.
     #[doc(hidden)]
     pub fn renewal_counter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
-        self.service.get().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
+        self.service().and_then(|s| s.keep_alive.as_ref()).map(|k| k.renewal_counter())
     }
 
     /// Ends this guard's own holding as an expiry: its deadline passed at `now` though nobody
@@ -455,29 +483,25 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// # Ok::<(), leasehold::LockError>(())
     /// ```
     pub fn release(self) -> Result<(), LockError> {
-        // `finish` is the guard's last act on the lock: no drop after it. What the guard owns
-        // besides (keep-alive, loss signal) is dropped here.
-        let mut this = ManuallyDrop::new(self);
-        let result = this.finish();
-        drop(this.service.take());
-        result
+        // `finish` is the guard's last act on the lock (and frees what the guard owns besides,
+        // keep-alive and loss signal): no drop after it.
+        ManuallyDrop::new(self).finish().map_err(|AlreadyEnded| LockError::Expired)
     }
 
-    /// Ends the holding; called once, by `release` or `drop`.
+    /// Ends the holding; called once, by `release` or `drop`. `Err` if an expirer or revoker
+    /// ended it first. (Not a `LockError`: its drop glue, inlined into `drop`, made the guard's
+    /// drop too big to inline into a caller's loop.)
     #[inline(always)]
-    fn finish(&self) -> Result<(), LockError> {
-        if let Some(service) = self.service.get() {
-            self.holding_ref().before_release(service);
-        }
+    fn finish(&self) -> Result<(), AlreadyEnded> {
         let h = self.current();
-        if h.is_sampled() {
-            self.record_hold();
-        }
-        let core = &self.locks.table.core;
-        // A plain holding in an inline record, not upgradable, nobody listening: one store and
-        // one `fetch_sub` (the mask is one constant, so the upgradable test costs nothing).
-        if h.bits & (MANAGED | IN_OVERFLOW | UP_HELD) == 0 && !self.locks.events.is_active() {
-            self.slot.release_plain(core, &h);
+        // A plain holding in an inline record, not upgradable, no service, not sampled, nobody
+        // listening: one store and one `fetch_sub`. (One call out of line for all the rest keeps
+        // this small; the mask is one constant, so the extra bits cost nothing.)
+        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD) == 0
+            && !h.is_sampled()
+            && !self.locks.events.is_active()
+        {
+            self.slot.release_plain(&self.locks.table.core, &h);
             return Ok(());
         }
         self.finish_slow()
@@ -485,8 +509,16 @@ impl<'m, K, S> LockGuard<'m, K, S> {
 
     #[cold]
     #[inline(never)]
-    fn finish_slow(&self) -> Result<(), LockError> {
+    fn finish_slow(&self) -> Result<(), AlreadyEnded> {
+        // Freed when this returns: after the release, as a field would be.
+        let service = self.service.take();
+        if let Some(service) = service.as_deref().and_then(OnceLock::get) {
+            self.holding_ref().before_release(service);
+        }
         let h = self.current();
+        if h.is_sampled() {
+            self.record_hold();
+        }
         let core = &self.locks.table.core;
         if h.managed() {
             // Past its deadline, the holding is lost whether or not an expirer came: end it as an
@@ -519,7 +551,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
                 // this is the guard's last touch of the slot. Release: pairs with the
                 // reclaimer's Acquire load of the count.
                 self.slot.zombies.fetch_sub(1, Ordering::Release);
-                Err(LockError::Expired)
+                Err(AlreadyEnded)
             }
         }
     }
@@ -535,7 +567,7 @@ where
     pub(crate) fn start_service(&self, ask: &ServiceAsk, ttl_ns: Option<u64>) {
         let service = self.holding_ref().start(ask, ttl_ns, self.mode());
         // A fresh guard's cell is empty: nobody else could have asked yet.
-        let _ = self.service.set(Box::new(service));
+        let _ = self.service_cell().set(service);
     }
 }
 

@@ -172,8 +172,10 @@ where
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
 
-    /// The mode of a plain request (no lease, no owner, valid permits): such a request takes the
-    /// fast path without an `Ask`, its validation or its owner clone (bench/PERF-PLAN.md, P2).
+    /// The mode of a plain request (no lease, no owner, no service, valid permits): such a request
+    /// takes the fast path without an `Ask`, its validation or its owner clone (bench/PERF-PLAN.md,
+    /// P2), and has nothing to drop. Built by `new` and never given a service, the test of
+    /// `service` folds away where the request is inlined.
     #[inline(always)]
     fn plain_mode(&self) -> Option<Mode> {
         let valid = match self.mode {
@@ -182,7 +184,7 @@ where
             // Upgradable and intention modes are decided off the plain fast path.
             _ => false,
         };
-        (self.ttl.is_none() & self.owner.is_none() & valid).then_some(self.mode)
+        (self.ttl.is_none() & self.owner.is_none() & self.service.is_none() & valid).then_some(self.mode)
     }
 
     #[inline(always)]
@@ -230,7 +232,7 @@ where
             let (locks, key) = (self.locks, self.key);
             let hash = locks.table.hash(key);
             if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode) {
-                // Nothing to drop: a plain request has no owner (`plain_mode`).
+                // Nothing to drop: a plain request has no owner and no service (`plain_mode`).
                 std::mem::forget(self);
                 locks.emit_acquired(slot, &h, mode, None);
                 return Ok(LockGuard::new(locks, slot, h));
@@ -306,7 +308,7 @@ where
         if let Some(mode) = self.plain_mode() {
             // Only scalars cross into the slow path, so the request need not live in memory.
             let (locks, key) = (self.locks, self.key);
-            // Nothing to drop: a plain request has no owner (`plain_mode`).
+            // Nothing to drop: a plain request has no owner and no service (`plain_mode`).
             std::mem::forget(self);
             let hash = locks.table.hash(key);
             let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {

@@ -6,7 +6,9 @@
 //! the signal is fired at once with the cause read from the lease word.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::api::loss::{LossCallback, LossCause, LossSignal};
@@ -15,6 +17,7 @@ use crate::engine::holding::{Holding, Record};
 use crate::engine::lease;
 use crate::engine::slot::Slot;
 use crate::expiry::renewer::KeepAlive;
+use crate::primitives::sync::untracked::{AtomicPtr, Ordering as UntrackedOrdering};
 use crate::primitives::sync::Ordering;
 use crate::vocab::mode::Mode;
 
@@ -32,6 +35,63 @@ pub(crate) struct ServiceAsk {
 pub(crate) struct GuardService<K> {
     pub(crate) signal: Arc<LossSignal>,
     pub(crate) keep_alive: Option<Arc<KeepAlive<K>>>,
+}
+
+/// A guard's service: null until first asked for, then a boxed `OnceLock` the guard owns, freed
+/// by its release (`take`). One word that a plain acquire writes once and its release never reads,
+/// and no drop glue: a `OnceLock` inline cost every guard its state word and a drop call.
+pub(crate) struct ServiceCell<K> {
+    ptr: AtomicPtr<OnceLock<GuardService<K>>>,
+    /// The cell owns the box `ptr` points at (auto traits and drop check as for the box).
+    _owns: PhantomData<Box<OnceLock<GuardService<K>>>>,
+}
+
+impl<K> ServiceCell<K> {
+    #[inline(always)]
+    pub(crate) const fn new() -> Self {
+        ServiceCell { ptr: AtomicPtr::new(ptr::null_mut()), _owns: PhantomData }
+    }
+
+    /// The service, if one was asked for and set up.
+    pub(crate) fn get(&self) -> Option<&GuardService<K>> {
+        // Acquire: pairs with the Release of the compare-exchange that installed the cell.
+        let p = self.ptr.load(UntrackedOrdering::Acquire);
+        // SAFETY: non-null, `p` came from `Box::into_raw` in `get_or_install` and is freed only by
+        // `take`, which the guard calls once, in its release, when no borrow of it is left.
+        (!p.is_null()).then(|| unsafe { &*p }).and_then(OnceLock::get)
+    }
+
+    /// The cell, installing an empty one on first use (two threads asking at once agree on one
+    /// cell; its `OnceLock` then makes them agree on one service); `true` if this call installed it.
+    #[cold]
+    pub(crate) fn get_or_install(&self) -> (&OnceLock<GuardService<K>>, bool) {
+        let p = self.ptr.load(UntrackedOrdering::Acquire);
+        if !p.is_null() {
+            // SAFETY: as in `get`.
+            return (unsafe { &*p }, false);
+        }
+        let fresh = Box::into_raw(Box::new(OnceLock::new()));
+        // AcqRel: Release publishes the fresh cell to the others' Acquire loads; Acquire on
+        // failure sees the winner's.
+        match self.ptr.compare_exchange(ptr::null_mut(), fresh, UntrackedOrdering::AcqRel, UntrackedOrdering::Acquire) {
+            // SAFETY: installed just now; freed only by `take` (as in `get`).
+            Ok(_) => (unsafe { &*fresh }, true),
+            Err(winner) => {
+                // SAFETY: `fresh` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: non-null (the compare-exchange failed against it); as in `get`.
+                (unsafe { &*winner }, false)
+            }
+        }
+    }
+
+    /// Takes the cell out (the guard's release: once, with no other use of the guard left).
+    pub(crate) fn take(&self) -> Option<Box<OnceLock<GuardService<K>>>> {
+        let p = self.ptr.swap(ptr::null_mut(), UntrackedOrdering::Acquire);
+        // SAFETY: non-null, `p` came from `Box::into_raw` in `get_or_install`, and the swap leaves
+        // null behind, so it is taken once.
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+    }
 }
 
 /// The parts of a guard the service needs.

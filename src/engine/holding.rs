@@ -73,12 +73,13 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..61    60       59     57      56         55 .. 52          51 ........ 20    19 ..... 0
-/// [ mode | managed | owned | up held | overflow | inline record bit | overflow index | units ]
+///  63..61    60       59       58       57      56         55 .. 52          51 ........ 20    19 ..... 0
+/// [ mode | managed | owned | holder | up held | overflow | inline record bit | overflow index | units ]
 /// ```
 ///
 /// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release
 /// subtracts `UP` too ([`word_delta`](Holding::word_delta)), so it takes the guard's slow path.
+/// The `holder` bit (`HOLDER_MARK`) is the holder's own: the engine never sets it and ignores it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Holding {
     pub(crate) rec: RecordPtr,
@@ -99,6 +100,9 @@ const OWNED: u64 = 1 << 59;
 /// `Holding::bits`: an upgradable holding (it holds the word's `UP` bit). The guard's fast release
 /// tests it with `MANAGED` and `IN_OVERFLOW` in one mask, so plain holdings pay nothing for it.
 pub(crate) const UP_HELD: u64 = 1 << 57;
+/// `Holding::bits`: left to the holder (the guard marks "has a service to end first" with it, so
+/// its release tests one word); the engine never sets it and no engine test reads it.
+pub(crate) const HOLDER_MARK: u64 = 1 << 58;
 const MODE_SHIFT: u32 = 61;
 
 impl Holding {

@@ -295,8 +295,9 @@ impl<K> Slot<K> {
             // Decided by the matrix, under the slot lock (`claim_locked`).
             return Err(Blocked::Busy);
         }
+        let check = |w| self.check_capacity(w, ask.mode);
         self.claim_with(
-            ask.mode,
+            check,
             |w, cap| ask.claim(w, cap, privileged, core.counter_limit),
             |claim| self.finish_claim(core, ask, claim, None),
         )
@@ -307,9 +308,25 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
-        // The limit is read inside the loop, as before this closure: a compare with a memory operand.
+        // Only the capacity the mode expects is claimed here (one compare); any other case
+        // (reshape, mismatch, a read/write mode on a semaphore key) is sent to the slow path,
+        // which checks it in full (`check_capacity`).
+        let expected = match mode {
+            Mode::Semaphore(n) => n,
+            _ => MAX_UNITS,
+        };
+        let check = |_| {
+            // Relaxed: as in `check_capacity`.
+            let cap = self.capacity.load(Ordering::Relaxed);
+            if cap == expected {
+                Ok(cap)
+            } else {
+                Err(Blocked::Unstable)
+            }
+        };
+        // The limit is read inside the loop: a compare with a memory operand.
         self.claim_with(
-            mode,
+            check,
             |w, cap| word::try_claim(w, cap, need, core.counter_limit),
             |claim| self.finish_plain(core, mode, claim),
         )
@@ -320,7 +337,7 @@ impl<K> Slot<K> {
     #[inline(always)]
     fn claim_with(
         &self,
-        mode: Mode,
+        check_capacity: impl Fn(u64) -> Result<u32, Blocked>,
         claim_of: impl Fn(u64, u32) -> Result<Claim, Refusal>,
         finish: impl FnOnce(Claim) -> Holding,
     ) -> Result<Holding, Blocked> {
@@ -328,7 +345,7 @@ impl<K> Slot<K> {
         // initialisation, a capacity change), so the capacity and base read below are current.
         let mut w = self.word.load(Ordering::Acquire);
         loop {
-            let cap = self.check_capacity(w, mode)?;
+            let cap = check_capacity(w)?;
             let claim = match claim_of(w, cap) {
                 Ok(c) if c.record == OVERFLOW => return Err(Blocked::Overflow),
                 Ok(c) => c,

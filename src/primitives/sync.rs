@@ -17,11 +17,12 @@
 /// Atomics that are `std`'s under loom too, by design: observation counters and gauges (metrics,
 /// event-drop counts, the bounded slot count, the guard's `managed` flag, the reaper's shutdown
 /// flag), whose values order no other memory access of the lock protocol, so a loom model would
-/// only multiply its executions by exploring them. Anything that publishes or protects data goes
+/// only multiply its executions by exploring them; and the guard's service pointer, which
+/// publishes only the guard's own boxed cell (a `std` `OnceLock`, not modelled either). Anything that publishes or protects data goes
 /// through the modelled types above; every other file takes its atomics from here, never from
 /// `std::sync::atomic` directly.
 pub(crate) mod untracked {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 }
 
 #[cfg(not(leasehold_loom))]
