@@ -318,6 +318,9 @@ where
             locks.emit_acquired(slot, &h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
         }
+        if self.owner.is_none() && self.service.is_none() {
+            return self.acquire_lease_only(deadline);
+        }
         self.acquire_managed(deadline)
     }
 
@@ -335,6 +338,26 @@ where
             _ => acquire_slow(self.locks, self.key, ask, hash, found, deadline)?,
         };
         Ok(self.guard(slot, h))
+    }
+
+    /// `acquire_managed` for a lease with neither owner nor service (the common lease): the
+    /// request has nothing to drop and the guard nothing to start, so neither is done.
+    #[inline(never)]
+    fn acquire_lease_only(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
+        let Ask { mode, ttl_ns, .. } = self.checked_ask()?;
+        // Built without the owner: the compiler then knows the `Ask` has nothing to drop.
+        let ask = Ask { mode, ttl_ns, owner: None };
+        let (locks, key) = (self.locks, self.key);
+        // Nothing to drop: no owner and no service (tested by the caller).
+        std::mem::forget(self);
+        let hash = locks.table.hash(key);
+        let (found, claimed) = locks.table.try_fast(hash, key, &ask);
+        let (slot, h) = match (found, claimed) {
+            (Some(slot), Some(h)) => (slot, h),
+            _ => acquire_slow(locks, key, ask, hash, found, deadline)?,
+        };
+        locks.emit_acquired(slot, &h, mode, None);
+        Ok(LockGuard::new(locks, slot, h))
     }
 }
 
