@@ -510,11 +510,33 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     #[cold]
     #[inline(never)]
     fn finish_slow(&self) -> Result<(), AlreadyEnded> {
-        // Freed when this returns: after the release, as a field would be.
+        // Only a guard that installed a service cell has `HAS_SERVICE` (set in `service_cell`
+        // before any `&self` borrow ends, so before this release): the others skip its swap and
+        // its drop.
+        if self.bits.load(UntrackedOrdering::Relaxed) & HAS_SERVICE != 0 {
+            return self.finish_with_service();
+        }
+        self.end_holding()
+    }
+
+    /// `finish_slow` for a guard with a service cell: the service ends first, and is freed after
+    /// the release, as a field would be.
+    #[cold]
+    #[inline(never)]
+    fn finish_with_service(&self) -> Result<(), AlreadyEnded> {
         let service = self.service.take();
         if let Some(service) = service.as_deref().and_then(OnceLock::get) {
             self.holding_ref().before_release(service);
         }
+        let ended = self.end_holding();
+        drop(service);
+        ended
+    }
+
+    /// The release of any holding past the service: sampling, a passed deadline, the event, and
+    /// the units.
+    #[inline]
+    fn end_holding(&self) -> Result<(), AlreadyEnded> {
         let h = self.current();
         if h.is_sampled() {
             self.record_hold();
