@@ -164,10 +164,15 @@ where
                 return Err(LockError::InvalidPermits { permits: n });
             }
         }
+        // In nanoseconds, one compare each: zero, and past `MAX_TTL` (a saturated count is past it).
+        const MAX_TTL_NS: u64 = duration_ns(MAX_TTL);
         let ttl_ns = match self.ttl {
             None => None,
-            Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => return Err(LockError::InvalidTtl { ttl }),
-            Some(ttl) => Some(duration_ns(ttl)),
+            Some(ttl) => match duration_ns(ttl) {
+                0 => return Err(LockError::InvalidTtl { ttl }),
+                ns if ns > MAX_TTL_NS => return Err(LockError::InvalidTtl { ttl }),
+                ns => Some(ns),
+            },
         };
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
