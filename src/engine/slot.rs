@@ -299,6 +299,7 @@ impl<K> Slot<K> {
         self.claim_with(
             check,
             |w, cap| ask.claim(w, cap, privileged, core.counter_limit),
+            #[inline(always)]
             |claim| self.finish_claim(core, ask, claim, None),
         )
     }
