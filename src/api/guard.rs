@@ -12,7 +12,7 @@ use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
 use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, UP_HELD};
-use crate::engine::lease::{self, MAX_TTL};
+use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
 use crate::observe::events::EventKind;
@@ -22,6 +22,8 @@ use crate::primitives::sync::Ordering;
 use crate::vocab::error::LockError;
 use crate::vocab::mode::{Mode, Owner};
 use crate::vocab::token::FenceToken;
+
+mod release;
 
 /// A held lock on one key. Dropping it releases the lock; it can be moved to another thread.
 ///
@@ -505,55 +507,6 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             return Ok(());
         }
         self.finish_slow()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn finish_slow(&self) -> Result<(), AlreadyEnded> {
-        // Freed when this returns: after the release, as a field would be.
-        let service = self.service.take();
-        if let Some(service) = service.as_deref().and_then(OnceLock::get) {
-            self.holding_ref().before_release(service);
-        }
-        let h = self.current();
-        if h.is_sampled() {
-            self.record_hold();
-        }
-        let core = &self.locks.table.core;
-        if h.managed() {
-            // Past its deadline, the holding is lost whether or not an expirer came: end it as an
-            // expiry, so that release agrees with `is_held` (the compare-exchange of the release
-            // below then fails). A renew cannot move the deadline back once it has passed.
-            // One load of the lease word (`force_end` checks the holding is still this one) and
-            // the exact clock, as `is_held` reads it: the coarse stamp may lag it by more than
-            // its stated resolution (a stress run saw `Ok` after `is_held` said false with it).
-            let l = self.slot.lease_word(&h);
-            if lease::is_leased(l) {
-                let now = core.clock.now_ns();
-                if lease::deadline_ns(l) <= now {
-                    self.expire_own(&h, now);
-                }
-            }
-        }
-        // Built while the holding still pins the key; sent once the release has won and before
-        // the units go back, so that no successor's `Acquired` comes before it.
-        let released = match self.prepare(EventKind::Released) {
-            None => self.slot.release(core, &h),
-            Some(event) => {
-                let events = &self.locks.events;
-                self.slot.release_then(core, &h, || events.send(event))
-            }
-        };
-        match released {
-            Ok(()) => Ok(()),
-            Err(AlreadyEnded) => {
-                // An expirer or revoker ended the holding and counted this guard as a zombie;
-                // this is the guard's last touch of the slot. Release: pairs with the
-                // reclaimer's Acquire load of the count.
-                self.slot.zombies.fetch_sub(1, Ordering::Release);
-                Err(AlreadyEnded)
-            }
-        }
     }
 }
 

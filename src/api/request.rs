@@ -164,10 +164,15 @@ where
                 return Err(LockError::InvalidPermits { permits: n });
             }
         }
+        // In nanoseconds, one compare each: zero, and past `MAX_TTL` (a saturated count is past it).
+        const MAX_TTL_NS: u64 = duration_ns(MAX_TTL);
         let ttl_ns = match self.ttl {
             None => None,
-            Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => return Err(LockError::InvalidTtl { ttl }),
-            Some(ttl) => Some(duration_ns(ttl)),
+            Some(ttl) => match duration_ns(ttl) {
+                0 => return Err(LockError::InvalidTtl { ttl }),
+                ns if ns > MAX_TTL_NS => return Err(LockError::InvalidTtl { ttl }),
+                ns => Some(ns),
+            },
         };
         Ok(Ask { mode: self.mode, ttl_ns, owner: self.owner.clone() })
     }
@@ -318,6 +323,9 @@ where
             locks.emit_acquired(slot, &h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
         }
+        if self.owner.is_none() && self.service.is_none() {
+            return self.acquire_lease_only(deadline);
+        }
         self.acquire_managed(deadline)
     }
 
@@ -335,6 +343,26 @@ where
             _ => acquire_slow(self.locks, self.key, ask, hash, found, deadline)?,
         };
         Ok(self.guard(slot, h))
+    }
+
+    /// `acquire_managed` for a lease with neither owner nor service (the common lease): the
+    /// request has nothing to drop and the guard nothing to start, so neither is done.
+    #[inline(never)]
+    fn acquire_lease_only(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
+        let Ask { mode, ttl_ns, .. } = self.checked_ask()?;
+        // Built without the owner: the compiler then knows the `Ask` has nothing to drop.
+        let ask = Ask { mode, ttl_ns, owner: None };
+        let (locks, key) = (self.locks, self.key);
+        // Nothing to drop: no owner and no service (tested by the caller).
+        std::mem::forget(self);
+        let hash = locks.table.hash(key);
+        let (found, claimed) = locks.table.try_fast(hash, key, &ask);
+        let (slot, h) = match (found, claimed) {
+            (Some(slot), Some(h)) => (slot, h),
+            _ => acquire_slow(locks, key, ask, hash, found, deadline)?,
+        };
+        locks.emit_acquired(slot, &h, mode, None);
+        Ok(LockGuard::new(locks, slot, h))
     }
 }
 

@@ -299,6 +299,7 @@ impl<K> Slot<K> {
         self.claim_with(
             check,
             |w, cap| ask.claim(w, cap, privileged, core.counter_limit),
+            #[inline(always)]
             |claim| self.finish_claim(core, ask, claim, None),
         )
     }
@@ -416,7 +417,9 @@ impl<K> Slot<K> {
         if token % HOLD_SAMPLE == 0 {
             self.stamp_sampled(core, rec);
         }
-        if ask.managed() {
+        if ask.managed() && ask.owner.is_none() {
+            self.publish_lease(core, ask, rec, token, units);
+        } else if ask.managed() {
             self.publish_managed(core, ask, rec, token, units, set_owner);
         } else {
             // Release: a reader that sees this word sees the token above.
@@ -424,6 +427,24 @@ impl<K> Slot<K> {
         }
     }
 
+    /// Fills a managed record and publishes it by its lease word: inline for a holding without
+    /// an owner (a lease), the rest of `publish_managed` after the owner is attached.
+    #[inline(always)]
+    fn publish_lease(&self, core: &Core, ask: &Ask, rec: &Record, token: u64, units: u32) {
+        rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
+        let stamp = core.clock.stamp_ns();
+        if token % HOLD_SAMPLE != 0 {
+            rec.acquired_ns.store(stamp, Ordering::Relaxed);
+        }
+        let deadline = ask.ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
+        rec.lease.store(lease::held(token, deadline), Ordering::Release);
+        if let Some(deadline) = deadline {
+            self.watch_claim(core, deadline);
+        }
+    }
+
+    /// `publish_lease` for a holding with an owner, out of line (it may take the slot lock).
     #[inline(never)]
     fn publish_managed(
         &self,
@@ -434,22 +455,13 @@ impl<K> Slot<K> {
         units: u32,
         set_owner: impl FnOnce(Option<Owner>),
     ) {
-        rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
-        let stamp = core.clock.stamp_ns();
-        if token % HOLD_SAMPLE != 0 {
-            rec.acquired_ns.store(stamp, Ordering::Relaxed);
-        }
         if ask.owner.is_some() {
             // The owner is attached before the holding is published, so that a revoke-by-owner
-            // that sees the holding also sees its owner.
+            // that sees the holding also sees its owner. (Before the clock stamp: a wait for the
+            // slot lock makes the deadline later, never earlier.)
             set_owner(ask.owner.clone());
         }
-        let deadline = ask.ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
-        // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
-        rec.lease.store(lease::held(token, deadline), Ordering::Release);
-        if let Some(deadline) = deadline {
-            self.watch_claim(core, deadline);
-        }
+        self.publish_lease(core, ask, rec, token, units);
     }
 
     /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,

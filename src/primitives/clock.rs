@@ -285,6 +285,38 @@ impl ClockSource {
     }
 }
 
-pub(crate) fn duration_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// `d` in nanoseconds, saturating at `u64::MAX` (as `d.as_nanos()` would, without its `u128`
+/// arithmetic: this runs on every leased acquire).
+pub(crate) const fn duration_ns(d: Duration) -> u64 {
+    let Some(secs_ns) = d.as_secs().checked_mul(1_000_000_000) else {
+        return u64::MAX;
+    };
+    match secs_ns.checked_add(d.subsec_nanos() as u64) {
+        Some(ns) => ns,
+        None => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_ns;
+    use std::time::Duration;
+
+    #[test]
+    fn duration_ns_saturates_as_as_nanos_does() {
+        let edges = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(30),
+            Duration::new(18_446_744_073, 709_551_615),
+            Duration::new(18_446_744_073, 709_551_616),
+            Duration::new(18_446_744_074, 0),
+            Duration::from_secs(u64::MAX / 1_000_000_000 + 1),
+            Duration::MAX,
+        ];
+        for d in edges {
+            let wide = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            assert_eq!(duration_ns(d), wide, "{d:?}");
+        }
+    }
 }
