@@ -7,36 +7,18 @@
 //! resource that refuses a stale token. A deadlock must be reported (the victim aborts), never left to hang: the
 //! watchdog fails the test if any thread stops making progress. Bounded to a few seconds.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use leasehold::compat::{compatible, ALL};
 use leasehold::{Fenced, LockError, LockManager, Mode};
+
+#[path = "support/shadow.rs"]
+mod shadow;
+use shadow::Shadow;
 
 const TABLES: u64 = 2;
 const ROWS: u64 = 6;
-
-/// Holders of one key per matrix mode, as the holders report themselves.
-#[derive(Default)]
-struct Shadow {
-    held: [AtomicI64; ALL.len()],
-}
-
-impl Shadow {
-    fn enter(&self, mode: Mode) {
-        let g = mode.granule();
-        self.held[g as usize].fetch_add(1, Ordering::SeqCst);
-        for h in ALL {
-            let n = self.held[h as usize].load(Ordering::SeqCst) - i64::from(h == g);
-            assert!(n <= 0 || compatible(h, g), "{mode} beside {n} holders of {h}");
-        }
-    }
-
-    fn exit(&self, mode: Mode) {
-        self.held[mode.granule() as usize].fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 struct World {
     locks: LockManager<u64>,

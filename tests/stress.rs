@@ -6,40 +6,19 @@
 //! a fenced resource, so an upgrade's token must be the newest too. Every waiter must eventually
 //! get the lock or its timeout. Bounded to a few seconds.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leasehold::compat::{compatible, ALL};
 use leasehold::{Fenced, LockError, LockManager, Mode};
+
+#[path = "support/shadow.rs"]
+mod shadow;
+use shadow::Shadow;
 
 const KEYS: u64 = 4;
 const PERMITS: u32 = 3;
-
-/// What holds a key right now, as the holders themselves report it: holders per matrix mode.
-#[derive(Default)]
-struct Shadow {
-    held: [AtomicI64; ALL.len()],
-}
-
-impl Shadow {
-    fn enter(&self, mode: Mode) {
-        let g = mode.granule();
-        let mine = self.held[g as usize].fetch_add(1, Ordering::SeqCst) + 1;
-        for h in ALL {
-            let n = self.held[h as usize].load(Ordering::SeqCst) - i64::from(h == g);
-            assert!(n <= 0 || compatible(h, g), "{mode} beside {n} holders of {h}");
-        }
-        if let Mode::Semaphore(n) = mode {
-            assert!(mine <= n as i64, "{mine} holders of a {n}-permit semaphore");
-        }
-    }
-
-    fn exit(&self, mode: Mode) {
-        self.held[mode.granule() as usize].fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 fn spin(r: u64) {
     for _ in 0..r % 64 {
