@@ -278,40 +278,42 @@ impl<K> Shard<K> {
         g.retired.push(unsafe { Box::from_raw(old) });
     }
 
-    /// Removes a slot from the index, shifting later entries of its probe run back.
-    fn remove(&self, g: &mut ShardInner<K>, hash: u64, p: *const Slot<K>) {
-        let table = self.table();
-        let mut i = table.home(hash);
-        while !std::ptr::eq(table.entries[i].slot.load(Ordering::Relaxed), p) {
-            i = (i + 1) & table.mask;
-        }
-        let mut hole = i;
-        let mut j = (i + 1) & table.mask;
+    /// Removes the slot at index position `i` (of the current table), shifting later entries of
+    /// its probe run back.
+    #[inline(always)]
+    fn remove_at(&self, g: &mut ShardInner<K>, table: &Table<K>, i: usize) {
+        let mut hole = i & table.mask;
+        let mut j = (hole + 1) & table.mask;
         loop {
-            let q = table.entries[j].slot.load(Ordering::Relaxed);
+            let q = table.entry(j).slot.load(Ordering::Relaxed);
             if q.is_null() {
                 break;
             }
-            let home = table.home(table.entries[j].hash.load(Ordering::Relaxed));
+            let h = table.entry(j).hash.load(Ordering::Relaxed);
+            let home = table.home(h);
             // Entry j may move into the hole if its home is not in the cyclic range (hole, j].
             let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
             if !stays {
-                table.entries[hole].hash.store(table.entries[j].hash.load(Ordering::Relaxed), Ordering::Relaxed);
-                table.entries[hole].slot.store(q, Ordering::Release);
+                table.entry(hole).hash.store(h, Ordering::Relaxed);
+                table.entry(hole).slot.store(q, Ordering::Release);
                 hole = j;
             }
             j = (j + 1) & table.mask;
         }
-        table.entries[hole].slot.store(std::ptr::null_mut(), Ordering::Release);
+        table.entry(hole).slot.store(std::ptr::null_mut(), Ordering::Release);
         g.present -= 1;
         self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
-    /// Tries to reclaim `slot` (under the shard lock): an idle slot with no zombies becomes dead,
-    /// its key is dropped, and it goes back to the pool.
-    pub(crate) fn try_reclaim(
+    /// Tries to reclaim `slot`, found at index position `i` of the current table (under the shard
+    /// lock): an idle slot with no zombies becomes dead, its key is dropped, and it leaves the
+    /// index. The caller puts it back in the pool or reuses it.
+    #[inline(always)]
+    fn try_reclaim_at(
         &self,
         g: &mut ShardInner<K>,
+        table: &Table<K>,
+        i: usize,
         slot: &Slot<K>,
         core: &Core,
         second_chance: bool,
@@ -340,17 +342,15 @@ impl<K> Shard<K> {
         // it continues from): a plain field under the lock we hold, not a locked RMW.
         g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
-        let hash = slot.hash.load(Ordering::Relaxed);
-        self.remove(g, hash, slot);
+        self.remove_at(g, table, i);
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
-        g.free.push(slot as *const Slot<K> as *mut Slot<K>);
         Reclaim::Done
     }
 
     /// Sweeps up to `budget` index entries from the hand, reclaiming idle slots (with a second
-    /// chance for recently used ones unless `thorough`), until `enough` are reclaimed. Returns
-    /// how many it reclaimed.
+    /// chance for recently used ones unless `thorough`) into the pool, until `enough` are
+    /// reclaimed. Returns how many it reclaimed.
     pub(crate) fn sweep(
         &self,
         g: &mut ShardInner<K>,
@@ -358,6 +358,46 @@ impl<K> Shard<K> {
         enough: usize,
         core: &Core,
         thorough: bool,
+    ) -> usize {
+        self.sweep_with(g, budget, enough, core, thorough, |g, slot| {
+            g.free.push(slot as *const Slot<K> as *mut Slot<K>);
+        })
+    }
+
+    /// The insert-time sweep: like [`sweep`](Shard::sweep), but the first slot it reclaims is
+    /// returned (dead, out of the index, its key dropped) for the caller to reuse in place, with
+    /// no trip through the pool; any others go to the pool. Returns it and how many went to the
+    /// pool.
+    pub(crate) fn sweep_for_reuse(
+        &self,
+        g: &mut ShardInner<K>,
+        budget: usize,
+        enough: usize,
+        core: &Core,
+    ) -> (Option<&Slot<K>>, usize) {
+        let mut reused: Option<*const Slot<K>> = None;
+        let n = self.sweep_with(g, budget, enough, core, false, |g, slot| {
+            if reused.is_none() {
+                reused = Some(slot as *const Slot<K>);
+            } else {
+                g.free.push(slot as *const Slot<K> as *mut Slot<K>);
+            }
+        });
+        // SAFETY: pool slots live in `chunks`, owned by this shard, freed only when it is dropped.
+        let reused = reused.map(|p| unsafe { &*p });
+        (reused, n - usize::from(reused.is_some()))
+    }
+
+    /// The sweep's loop: `reclaimed` is handed each slot it reclaims.
+    #[inline(always)]
+    fn sweep_with(
+        &self,
+        g: &mut ShardInner<K>,
+        budget: usize,
+        enough: usize,
+        core: &Core,
+        thorough: bool,
+        mut reclaimed_slot: impl FnMut(&mut ShardInner<K>, &Slot<K>),
     ) -> usize {
         let mut reclaimed = 0;
         let mut examined = 0;
@@ -375,9 +415,12 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim(g, slot, core, !thorough) {
+            match self.try_reclaim_at(g, table, g.hand, slot, core, !thorough) {
                 // The shift may have moved another entry into position i: look at it next.
-                Reclaim::Done => reclaimed += 1,
+                Reclaim::Done => {
+                    reclaimed += 1;
+                    reclaimed_slot(g, slot);
+                }
                 Reclaim::Spared => {
                     g.last_sweep_found_idle = true;
                     g.hand = g.hand.wrapping_add(1);

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use crate::engine::core::Core;
 use crate::engine::shard::{Shard, ShardInner};
+use crate::engine::slot::Slot;
 use crate::primitives::clock::duration_ns;
 use crate::primitives::sync::{AtomicU64, Ordering};
 
 /// The idle sweep on a slot creation in a shard that already has `idle_per_shard` slots: it looks
-/// at up to this many index entries, and stops once it has reclaimed two slots, so that under a
-/// churn of new keys the shard stays near its bound and shrinks back to it after a burst.
+/// at up to this many index entries, and stops once it has reclaimed one slot (to reuse for the
+/// new key) or, in a shard over its bound, two, so that under a churn of new keys the shard stays
+/// at its bound and shrinks back to it after a burst.
 pub(crate) const SWEEP_ON_INSERT: usize = 32;
 const RECLAIM_ON_INSERT: usize = 2;
 /// Default budget of the idle-slot cache per shard, in bytes of slot and index memory
@@ -69,21 +71,29 @@ pub(crate) const CAPACITY_SWEEP_SHARDS: usize = 8;
 const MAX_SWEEP_BACKOFF: u32 = 1024;
 
 /// The insert-time sweep: a slot creation in a shard with `idle_per_shard` slots or more looks at
-/// a few index entries for idle slots first; a sweep that found nothing idle backs off
-/// (exponentially, up to `MAX_SWEEP_BACKOFF` creations). Under the shard lock; returns how many
-/// slots it reclaimed.
-pub(crate) fn sweep_on_insert<K>(shard: &Shard<K>, g: &mut ShardInner<K>, idle_per_shard: usize, core: &Core) -> usize {
+/// a few index entries for an idle slot first, and reuses the first one it reclaims for the new
+/// key in place (no trip through the pool); a shard over its bound (after a burst) reclaims one
+/// more into the pool, so it shrinks back. A sweep that found nothing idle backs off
+/// (exponentially, up to `MAX_SWEEP_BACKOFF` creations). Under the shard lock; returns the slot to
+/// reuse and how many slots went to the pool.
+pub(crate) fn sweep_on_insert<'s, K>(
+    shard: &'s Shard<K>,
+    g: &mut ShardInner<K>,
+    idle_per_shard: usize,
+    core: &Core,
+) -> (Option<&'s Slot<K>>, usize) {
     if g.present < idle_per_shard {
-        0
+        (None, 0)
     } else if g.sweep_skip > 0 {
         g.sweep_skip -= 1;
-        0
+        (None, 0)
     } else {
-        let n = shard.sweep(g, SWEEP_ON_INSERT, RECLAIM_ON_INSERT, core, false);
-        let fruitless = n == 0 && !g.last_sweep_found_idle;
+        let enough = if g.present > idle_per_shard { RECLAIM_ON_INSERT } else { 1 };
+        let (reused, pooled) = shard.sweep_for_reuse(g, SWEEP_ON_INSERT, enough, core);
+        let fruitless = reused.is_none() && !g.last_sweep_found_idle;
         g.sweep_backoff = if fruitless { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
         g.sweep_skip = g.sweep_backoff;
-        n
+        (reused, pooled)
     }
 }
 

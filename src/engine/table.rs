@@ -13,7 +13,7 @@ use crate::engine::census::Census;
 use crate::engine::core::Core;
 use crate::engine::holding::{Ask, Holding, RecordRef};
 use crate::engine::queue::Waiter;
-use crate::engine::shard::{key_matches, Shard};
+use crate::engine::shard::{key_matches, Shard, ShardInner};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
 use crate::engine::sweep::{
     idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, CAPACITY_SWEEP_SHARDS, IDLE_BYTES_PER_SHARD,
@@ -22,7 +22,7 @@ use crate::engine::sweep::{
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
 use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
-use crate::primitives::sync::{Arc as SyncArc, Ordering};
+use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
 
 /// The hasher a manager uses unless told otherwise: foldhash's, seeded per process (fast, and
@@ -292,6 +292,71 @@ where
         }
     }
 
+    /// A dead slot for a new key, under the shard lock: at the idle bound an idle slot reclaimed
+    /// for reuse in place (`sweep_on_insert`; still counted against `max_slots`), else one from
+    /// the pool, counted first. `None` at the slot bound.
+    #[inline(always)]
+    fn dead_slot<'s>(&self, shard: &'s Shard<K>, g: &mut ShardInner<K>) -> Option<&'s Slot<K>> {
+        let (reused, pooled) = sweep_on_insert(shard, g, self.idle_per_shard, &self.core);
+        self.note_reclaimed(pooled);
+        match reused {
+            Some(slot) => Some(slot),
+            // Counted before it is made (a compare-exchange against the bound), so creators
+            // racing on different shards cannot exceed it.
+            None if self.reserve_slot() => Some(shard.alloc(g)),
+            None => None,
+        }
+    }
+
+    /// Brings `slot` (dead, from `dead_slot`) to life for `key`, holding the creator's claim
+    /// (`claim_of` the word it starts from), and publishes it in the index. Under the shard lock.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn birth<Q>(
+        &self,
+        shard: &Shard<K>,
+        g: &mut ShardInner<K>,
+        slot: &Slot<K>,
+        hash: u64,
+        key: &Q,
+        capacity: u32,
+        claim_of: impl FnOnce(u64) -> word::Claim,
+    ) -> word::Claim
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+    {
+        // The new incarnation continues the dead slot's counter (word.rs: no word repeats), with
+        // its token base lowered so that its first token is just above the shard's high-water
+        // mark. A spent counter starts again from zero.
+        let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
+        if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
+            start = 0;
+        }
+        let base = g.high_water - word::counter(start);
+        // The counter it continues from was counted when the dead slot was reclaimed.
+        g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
+        let claim = claim_of(start);
+        // SAFETY: `dead_slot` gave a dead slot of this shard, not in the index; we hold the lock.
+        unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
+        // A key used once since its creation gets no second chance from the sweep; one claimed
+        // again since (a hot key) does.
+        slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
+        shard.insert(g, hash, slot);
+        claim
+    }
+
+    /// After a birth: releases the shard lock and wakes the driver for a shard's first slot.
+    #[inline(always)]
+    fn born(&self, g: MutexGuard<'_, ShardInner<K>>) {
+        let first_in_shard = g.present == 1;
+        drop(g);
+        if first_in_shard && self.wake_driver_on_first {
+            // The reaper sleeps without a sweep timer while the table is empty.
+            self.core.wheel.wake_driver_if_idle();
+        }
+    }
+
     /// The locked path's body (see [`attempt`](Table::attempt)).
     fn attempt_locked<Q>(
         &self,
@@ -311,9 +376,7 @@ where
         loop {
             let mut g = shard.lock();
             let Some(slot) = shard.find_locked(&g, hash, key) else {
-                // The new slot is counted before it is made (a compare-exchange against the bound),
-                // so creators racing on different shards cannot exceed it.
-                if !self.reserve_slot() {
+                let Some(slot) = self.dead_slot(shard, &mut g) else {
                     // At the bound: a bounded stretch of this shard, then of the next few shards
                     // in turn (`sweep_for_capacity`), so that a refusal costs O(1), not a sweep of
                     // the whole table; repeated refusals go round the table.
@@ -330,44 +393,23 @@ where
                         }
                     }
                     return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
-                }
-                let reclaimed = sweep_on_insert(shard, &mut g, self.idle_per_shard, &self.core);
-                let slot = shard.alloc(&mut g);
+                };
                 let capacity = ask.mode.capacity();
-                // The new incarnation continues the dead slot's counter (word.rs: no word repeats),
-                // with its token base lowered so that its first token is just above the shard's
-                // high-water mark. A spent counter starts again from zero.
-                let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
-                if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
-                    start = 0;
-                }
-                let base = g.high_water - word::counter(start);
-                // The counter it continues from was counted when the dead slot was reclaimed.
-                g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
-                let mut claim = ask
-                    .claim(start, capacity, false, self.core.counter_limit)
-                    .expect("a fresh slot admits any request");
-                if ask.mode.is_intention() {
-                    // Born a matrix key, its census counting its creator: the slot is not yet
-                    // published, so nobody can see the word before the census.
-                    claim.word |= word::MATRIX;
-                    let mut census = Census::default();
-                    census.add(ask.mode.granule());
-                    *slot.lock().census_mut() = census;
-                }
-                // SAFETY: `alloc` gave a dead slot of this shard, not yet in the index; we hold the lock.
-                unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
-                // A key used once since its creation gets no second chance from the sweep; one
-                // claimed again since (a hot key) does.
-                slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
-                shard.insert(&mut g, hash, slot);
-                let first_in_shard = g.present == 1;
-                self.note_reclaimed(reclaimed);
-                drop(g);
-                if first_in_shard && self.wake_driver_on_first {
-                    // The reaper sleeps without a sweep timer while the table is empty.
-                    self.core.wheel.wake_driver_if_idle();
-                }
+                let claim = self.birth(shard, &mut g, slot, hash, key, capacity, |start| {
+                    let mut claim = ask
+                        .claim(start, capacity, false, self.core.counter_limit)
+                        .expect("a fresh slot admits any request");
+                    if ask.mode.is_intention() {
+                        // Born a matrix key, its census counting its creator: the slot is not yet
+                        // published, so nobody can see the word before the census.
+                        claim.word |= word::MATRIX;
+                        let mut census = Census::default();
+                        census.add(ask.mode.granule());
+                        *slot.lock().census_mut() = census;
+                    }
+                    claim
+                });
+                self.born(g);
                 let h = slot.finish_claim(&self.core, ask, claim, None);
                 return Attempt::Acquired(slot, h);
             };
