@@ -383,6 +383,14 @@ where
     K: From<Q::Owned>,
     S: BuildHasher + Send + Sync + 'static,
 {
+    // A miss of a request without lease or owner: create the key's slot directly, without the
+    // waiter factory and the locked path's plumbing (`None`: the key has a slot after all, or
+    // something unusual; the locked path below decides).
+    if found.is_none() && ask.ttl_ns.is_none() && ask.owner.is_none() {
+        if let Some(created) = locks.table.create_plain(hash, key, ask.mode) {
+            return Ok(created);
+        }
+    }
     #[cfg(leasehold_loom)]
     let _ = found;
     // Someone holds it: a short spin catches a short critical section without parking.

@@ -365,7 +365,7 @@ impl<K> Slot<K> {
 
     /// `finish_claim` of a plain holding in an inline record: its token and its lease word.
     #[inline(always)]
-    fn finish_plain(&self, core: &Core, mode: Mode, claim: Claim) -> Holding {
+    pub(crate) fn finish_plain(&self, core: &Core, mode: Mode, claim: Claim) -> Holding {
         let idx = claim.record;
         let rec = &self.records[idx as usize];
         let token = self.token_of(claim.word);

@@ -292,6 +292,35 @@ where
         }
     }
 
+    /// A plain request's miss (no slot found by the lock-free lookup): creates the key's slot
+    /// under the shard lock, claimed for `mode`, without the locked path's waiter and `Attempt`
+    /// plumbing. `None` (nothing done) if the key has a slot after all, at the slot bound, or for
+    /// a mode the plain fast path does not take: the caller then takes the locked path.
+    pub(crate) fn create_plain<Q>(&self, hash: u64, key: &Q, mode: Mode) -> Option<(&Slot<K>, Holding)>
+    where
+        K: Borrow<Q> + From<Q::Owned>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+    {
+        let need = match mode {
+            Mode::Exclusive | Mode::Shared | Mode::Semaphore(_) => {
+                word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false }
+            }
+            _ => return None,
+        };
+        let shard = self.shard(hash);
+        let mut g = shard.lock();
+        if shard.find_locked(&g, hash, key).is_some() {
+            return None;
+        }
+        let slot = self.dead_slot(shard, &mut g)?;
+        let capacity = mode.capacity();
+        let claim = self.birth(shard, &mut g, slot, hash, key, capacity, |start| {
+            word::try_claim(start, capacity, need, self.core.counter_limit).expect("a fresh slot admits any request")
+        });
+        self.born(g);
+        Some((slot, slot.finish_plain(&self.core, mode, claim)))
+    }
+
     /// A dead slot for a new key, under the shard lock: at the idle bound an idle slot reclaimed
     /// for reuse in place (`sweep_on_insert`; still counted against `max_slots`), else one from
     /// the pool, counted first. `None` at the slot bound.
