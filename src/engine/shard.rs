@@ -242,6 +242,7 @@ impl<K> Shard<K> {
     }
 
     /// Publishes a slot (already initialised) in the index.
+    #[inline(always)]
     pub(crate) fn insert(&self, g: &mut ShardInner<K>, hash: u64, slot: &Slot<K>) {
         // Grown at a load of 1/4: a miss (every new key's first probe) then looks at ~1.4 entries
         // on average instead of ~2.5 at 1/2, for 16 bytes more per slot.
@@ -253,14 +254,16 @@ impl<K> Shard<K> {
         self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
+    #[inline(always)]
     fn place(&self, table: &Table<K>, hash: u64, p: *mut Slot<K>) {
-        let mut i = table.home(hash);
-        while !table.entries[i].slot.load(Ordering::Relaxed).is_null() {
-            i = (i + 1) & table.mask;
+        let mut i = hash as usize;
+        while !table.entry(i).slot.load(Ordering::Relaxed).is_null() {
+            i = i.wrapping_add(1);
         }
-        table.entries[i].hash.store(hash, Ordering::Relaxed);
+        let entry = table.entry(i);
+        entry.hash.store(hash, Ordering::Relaxed);
         // Release: a reader that loads the pointer sees the hash and the slot's initialisation.
-        table.entries[i].slot.store(p, Ordering::Release);
+        entry.slot.store(p, Ordering::Release);
     }
 
     fn grow(&self, g: &mut ShardInner<K>) {
@@ -359,46 +362,6 @@ impl<K> Shard<K> {
         core: &Core,
         thorough: bool,
     ) -> usize {
-        self.sweep_with(g, budget, enough, core, thorough, |g, slot| {
-            g.free.push(slot as *const Slot<K> as *mut Slot<K>);
-        })
-    }
-
-    /// The insert-time sweep: like [`sweep`](Shard::sweep), but the first slot it reclaims is
-    /// returned (dead, out of the index, its key dropped) for the caller to reuse in place, with
-    /// no trip through the pool; any others go to the pool. Returns it and how many went to the
-    /// pool.
-    pub(crate) fn sweep_for_reuse(
-        &self,
-        g: &mut ShardInner<K>,
-        budget: usize,
-        enough: usize,
-        core: &Core,
-    ) -> (Option<&Slot<K>>, usize) {
-        let mut reused: Option<*const Slot<K>> = None;
-        let n = self.sweep_with(g, budget, enough, core, false, |g, slot| {
-            if reused.is_none() {
-                reused = Some(slot as *const Slot<K>);
-            } else {
-                g.free.push(slot as *const Slot<K> as *mut Slot<K>);
-            }
-        });
-        // SAFETY: pool slots live in `chunks`, owned by this shard, freed only when it is dropped.
-        let reused = reused.map(|p| unsafe { &*p });
-        (reused, n - usize::from(reused.is_some()))
-    }
-
-    /// The sweep's loop: `reclaimed` is handed each slot it reclaims.
-    #[inline(always)]
-    fn sweep_with(
-        &self,
-        g: &mut ShardInner<K>,
-        budget: usize,
-        enough: usize,
-        core: &Core,
-        thorough: bool,
-        mut reclaimed_slot: impl FnMut(&mut ShardInner<K>, &Slot<K>),
-    ) -> usize {
         let mut reclaimed = 0;
         let mut examined = 0;
         g.last_sweep_found_idle = false;
@@ -419,7 +382,7 @@ impl<K> Shard<K> {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
                     reclaimed += 1;
-                    reclaimed_slot(g, slot);
+                    g.free.push(slot as *const Slot<K> as *mut Slot<K>);
                 }
                 Reclaim::Spared => {
                     g.last_sweep_found_idle = true;
@@ -429,6 +392,31 @@ impl<K> Shard<K> {
             }
         }
         reclaimed
+    }
+
+    /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
+    /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
+    /// with no trip through the pool.
+    #[inline(always)]
+    pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
+        g.last_sweep_found_idle = false;
+        let table = self.table(); // only this thread (holding the lock) could swap it
+        let mut left = budget.min(2 * (table.mask + 1));
+        while left > 0 && g.present > 0 {
+            left -= 1;
+            let p = table.entry(g.hand).slot.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: slots are type-stable.
+                let slot = unsafe { &*p };
+                match self.try_reclaim_at(g, table, g.hand, slot, core, true) {
+                    Reclaim::Done => return Some(slot),
+                    Reclaim::Spared => g.last_sweep_found_idle = true,
+                    Reclaim::Busy => {}
+                }
+            }
+            g.hand = g.hand.wrapping_add(1);
+        }
+        None
     }
 
     /// Every slot in the index (under the shard lock, where indexed slots are live).

@@ -16,7 +16,6 @@ use crate::primitives::sync::{AtomicU64, Ordering};
 /// new key) or, in a shard over its bound, two, so that under a churn of new keys the shard stays
 /// at its bound and shrinks back to it after a burst.
 pub(crate) const SWEEP_ON_INSERT: usize = 32;
-const RECLAIM_ON_INSERT: usize = 2;
 /// Default budget of the idle-slot cache per shard, in bytes of slot and index memory
 /// (`Builder::idle_bytes` sets the whole table's): 20 KiB, 64 slots of a `u64` key (`slot_cost`,
 /// 320 bytes), so 1.25 MiB at the default 64 shards. A shard keeps at most
@@ -88,8 +87,13 @@ pub(crate) fn sweep_on_insert<'s, K>(
         g.sweep_skip -= 1;
         (None, 0)
     } else {
-        let enough = if g.present > idle_per_shard { RECLAIM_ON_INSERT } else { 1 };
-        let (reused, pooled) = shard.sweep_for_reuse(g, SWEEP_ON_INSERT, enough, core);
+        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core);
+        // Over the bound (after a burst): one more into the pool, so the shard shrinks back.
+        let pooled = if reused.is_some() && g.present >= idle_per_shard {
+            shard.sweep(g, SWEEP_ON_INSERT, 1, core, false)
+        } else {
+            0
+        };
         let fruitless = reused.is_none() && !g.last_sweep_found_idle;
         g.sweep_backoff = if fruitless { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
         g.sweep_skip = g.sweep_backoff;
