@@ -208,9 +208,9 @@ impl<K> Shard<K> {
         Q: ?Sized + Eq,
     {
         let table = self.table();
-        let mut i = table.home(hash);
+        let mut i = hash as usize;
         loop {
-            let entry = &table.entries[i];
+            let entry = table.entry(i);
             let p = entry.slot.load(Ordering::Relaxed);
             if p.is_null() {
                 return None;
@@ -224,7 +224,7 @@ impl<K> Shard<K> {
                     return Some(slot);
                 }
             }
-            i = (i + 1) & table.mask;
+            i = i.wrapping_add(1);
         }
     }
 

@@ -75,6 +75,7 @@ const MAX_SWEEP_BACKOFF: u32 = 1024;
 /// more into the pool, so it shrinks back. A sweep that found nothing idle backs off
 /// (exponentially, up to `MAX_SWEEP_BACKOFF` creations). Under the shard lock; returns the slot to
 /// reuse and how many slots went to the pool.
+#[inline(always)]
 pub(crate) fn sweep_on_insert<'s, K>(
     shard: &'s Shard<K>,
     g: &mut ShardInner<K>,

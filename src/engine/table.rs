@@ -296,6 +296,7 @@ where
     /// under the shard lock, claimed for `mode`, without the locked path's waiter and `Attempt`
     /// plumbing. `None` (nothing done) if the key has a slot after all, at the slot bound, or for
     /// a mode the plain fast path does not take: the caller then takes the locked path.
+    #[inline(always)]
     pub(crate) fn create_plain<Q>(&self, hash: u64, key: &Q, mode: Mode) -> Option<(&Slot<K>, Holding)>
     where
         K: Borrow<Q> + From<Q::Owned>,
