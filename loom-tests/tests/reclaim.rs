@@ -1,14 +1,18 @@
-//! Reclamation: the idle sweep (`reclaim_idle`) racing a new acquire of the same key.
+//! Reclamation: the idle sweep (`reclaim_idle`) racing a new acquire of the same key, and a
+//! creation that reuses an idle slot in place for a new key racing the slot's old key.
 
 #![cfg(leasehold_loom)]
 
 mod common;
 
-use common::{manager, Seen, KEY};
+use common::{manager, Locks, Seen, KEY};
 use leasehold::LockError;
 use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
+
+/// A second key, for the models where a creation reuses the first key's slot.
+const OTHER: u8 = 8;
 
 static RECLAIMED_FIRST: Seen = Seen::new();
 static ACQUIRED_FIRST: Seen = Seen::new();
@@ -82,6 +86,99 @@ fn acquire_racing_reclamation_holds_a_live_slot() {
         other.join().expect("the other reader finished");
         drop(g);
         assert_eq!(locks.reclaim_idle(), 1);
+        assert_eq!(locks.slot_count(), 0);
+    });
+}
+
+static REUSED_IN_PLACE: Seen = Seen::new();
+static CLAIMED_BEFORE_REUSE: Seen = Seen::new();
+
+/// A manager whose idle cache keeps one slot: the next creation reclaims the idle slot of another
+/// key and reuses it in place for the new key (`Table::dead_slot`).
+fn one_idle_slot() -> Arc<Locks> {
+    let locks = leasehold::LockManager::<u8>::builder()
+        .shards(1)
+        .idle_slots(1)
+        .clock(leasehold::ManualClock::new())
+        .reaper(false)
+        .hasher(common::Fixed::default())
+        .build()
+        .expect("a valid loom configuration");
+    Arc::new(locks)
+}
+
+/// A creation that reuses an idle slot in place for its new key races an acquire of the slot's
+/// old key (whose lock-free lookup may hold the slot's pointer from before): the old key's
+/// acquirer never gets the slot under the new key, each guard holds its own key, the old key's
+/// tokens keep growing, and both slots go once idle.
+#[test]
+fn creation_reusing_a_slot_races_its_old_key() {
+    loom::model(|| {
+        let locks = one_idle_slot();
+        let first = locks.exclusive(&KEY).acquire().expect("a free key").token();
+        let creator = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&OTHER).acquire().expect("a free key");
+                assert_eq!(*g.key(), OTHER);
+                g.token()
+            })
+        };
+        let g = locks.exclusive(&KEY).acquire().expect("nobody else takes this key");
+        assert_eq!(*g.key(), KEY);
+        let second = g.token();
+        assert!(second > first, "token {second} after {first}");
+        let other = creator.join().expect("the creator finished");
+        // The creator's token tells which slot it got: the reclaimed slot continues from the
+        // shard's high-water mark (KEY's first token), a pool slot from the floor.
+        if other > first {
+            REUSED_IN_PLACE.mark();
+        } else {
+            CLAIMED_BEFORE_REUSE.mark();
+        }
+        assert!(locks.slot_count() <= 2, "{}", locks.debug_state(&KEY));
+        assert_eq!(locks.exclusive(&OTHER).try_acquire().map(|g| *g.key()), Ok(OTHER));
+        drop(g);
+        let third = locks.exclusive(&KEY).acquire().expect("a free key").token();
+        assert!(third > second, "token {third} after {second}");
+        locks.reclaim_idle();
+        assert_eq!(locks.slot_count(), 0);
+    });
+    assert!(REUSED_IN_PLACE.get() && CLAIMED_BEFORE_REUSE.get(), "the creation and the acquire never raced both ways");
+}
+
+/// A waiter of a key races its holder's release and a creation at the idle bound, which reclaims
+/// the key's slot if it finds it idle and reuses it for another key. The waiter must wait on (and
+/// be woken in) the key's own slot, never on one reborn for the other key: it found the slot
+/// under the shard lock and takes the slot lock, but reclamation needs only the shard lock, so
+/// the locked path claims (or sets `WAITERS`) before it lets the shard lock go. (With the shard
+/// lock dropped first, this model fails: the waiter gets a guard on the other key's slot.)
+#[test]
+fn a_waiter_never_waits_on_a_slot_reborn_for_another_key() {
+    loom::model(|| {
+        let locks = one_idle_slot();
+        let held = locks.exclusive(&KEY).acquire().expect("a free key");
+        let first = held.token();
+        let waiter = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("woken by the release");
+                assert_eq!(*g.key(), KEY);
+                g.token()
+            })
+        };
+        let creator = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&OTHER).acquire().expect("a free key");
+                assert_eq!(*g.key(), OTHER);
+            })
+        };
+        drop(held);
+        let second = waiter.join().expect("the waiter got the key");
+        creator.join().expect("the creator finished");
+        assert!(second > first, "token {second} after {first}");
+        locks.reclaim_idle();
         assert_eq!(locks.slot_count(), 0);
     });
 }

@@ -443,12 +443,16 @@ where
                 let h = slot.finish_claim(&self.core, ask, claim, None);
                 return Attempt::Acquired(slot, h);
             };
-            // Found under the shard lock: pinned while we hold it. Take the slot lock too.
+            // Found under the shard lock: pinned while we hold it. Take the slot lock too, and
+            // claim (or set `WAITERS`) before the shard lock goes: reclamation needs the shard
+            // lock but not the slot lock, so a slot left idle between the two could be reclaimed
+            // and reborn for another key, and a claim or a wait on it would be for that key.
             let mut inner = slot.lock();
+            let claimed = slot.claim_locked(&self.core, ask, false, waiter.is_some(), &mut inner);
             drop(g);
             // From here the slot may be reclaimed only once it is idle: our claim or our
             // `WAITERS` flag prevents that; if neither happens we go round again.
-            match slot.claim_locked(&self.core, ask, false, waiter.is_some(), &mut inner) {
+            match claimed {
                 Ok(h) => return Attempt::Acquired(slot, h),
                 Err(blocked @ (Blocked::Busy | Blocked::Exhausted)) => {
                     // A spent counter is reset once nobody holds a unit; until then, wait.
