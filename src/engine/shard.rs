@@ -78,7 +78,10 @@ pub(crate) struct Shard<K> {
     locked: CachePadded<Locked<K>>,
 }
 
-/// The shard's written-under-the-lock line.
+/// The shard's written-under-the-lock line: the mirrored count, the mutex and the fields of
+/// `ShardInner` that every creation and reclamation reads and writes share one cache line (a
+/// churn op touches this line and the table pointer's, not four lines of the shard).
+#[repr(C)]
 struct Locked<K> {
     /// `ShardInner::present`, mirrored for readers that do not take the lock (`slot_count`),
     /// written with a plain store under the lock.
@@ -86,17 +89,11 @@ struct Locked<K> {
     inner: Mutex<ShardInner<K>>,
 }
 
-/// What the shard lock protects.
+/// What the shard lock protects; the fields a creation or reclamation touches first (`Locked`).
+#[repr(C)]
 pub(crate) struct ShardInner<K> {
     /// Slots in the index (held, waited on, or idle and cached).
     pub(crate) present: usize,
-    /// Dead slots ready for reuse.
-    free: Vec<*mut Slot<K>>,
-    /// The memory of every slot this shard ever allocated.
-    chunks: Vec<Box<[Slot<K>]>>,
-    /// Outgrown tables, kept until the manager is dropped (readers may still probe them).
-    #[allow(clippy::vec_box)]
-    retired: Vec<Box<Table<K>>>,
     /// The highest token handed out by any slot of this shard that has since been reclaimed:
     /// a new incarnation counts from here, so tokens of a key never go back.
     pub(crate) high_water: u64,
@@ -114,6 +111,13 @@ pub(crate) struct ShardInner<K> {
     pub(crate) sweep_skip: u32,
     /// The last sweep saw an idle slot it spared (so it was not fruitless).
     pub(crate) last_sweep_found_idle: bool,
+    /// Dead slots ready for reuse.
+    free: Vec<*mut Slot<K>>,
+    /// The memory of every slot this shard ever allocated.
+    chunks: Vec<Box<[Slot<K>]>>,
+    /// Outgrown tables, kept until the manager is dropped (readers may still probe them).
+    #[allow(clippy::vec_box)]
+    retired: Vec<Box<Table<K>>>,
 }
 
 // SAFETY: the raw slot pointers point into `chunks`, owned by this shard and freed only on drop.

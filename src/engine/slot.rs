@@ -175,10 +175,11 @@ pub(crate) struct Slot<K> {
     pub(crate) records: [Record; INLINE_RECORDS],
     /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,
-    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
-    /// since is spared once (second chance). Only touched under the shard lock.
-    pub(crate) swept: AtomicU64,
     pub(crate) inner: Mutex<SlotInner>,
+    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
+    /// since is spared once (second chance). Only touched under the shard lock; next to the key,
+    /// so that a reclamation and a rebirth touch the slot's first and last lines only.
+    pub(crate) swept: AtomicU64,
     /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).
     key: UnsafeCell<MaybeUninit<K>>,
 }
@@ -1074,5 +1075,7 @@ mod layout {
         assert!(std::mem::offset_of!(Slot<u64>, records) + std::mem::size_of::<Record>() <= 64);
         let size = std::mem::size_of::<Slot<String>>();
         assert!(size <= 256, "a slot grew to {size} bytes");
+        // A reclamation and a rebirth touch the first line and the one with `swept` and the key.
+        assert_eq!(std::mem::offset_of!(Slot<u64>, swept) / 64, std::mem::offset_of!(Slot<u64>, key) / 64);
     }
 }
