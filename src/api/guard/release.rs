@@ -53,12 +53,11 @@ impl<K, S> LockGuard<'_, K, S> {
             // expiry, so that release agrees with `is_held` (the compare-exchange of the release
             // below then fails). A renew cannot move the deadline back once it has passed.
             // One load of the lease word (`force_end` checks the holding is still this one) and
-            // the exact clock, as `is_held` reads it: the coarse stamp may lag it by more than
-            // its stated resolution (a stress run saw `Ok` after `is_held` said false with it).
+            // the clock as `is_held` reads it, exactly: `passed` skips the exact read only when
+            // the coarse clock shows the deadline further off than that clock can lag.
             let l = self.slot.lease_word(&h);
             if lease::is_leased(l) {
-                let now = core.clock.now_ns();
-                if lease::deadline_ns(l) <= now {
+                if let Some(now) = core.clock.passed(lease::deadline_ns(l)) {
                     self.expire_own(&h, now);
                 }
             }
