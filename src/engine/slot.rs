@@ -665,7 +665,12 @@ impl<K> Slot<K> {
     /// won first.
     #[inline]
     fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), AlreadyEnded> {
-        let current = rec.lease.load(Ordering::Acquire);
+        self.end_managed_seen(h, rec, rec.lease.load(Ordering::Acquire))
+    }
+
+    /// `end_managed` from the lease word `current` as the caller loaded it (Acquire).
+    #[inline(always)]
+    fn end_managed_seen(&self, h: &Holding, rec: &Record, current: u64) -> Result<(), AlreadyEnded> {
         if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
             return Err(AlreadyEnded);
         }
@@ -674,6 +679,16 @@ impl<K> Slot<K> {
             .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
             .map(drop)
             .map_err(|_| AlreadyEnded)
+    }
+
+    /// `release` of a managed holding in an inline record, without owner, not upgradable, whose
+    /// lease word the caller has loaded (Acquire) as `seen`: the lease-word race from it, then
+    /// the units.
+    #[inline(always)]
+    pub(crate) fn release_lease(&self, core: &Core, h: &Holding, seen: u64) -> Result<(), AlreadyEnded> {
+        self.end_managed_seen(h, self.record(h), seen)?;
+        self.return_units(core, h.release_delta(), h.mode_code());
+        Ok(())
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
