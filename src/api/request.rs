@@ -348,9 +348,10 @@ where
     /// `acquire_managed` for a lease with neither owner nor service (the common lease): a valid
     /// lease in a mode the plain fast path claims takes the same fast path (`try_fast_lease`),
     /// without an `Ask`, an owner or a service; anything else is `acquire_managed`'s. Inlined
-    /// (a hint) like the plain fast path: a ttl known where the request is built then folds its
-    /// checks away, and the call frame and the guard's return through memory go.
-    #[inline]
+    /// like the plain fast path: a ttl known where the request is built then folds its checks
+    /// away, and the call frame and the guard's return through memory go. (`always`: with a hint
+    /// only, lockbench's loop kept it out of line.)
+    #[inline(always)]
     fn acquire_lease_only(self, deadline: Option<Instant>) -> Result<LockGuard<'m, K, S>, LockError> {
         let Some((mode, ttl_ns)) = self.lease_only() else {
             return self.acquire_managed(deadline);
