@@ -54,6 +54,31 @@ fn release_past_the_deadline_is_an_expiry() {
     assert!(locks.exclusive("k").try_acquire().is_ok());
 }
 
+/// A release skips the exact clock read only when the cheap one shows the deadline more than a
+/// second away (`ClockSource::passed`): at every distance around that bound and around the
+/// deadline, release still agrees with `is_held`.
+#[test]
+fn release_agrees_with_is_held_near_the_deadline() {
+    let clock = ManualClock::new();
+    let locks = unreaped(&clock);
+    let ttl = Duration::from_secs(30);
+    let bound = Duration::from_secs(1);
+    let ns = Duration::from_nanos(1);
+    let at = [ttl - bound - ns, ttl - bound, ttl - ns, ttl, ttl + ns];
+    let guards: Vec<_> =
+        (0..at.len()).map(|i| locks.exclusive(&format!("k{i}")).lease(ttl).try_acquire().unwrap()).collect();
+    let mut now = Duration::ZERO;
+    for (g, t) in guards.into_iter().zip(at) {
+        clock.advance(t - now);
+        now = t;
+        let held = g.is_held();
+        assert_eq!(held, t < ttl, "is_held at {t:?}");
+        let released = g.release();
+        assert_eq!(released, if held { Ok(()) } else { Err(LockError::Expired) }, "release at {t:?}");
+    }
+    assert_eq!(locks.metrics().expiries, 2);
+}
+
 #[test]
 fn drop_past_the_deadline_is_an_expiry_too() {
     let clock = ManualClock::new();

@@ -221,6 +221,45 @@ fn release_racing_expiry_frees_the_unit_exactly_once() {
     assert!(release_won > 0 && expiry_won > 0, "one side never won: release {release_won}, expiry {expiry_won}");
 }
 
+/// The common lease's release (no owner, no service: `finish_slow`'s lean path, deadline far
+/// off) races a revoker on the lease word: exactly one wins, the unit comes back once, and the
+/// losing guard's zombie count is given back (the slot is reclaimed at the end).
+#[test]
+fn release_racing_revocation_frees_the_unit_exactly_once() {
+    let clock = ManualClock::new();
+    let locks = undriven(&clock);
+    let (mut release_won, mut revoke_won) = (0, 0);
+    for round in 0..2_000 {
+        let g = locks.semaphore("sem", 2).lease(Duration::from_secs(60)).try_acquire().unwrap();
+        let other = locks.semaphore("sem", 2).try_acquire().unwrap();
+        let token = g.token();
+        // Each side is started first in half the rounds.
+        let (released, revoked) = thread::scope(|s| {
+            if round % 2 == 0 {
+                let releaser = s.spawn(move || g.release());
+                let revoker = s.spawn(|| locks.revoke("sem", token));
+                (releaser.join().unwrap(), revoker.join().unwrap())
+            } else {
+                let revoker = s.spawn(|| locks.revoke("sem", token));
+                let releaser = s.spawn(move || g.release());
+                (releaser.join().unwrap(), revoker.join().unwrap())
+            }
+        });
+        match (released, revoked) {
+            (Ok(()), Err(LockError::NotHeld)) => release_won += 1,
+            (Err(LockError::Expired), Ok(())) => revoke_won += 1,
+            other => panic!("round {round}: release and revocation both or neither won: {other:?}"),
+        }
+        let p = locks.semaphore("sem", 2).try_acquire().expect("the unit came back");
+        assert_eq!(locks.semaphore("sem", 2).try_acquire().unwrap_err(), LockError::WouldBlock);
+        drop((p, other));
+    }
+    println!("release won {release_won} times, revocation {revoke_won} times");
+    assert!(release_won > 0 && revoke_won > 0, "one side never won: release {release_won}, revocation {revoke_won}");
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0, "a guard that lost to the revoker left its zombie count behind");
+}
+
 #[test]
 fn renewal_and_expiry_agree() {
     // Whoever wins the lease word decides: a renewal that returned Ok is never expired by a

@@ -50,6 +50,40 @@ fn release_races_expiry_one_winner() {
     assert!(EXPIRY_WON.get(), "no execution had the expiry win");
 }
 
+static RELEASE_BEAT_REVOKE: Seen = Seen::new();
+static REVOKE_BEAT_RELEASE: Seen = Seen::new();
+
+/// The common lease's release (no owner, no service, deadline ahead: `finish_slow`'s own path,
+/// which loads the lease word once, for the deadline test and as the compare-exchange's expected
+/// value) races `revoke` of the same holding. Exactly one wins; the loser's side says so
+/// (`NotHeld`, or `Expired` with the guard's zombie count given back), and the unit comes back
+/// exactly once: the key is free again and the slot idle, so it is reclaimed.
+#[test]
+fn release_races_revocation_one_winner() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
+        let token = g.token();
+        let revoker = {
+            let locks = locks.clone();
+            thread::spawn(move || locks.revoke(&KEY, token))
+        };
+        let released = g.release();
+        let revoked = revoker.join().expect("revoke finished");
+        match (released, revoked) {
+            (Ok(()), Err(LockError::NotHeld)) => RELEASE_BEAT_REVOKE.mark(),
+            (Err(LockError::Expired), Ok(())) => REVOKE_BEAT_RELEASE.mark(),
+            (released, revoked) => panic!("release {released:?} and revoke {revoked:?}: not exactly one winner"),
+        }
+        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
+        drop(again);
+        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
+        assert_eq!(locks.slot_count(), 0);
+    });
+    assert!(RELEASE_BEAT_REVOKE.get(), "no execution had the release win");
+    assert!(REVOKE_BEAT_RELEASE.get(), "no execution had the revocation win");
+}
+
 static RENEW_WON: Seen = Seen::new();
 static RENEW_LOST: Seen = Seen::new();
 

@@ -96,7 +96,8 @@ pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
 pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
-const OWNED: u64 = 1 << 59;
+/// `Holding::bits`: has an owner label (cleared under the slot lock when it ends).
+pub(crate) const OWNED: u64 = 1 << 59;
 /// `Holding::bits`: an upgradable holding (it holds the word's `UP` bit). The guard's fast release
 /// tests it with `MANAGED` and `IN_OVERFLOW` in one mask, so plain holdings pay nothing for it.
 pub(crate) const UP_HELD: u64 = 1 << 57;

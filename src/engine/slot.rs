@@ -334,6 +334,43 @@ impl<K> Slot<K> {
         )
     }
 
+    /// `try_claim_plain` for a lease without owner (`Request::acquire_lease_only`): no `Ask`,
+    /// `WATCHED` in the claim, the record published by `publish_lease`. `mode` is exclusive,
+    /// shared or a valid semaphore, as for `try_claim_plain`.
+    #[inline(always)]
+    pub(crate) fn try_claim_lease(&self, core: &Core, mode: Mode, ttl_ns: u64) -> Result<Holding, Blocked> {
+        let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: true };
+        let expected = match mode {
+            Mode::Semaphore(n) => n,
+            _ => MAX_UNITS,
+        };
+        let check = |_| {
+            // Relaxed: as in `check_capacity`.
+            let cap = self.capacity.load(Ordering::Relaxed);
+            if cap == expected {
+                Ok(cap)
+            } else {
+                Err(Blocked::Unstable)
+            }
+        };
+        self.claim_with(
+            check,
+            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            #[inline(always)]
+            |claim| {
+                let idx = claim.record;
+                let rec = &self.records[idx as usize];
+                let token = self.token_of(claim.word);
+                rec.token.store(token, Ordering::Relaxed);
+                if token % HOLD_SAMPLE == 0 {
+                    self.stamp_sampled(core, rec);
+                }
+                self.publish_lease(core, mode, Some(ttl_ns), rec, token, claim.units);
+                Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false)
+            },
+        )
+    }
+
     /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the
     /// record of the claim it installed.
     #[inline(always)]
@@ -419,7 +456,7 @@ impl<K> Slot<K> {
             self.stamp_sampled(core, rec);
         }
         if ask.managed() && ask.owner.is_none() {
-            self.publish_lease(core, ask, rec, token, units);
+            self.publish_lease(core, ask.mode, ask.ttl_ns, rec, token, units);
         } else if ask.managed() {
             self.publish_managed(core, ask, rec, token, units, set_owner);
         } else {
@@ -431,13 +468,13 @@ impl<K> Slot<K> {
     /// Fills a managed record and publishes it by its lease word: inline for a holding without
     /// an owner (a lease), the rest of `publish_managed` after the owner is attached.
     #[inline(always)]
-    fn publish_lease(&self, core: &Core, ask: &Ask, rec: &Record, token: u64, units: u32) {
-        rec.meta.store(meta(ask.mode, units), Ordering::Relaxed);
+    fn publish_lease(&self, core: &Core, mode: Mode, ttl_ns: Option<u64>, rec: &Record, token: u64, units: u32) {
+        rec.meta.store(meta(mode, units), Ordering::Relaxed);
         let stamp = core.clock.stamp_ns();
         if token % HOLD_SAMPLE != 0 {
             rec.acquired_ns.store(stamp, Ordering::Relaxed);
         }
-        let deadline = ask.ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        let deadline = ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
         // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
         rec.lease.store(lease::held(token, deadline), Ordering::Release);
         if let Some(deadline) = deadline {
@@ -462,7 +499,7 @@ impl<K> Slot<K> {
             // slot lock makes the deadline later, never earlier.)
             set_owner(ask.owner.clone());
         }
-        self.publish_lease(core, ask, rec, token, units);
+        self.publish_lease(core, ask.mode, ask.ttl_ns, rec, token, units);
     }
 
     /// Makes sure the timer wheel fires this slot no later than `deadline` (after a leased claim,
@@ -629,7 +666,12 @@ impl<K> Slot<K> {
     /// won first.
     #[inline]
     fn end_managed(&self, h: &Holding, rec: &Record) -> Result<(), AlreadyEnded> {
-        let current = rec.lease.load(Ordering::Acquire);
+        self.end_managed_seen(h, rec, rec.lease.load(Ordering::Acquire))
+    }
+
+    /// `end_managed` from the lease word `current` as the caller loaded it (Acquire).
+    #[inline(always)]
+    fn end_managed_seen(&self, h: &Holding, rec: &Record, current: u64) -> Result<(), AlreadyEnded> {
         if !lease::is_held_by(current, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
             return Err(AlreadyEnded);
         }
@@ -638,6 +680,16 @@ impl<K> Slot<K> {
             .compare_exchange(current, lease::FREE, Ordering::AcqRel, Ordering::Relaxed)
             .map(drop)
             .map_err(|_| AlreadyEnded)
+    }
+
+    /// `release` of a managed holding in an inline record, without owner, not upgradable, whose
+    /// lease word the caller has loaded (Acquire) as `seen`: the lease-word race from it, then
+    /// the units.
+    #[inline(always)]
+    pub(crate) fn release_lease(&self, core: &Core, h: &Holding, seen: u64) -> Result<(), AlreadyEnded> {
+        self.end_managed_seen(h, self.record(h), seen)?;
+        self.return_units(core, h.release_delta(), h.mode_code());
+        Ok(())
     }
 
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking

@@ -195,6 +195,32 @@ where
         }
     }
 
+    /// `try_fast_plain` for a lease without owner (`Slot::try_claim_lease`).
+    #[inline(always)]
+    pub(crate) fn try_fast_lease<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        mode: Mode,
+        ttl_ns: u64,
+    ) -> Result<(&Slot<K>, Holding), Option<&Slot<K>>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
+        let Some(slot) = self.shard(hash).find(hash) else {
+            return Err(None);
+        };
+        let h = slot.try_claim_lease(&self.core, mode, ttl_ns).map_err(|_| Some(slot))?;
+        // SAFETY: our claim pins the slot, so it is live and its key stays put.
+        if unsafe { key_matches(slot, key) } {
+            Ok((slot, h))
+        } else {
+            self.undo_collision(slot, &h);
+            Err(None)
+        }
+    }
+
     /// A full 64-bit hash collision with a key that holds this slot: undo the claim.
     #[cold]
     #[inline(never)]

@@ -112,9 +112,16 @@ impl MonotonicClock {
     /// A lower bound on now plus the most it can lag: the earliest instant a deadline may count from.
     #[inline]
     pub(crate) fn stamp_ns(&self) -> u64 {
+        self.coarse_ns() + self.coarse_lag_ns
+    }
+
+    /// The coarse clock, never later than now (the kernel's time at its last timekeeping update),
+    /// about a fifth of the exact read's cost.
+    #[inline]
+    fn coarse_ns(&self) -> u64 {
         #[cfg(target_os = "linux")]
         {
-            clock_ns(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.origin_ns) + self.coarse_lag_ns
+            clock_ns(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(self.origin_ns)
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -279,10 +286,49 @@ impl ClockSource {
         }
     }
 
+    /// The exact now if `deadline_ns` has passed by it, else `None`. When a cheap reading shows
+    /// the deadline more than [`LAG_BOUND_NS`] ahead, the exact clock is not read (a leased
+    /// release asks this; the answer agrees with `now_ns`, which `is_held` reads, as long as the
+    /// cheap reading lags now by less than the bound).
+    #[inline]
+    pub(crate) fn passed(&self, deadline_ns: u64) -> Option<u64> {
+        let (reading, lag) = match self {
+            ClockSource::Monotonic(c) => (c.coarse_ns(), LAG_BOUND_NS),
+            // Exact already; the same test keeps one code path (and lets a manual clock test it).
+            ClockSource::Manual(c) => (c.now_ns(), LAG_BOUND_NS),
+            ClockSource::Custom(c) => {
+                let (reading, lag) = c.now_coarse();
+                (duration_ns(reading), duration_ns(lag).max(LAG_BOUND_NS))
+            }
+        };
+        if surely_before(reading, lag, deadline_ns) {
+            return None;
+        }
+        let now = self.now_ns();
+        (deadline_ns <= now).then_some(now)
+    }
+
     /// Whether time moves by itself (so a waiter may sleep until a holder's deadline).
     pub(crate) fn is_real_time(&self) -> bool {
         !matches!(self, ClockSource::Manual(_))
     }
+}
+
+/// The most a cheap clock reading is taken to lag the exact clock when `ClockSource::passed`
+/// skips the exact read: one second. `CLOCK_MONOTONIC_COARSE` is the kernel's time at its last
+/// timekeeping update, done from one CPU's tick; its stated resolution is one tick (4 ms at
+/// HZ=250), but a late tick on a busy virtual machine makes it lag by more (7.6 ms measured here
+/// between two exact reads 2 us apart; a stress run once saw release and `is_held` disagree at the
+/// resolution): the CPU that keeps time was not running when its tick was due. Kernels since 2022
+/// let a CPU that sees that update stall for a few of its own ticks do it itself. One second is
+/// over a hundred times the lag measured, and 100 ticks at the slowest tick rate (HZ=100); it
+/// costs only the leases released within a second of their deadline an exact read.
+pub(crate) const LAG_BOUND_NS: u64 = 1_000_000_000;
+
+/// Whether a deadline is surely ahead of now, given a reading at most `lag` behind now.
+#[inline]
+const fn surely_before(reading_ns: u64, lag_ns: u64, deadline_ns: u64) -> bool {
+    reading_ns.saturating_add(lag_ns) < deadline_ns
 }
 
 /// `d` in nanoseconds, saturating at `u64::MAX` (as `d.as_nanos()` would, without its `u128`
@@ -299,8 +345,30 @@ pub(crate) const fn duration_ns(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::duration_ns;
+    use super::{duration_ns, surely_before, ClockSource, ManualClock, LAG_BOUND_NS};
     use std::time::Duration;
+
+    #[test]
+    fn the_exact_read_is_skipped_only_beyond_the_lag_bound() {
+        let d = 5_000_000_000;
+        assert!(surely_before(d - LAG_BOUND_NS - 1, LAG_BOUND_NS, d));
+        assert!(!surely_before(d - LAG_BOUND_NS, LAG_BOUND_NS, d));
+        assert!(!surely_before(d, LAG_BOUND_NS, d));
+        assert!(!surely_before(u64::MAX - 1, LAG_BOUND_NS, u64::MAX), "saturates, never wraps");
+    }
+
+    #[test]
+    fn passed_answers_as_the_exact_clock_at_every_distance() {
+        let clock = ManualClock::new();
+        let source = ClockSource::from_clock(clock.clone());
+        let d = 3 * LAG_BOUND_NS;
+        let mut at = 0;
+        for t in [d - LAG_BOUND_NS - 1, d - LAG_BOUND_NS, d - 1, d, d + 1] {
+            clock.advance(Duration::from_nanos(t - at));
+            at = t;
+            assert_eq!(source.passed(d), (d <= t).then_some(t), "at {t}");
+        }
+    }
 
     #[test]
     fn duration_ns_saturates_as_as_nanos_does() {
