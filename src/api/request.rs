@@ -7,9 +7,6 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
 
-#[cfg(not(leasehold_loom))]
-use crossbeam_utils::Backoff;
-
 use crate::api::guard::LockGuard;
 use crate::api::loss::LossCause;
 use crate::api::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
@@ -389,12 +386,8 @@ where
     // (Not under loom: a model explores the interleavings a spin would only wait through.)
     #[cfg(not(leasehold_loom))]
     if let Some(slot) = found {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
-            if let Some(h) = locks.table.claim_found(slot, key, &ask) {
-                return Ok((slot, h));
-            }
+        if let Some(h) = spin_claim(|| locks.table.claim_found(slot, key, &ask)) {
+            return Ok((slot, h));
         }
     }
     let make = || Waiter::for_thread(ask.clone(), locks.table.core.clock.now_ns());
@@ -406,6 +399,26 @@ where
             Ok((slot, h))
         }
     }
+}
+
+/// Tries `claim` a few times with a short, growing pause between tries (crossbeam's `Backoff`: a
+/// spin, then yields). Under loom, once: a model explores the interleavings a spin would only wait
+/// through.
+#[inline]
+fn spin_claim(mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
+    #[cfg(not(leasehold_loom))]
+    {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+            if let Some(h) = claim() {
+                return Some(h);
+            }
+        }
+        None
+    }
+    #[cfg(leasehold_loom)]
+    claim()
 }
 
 fn far_future() -> Instant {
@@ -440,6 +453,15 @@ where
                 (a, b) => a.or(b),
             };
             crate::primitives::sync::park(timeout);
+        }
+        // Woken to retry: a few lock-free claims first. The releaser that woke us runs on and may
+        // well take the key again before we run; a single retry under the slot lock would mostly
+        // find it held and park again, and every release while we stay queued takes the slot lock.
+        if waiter.is_notified() && locks.table.woken_claims_lock_free(slot, &waiter.ask) {
+            if let Some(h) = spin_claim(|| locks.table.claim_woken(slot, waiter)) {
+                locks.count_contended(slot, waiter);
+                return Ok(h);
+            }
         }
         let mut g = slot.lock();
         if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, waiter, &mut g)) {
