@@ -263,7 +263,7 @@ where
 
     /// Waits as long as it takes to get the lock.
     ///
-    /// A waiter spins briefly, then parks; a holder whose lease runs out while we wait is expired
+    /// A waiter tries again a few times, yielding its core in between, then parks; a holder whose lease runs out while we wait is expired
     /// at its deadline and we proceed.
     ///
     /// # Errors
@@ -382,7 +382,7 @@ where
 {
     #[cfg(leasehold_loom)]
     let _ = found;
-    // Someone holds it: a short spin catches a short critical section without parking.
+    // Someone holds it: a few tries catch a short critical section without parking.
     // (Not under loom: a model explores the interleavings a spin would only wait through.)
     #[cfg(not(leasehold_loom))]
     if let Some(slot) = found {
@@ -401,16 +401,26 @@ where
     }
 }
 
-/// Tries `claim` a few times with a short, growing pause between tries (crossbeam's `Backoff`: a
-/// spin, then yields). Under loom, once: a model explores the interleavings a spin would only wait
-/// through.
+/// How many times a waiter yields its core and tries again before it queues, and a woken waiter
+/// before it retries under the slot lock (W3 in lockbench, issue 11: see `bench/perf5-handoff.md`).
+///
+/// Yields, not a spin of `pause` bursts: every try reads the slot's cache line. Tries a few hundred
+/// cycles apart keep taking the line from the holder, whose next write must fetch it back, and
+/// catch the key in the holder's short gap between a release and its next claim, so the key and
+/// its line change hands several times as often as the holder's work needs (the bare mutex's
+/// short spin loses less: its gap is a few instructions). A yield spaces the tries by the length
+/// of a system call and lets a runnable holder have the core on a busy machine.
+#[cfg(not(leasehold_loom))]
+const SPIN_YIELDS: u32 = 20;
+
+/// Tries `claim` after each of up to [`SPIN_YIELDS`] yields. Under loom, once, without yielding:
+/// a model explores the interleavings a spin would only wait through.
 #[inline]
 fn spin_claim(mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
     #[cfg(not(leasehold_loom))]
     {
-        let backoff = crossbeam_utils::Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
+        for _ in 0..SPIN_YIELDS {
+            crate::primitives::sync::thread::yield_now();
             if let Some(h) = claim() {
                 return Some(h);
             }
