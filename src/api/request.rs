@@ -386,7 +386,7 @@ where
     // (Not under loom: a model explores the interleavings a spin would only wait through.)
     #[cfg(not(leasehold_loom))]
     if let Some(slot) = found {
-        if let Some(h) = spin_claim(|| locks.table.claim_found(slot, key, &ask)) {
+        if let Some(h) = spin_claim(deadline, || locks.table.claim_found(slot, key, &ask)) {
             return Ok((slot, h));
         }
     }
@@ -413,13 +413,17 @@ where
 #[cfg(not(leasehold_loom))]
 const SPIN_YIELDS: u32 = 20;
 
-/// Tries `claim` after each of up to [`SPIN_YIELDS`] yields. Under loom, once, without yielding:
-/// a model explores the interleavings a spin would only wait through.
+/// Tries `claim` after each of up to [`SPIN_YIELDS`] yields, and none past `deadline` (a yield on
+/// a busy machine may take a time slice). Under loom, once, without yielding: a model explores the
+/// interleavings a spin would only wait through.
 #[inline]
-fn spin_claim(mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
+fn spin_claim(deadline: Option<Instant>, mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
     #[cfg(not(leasehold_loom))]
     {
         for _ in 0..SPIN_YIELDS {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
             crate::primitives::sync::thread::yield_now();
             if let Some(h) = claim() {
                 return Some(h);
@@ -428,7 +432,10 @@ fn spin_claim(mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
         None
     }
     #[cfg(leasehold_loom)]
-    claim()
+    {
+        let _ = deadline;
+        claim()
+    }
 }
 
 fn far_future() -> Instant {
@@ -468,7 +475,7 @@ where
         // well take the key again before we run; a single retry under the slot lock would mostly
         // find it held and park again, and every release while we stay queued takes the slot lock.
         if waiter.is_notified() && locks.table.woken_claims_lock_free(slot, &waiter.ask) {
-            if let Some(h) = spin_claim(|| locks.table.claim_woken(slot, waiter)) {
+            if let Some(h) = spin_claim(deadline, || locks.table.claim_woken(slot, waiter)) {
                 locks.count_contended(slot, waiter);
                 return Ok(h);
             }
