@@ -313,7 +313,8 @@ fn main() -> ExitCode {
         "Figures are medians over the repetitions; × F is the median of each repetition's ns/op over that \
          repetition's F. ns/op per thread = a thread's time / its ops (lower is better); Mops/s = all ops / \
          wall time. Acquire latency is sampled on 1 op in 64 with `Instant` (its own cost, about {:.0} ns, is \
-         included).\n",
+         included). blocks/op = voluntary context switches per op, all threads (`getrusage(RUSAGE_THREAD)`): \
+         how often a waiter parked or a thread blocked in the kernel.\n",
         machine::instant_ns()
     );
     for w in &args.workloads {

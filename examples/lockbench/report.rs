@@ -19,6 +19,8 @@ pub struct Row {
     pub mops: f64,
     pub p50: f64,
     pub p99: f64,
+    /// Voluntary context switches per op (all threads).
+    pub cs: f64,
     /// F of the same repetition, in ns.
     pub f: f64,
     pub entries_now: Option<usize>,
@@ -41,6 +43,7 @@ impl Row {
             mops: m.mops(),
             p50,
             p99,
+            cs: m.switches as f64 / m.ops as f64,
             f: f64::NAN,
             entries_now: m.entries.map(|e| e.now),
             entries_reclaimed: m.entries.and_then(|e| e.after_reclaim),
@@ -82,6 +85,7 @@ pub struct Cell {
     pub mops: f64,
     pub p50: f64,
     pub p99: f64,
+    pub cs: f64,
     /// Median over repetitions of ns / F (each repetition's own F).
     pub xf: f64,
     /// Worst (largest) over repetitions.
@@ -113,6 +117,7 @@ pub fn cells(rows: &[Row]) -> Vec<Cell> {
                 mops: med(&|r| r.mops),
                 p50: med(&|r| r.p50),
                 p99: med(&|r| r.p99),
+                cs: med(&|r| r.cs),
                 xf: med(&|r| r.ns / r.f),
                 entries_now: rs.iter().filter_map(|r| r.entries_now).max(),
                 entries_reclaimed: rs.iter().filter_map(|r| r.entries_reclaimed).max(),
@@ -146,6 +151,16 @@ fn fmt_ratio(x: f64) -> String {
     }
 }
 
+fn fmt_blocks(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x >= 0.01 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
 fn fmt_mops(x: f64) -> String {
     if x >= 10.0 {
         format!("{x:.1}")
@@ -159,12 +174,12 @@ fn fmt_mops(x: f64) -> String {
 /// The main table: every cell, medians and ratios to F.
 pub fn table(cells: &[Cell]) -> String {
     let mut s = String::new();
-    s.push_str("| workload | peer | threads | ns/op per thread | Mops/s | p50 acquire ns | p99 acquire ns | × F |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| workload | peer | threads | ns/op per thread | Mops/s | p50 acquire ns | p99 acquire ns | blocks/op | × F |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for c in cells {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.w.name(),
             c.peer.name(),
             c.threads,
@@ -172,6 +187,7 @@ pub fn table(cells: &[Cell]) -> String {
             fmt_mops(c.mops),
             fmt_ns(c.p50),
             fmt_ns(c.p99),
+            fmt_blocks(c.cs),
             fmt_ratio(c.xf)
         );
     }
@@ -311,13 +327,13 @@ pub fn goals_text(goals: &[Goal]) -> String {
 
 pub fn csv(cells: &[Cell]) -> String {
     let mut s = String::from(
-        "workload,peer,threads,reps,ns_per_op_per_thread,mops,p50_ns,p99_ns,ratio_to_f,entries_after,entries_after_reclaim,rss_growth_mib_median,rss_growth_mib_max\n",
+        "workload,peer,threads,reps,ns_per_op_per_thread,mops,p50_ns,p99_ns,blocks_per_op,ratio_to_f,entries_after,entries_after_reclaim,rss_growth_mib_median,rss_growth_mib_max\n",
     );
     let opt = |v: Option<String>| v.unwrap_or_default();
     for c in cells {
         let _ = writeln!(
             s,
-            "{},{},{},{},{:.3},{:.4},{},{},{:.4},{},{},{},{}",
+            "{},{},{},{},{:.3},{:.4},{},{},{:.6},{:.4},{},{},{},{}",
             c.w.name(),
             c.peer.name(),
             c.threads,
@@ -326,6 +342,7 @@ pub fn csv(cells: &[Cell]) -> String {
             c.mops,
             c.p50,
             c.p99,
+            c.cs,
             c.xf,
             opt(c.entries_now.map(|n| n.to_string())),
             opt(c.entries_reclaimed.map(|n| n.to_string())),

@@ -160,6 +160,8 @@ struct ThreadOut {
     start: Instant,
     end: Instant,
     samples: Vec<u32>,
+    /// Voluntary context switches (the thread blocked: parked, or waited in the kernel) over the timed span.
+    switches: u64,
 }
 
 /// A measured cell (one workload, one peer, one thread count, one repetition).
@@ -172,6 +174,8 @@ pub struct Measured {
     pub wall_ns: f64,
     /// Sampled acquire latencies (ns), all threads.
     pub samples: Vec<u32>,
+    /// Voluntary context switches of all threads over their timed spans.
+    pub switches: u64,
     /// W4 only: live entries after the churn.
     pub entries: Option<Entries>,
     /// W4 only: RSS growth over the churn, in bytes.
@@ -230,11 +234,12 @@ pub fn timed<L: KeyedLock, S: Stream>(lock: &L, streams: &[S], warm: Duration, w
                     while phase.load(Ordering::Relaxed) == WARM {
                         i = batch::<L, S, false>(lock, s, i, &mut samples);
                     }
-                    let (i0, start) = (i, Instant::now());
+                    let (i0, start, cs0) = (i, Instant::now(), voluntary_switches());
                     while phase.load(Ordering::Relaxed) == RUN {
                         i = batch::<L, S, true>(lock, s, i, &mut samples);
                     }
-                    ThreadOut { ops: (i - i0) as u64, start, end: Instant::now(), samples }
+                    let (end, switches) = (Instant::now(), voluntary_switches() - cs0);
+                    ThreadOut { ops: (i - i0) as u64, start, end, samples, switches }
                 })
             })
             .collect();
@@ -279,12 +284,13 @@ fn counted<L: KeyedLock, S: Stream>(
                     }
                     barrier.wait();
                     barrier.wait();
-                    let start = Instant::now();
+                    let (start, cs0) = (Instant::now(), voluntary_switches());
                     let mut i = 0;
                     for _ in 0..batches {
                         i = batch::<L, S, true>(lock, s, i, &mut samples);
                     }
-                    let out = ThreadOut { ops: i as u64, start, end: Instant::now(), samples };
+                    let (end, switches) = (Instant::now(), voluntary_switches() - cs0);
+                    let out = ThreadOut { ops: i as u64, start, end, samples, switches };
                     barrier.wait();
                     out
                 })
@@ -307,10 +313,23 @@ fn collect(outs: Vec<ThreadOut>) -> Measured {
         ops: outs.iter().map(|o| o.ops).sum(),
         thread_ns: outs.iter().map(|o| (o.end - o.start).as_nanos() as f64).sum(),
         wall_ns: (last - first).as_nanos() as f64,
+        switches: outs.iter().map(|o| o.switches).sum(),
         samples: outs.into_iter().flat_map(|o| o.samples).collect(),
         entries: None,
         rss_growth: None,
     }
+}
+
+/// The calling thread's voluntary context switches so far (`getrusage(RUSAGE_THREAD)`): each is
+/// a time it blocked (a parked waiter, a futex wait), which a spinning waiter never does.
+fn voluntary_switches() -> u64 {
+    // SAFETY: an all-zero `rusage` is a valid value; getrusage only writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_nvcsw as u64
 }
 
 /// The process's resident set, in bytes (`/proc/self/statm`).

@@ -79,3 +79,36 @@ fn writer_release_wakes_every_waiting_reader() {
     });
     assert!(BOTH_PARKED_READERS_IN.get(), "no execution had both readers in at once");
 }
+
+static WOKEN_WAITER_CLAIMED_WITH_ANOTHER_QUEUED: Seen = Seen::new();
+
+/// Two exclusive waiters queue behind a holder. A release wakes the first, which retries with a
+/// lock-free claim (`Table::claim_woken`) while still in the queue, then leaves it; its own release
+/// must then wake the second. A woken waiter that claimed but stayed queued would keep reserving
+/// the units it no longer waits for, and the second waiter would sleep forever.
+#[test]
+fn a_woken_waiters_lock_free_claim_lets_the_next_waiter_in() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        let g = locks.exclusive(&KEY).try_acquire().expect("a free key");
+        let waiter = || {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                if locks.inspect(&KEY).is_some_and(|i| i.waiters.len() == 1) {
+                    WOKEN_WAITER_CLAIMED_WITH_ANOTHER_QUEUED.mark();
+                }
+                drop(g);
+            })
+        };
+        let (a, b) = (waiter(), waiter());
+        // Both queued (or one of them already in), then release.
+        while locks.inspect(&KEY).map_or(0, |i| i.waiters.len()) < 2 {
+            thread::yield_now();
+        }
+        drop(g);
+        a.join().expect("first waiter got the lock");
+        b.join().expect("second waiter got the lock");
+    });
+    assert!(WOKEN_WAITER_CLAIMED_WITH_ANOTHER_QUEUED.get(), "no execution had a waiter in with the other still queued");
+}

@@ -7,9 +7,6 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
 
-#[cfg(not(leasehold_loom))]
-use crossbeam_utils::Backoff;
-
 use crate::api::guard::LockGuard;
 use crate::api::loss::LossCause;
 use crate::api::service::{ServiceAsk, DEFAULT_KEEP_ALIVE_TTL};
@@ -266,7 +263,7 @@ where
 
     /// Waits as long as it takes to get the lock.
     ///
-    /// A waiter spins briefly, then parks; a holder whose lease runs out while we wait is expired
+    /// A waiter tries again a few times, yielding its core in between, then parks; a holder whose lease runs out while we wait is expired
     /// at its deadline and we proceed.
     ///
     /// # Errors
@@ -412,16 +409,12 @@ where
     }
     #[cfg(leasehold_loom)]
     let _ = found;
-    // Someone holds it: a short spin catches a short critical section without parking.
+    // Someone holds it: a few tries catch a short critical section without parking.
     // (Not under loom: a model explores the interleavings a spin would only wait through.)
     #[cfg(not(leasehold_loom))]
     if let Some(slot) = found {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
-            if let Some(h) = locks.table.claim_found(slot, key, &ask) {
-                return Ok((slot, h));
-            }
+        if let Some(h) = spin_claim(deadline, || locks.table.claim_found(slot, key, &ask)) {
+            return Ok((slot, h));
         }
     }
     let make = || Waiter::for_thread(ask.clone(), locks.table.core.clock.now_ns());
@@ -432,6 +425,43 @@ where
             let h = wait_blocking(locks, slot, &waiter, deadline)?;
             Ok((slot, h))
         }
+    }
+}
+
+/// How many times a waiter yields its core and tries again before it queues, and a woken waiter
+/// before it retries under the slot lock (W3 in lockbench, issue 11: see `bench/perf5-handoff.md`).
+///
+/// Yields, not a spin of `pause` bursts: every try reads the slot's cache line. Tries a few hundred
+/// cycles apart keep taking the line from the holder, whose next write must fetch it back, and
+/// catch the key in the holder's short gap between a release and its next claim, so the key and
+/// its line change hands several times as often as the holder's work needs (the bare mutex's
+/// short spin loses less: its gap is a few instructions). A yield spaces the tries by the length
+/// of a system call and lets a runnable holder have the core on a busy machine.
+#[cfg(not(leasehold_loom))]
+const SPIN_YIELDS: u32 = 20;
+
+/// Tries `claim` after each of up to [`SPIN_YIELDS`] yields, and none past `deadline` (a yield on
+/// a busy machine may take a time slice). Under loom, once, without yielding: a model explores the
+/// interleavings a spin would only wait through.
+#[inline]
+fn spin_claim(deadline: Option<Instant>, mut claim: impl FnMut() -> Option<Holding>) -> Option<Holding> {
+    #[cfg(not(leasehold_loom))]
+    {
+        for _ in 0..SPIN_YIELDS {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            crate::primitives::sync::thread::yield_now();
+            if let Some(h) = claim() {
+                return Some(h);
+            }
+        }
+        None
+    }
+    #[cfg(leasehold_loom)]
+    {
+        let _ = deadline;
+        claim()
     }
 }
 
@@ -467,6 +497,15 @@ where
                 (a, b) => a.or(b),
             };
             crate::primitives::sync::park(timeout);
+        }
+        // Woken to retry: a few lock-free claims first. The releaser that woke us runs on and may
+        // well take the key again before we run; a single retry under the slot lock would mostly
+        // find it held and park again, and every release while we stay queued takes the slot lock.
+        if waiter.is_notified() && locks.table.woken_claims_lock_free(slot, &waiter.ask) {
+            if let Some(h) = spin_claim(deadline, || locks.table.claim_woken(slot, waiter)) {
+                locks.count_contended(slot, waiter);
+                return Ok(h);
+            }
         }
         let mut g = slot.lock();
         if let Some(h) = waiter.take_grant().or_else(|| locks.retry_queued(slot, waiter, &mut g)) {

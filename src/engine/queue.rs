@@ -121,6 +121,11 @@ impl Waiter {
         self.state.load(Ordering::Acquire) == WAITING
     }
 
+    /// Whether a release woke it to retry (it is still queued, not handed the lock).
+    pub(crate) fn is_notified(&self) -> bool {
+        self.state.load(Ordering::Acquire) == NOTIFIED
+    }
+
     /// Takes the holding a release handed it, if any.
     pub(crate) fn take_grant(&self) -> Option<Holding> {
         // Acquire: pairs with the Release in `grant`, so the holding's record is visible.
@@ -313,9 +318,12 @@ impl WaitQueue {
 
     /// The first waiter, if a release should hand it the units directly: it is parked (not
     /// already retrying) and has waited longer than [`FAIR_AFTER`].
-    /// `now_ns` is the manager's clock (so a manual clock decides it, and loom models stay
-    /// deterministic).
-    pub(crate) fn overdue_front(&self, now_ns: u64) -> Option<&Arc<Waiter>> {
-        self.waiters.front().filter(|front| front.state.load(Ordering::Relaxed) == WAITING && front.is_overdue(now_ns))
+    /// `now_ns` reads the manager's clock (so a manual clock decides it, and loom models stay
+    /// deterministic); it is read only if the first waiter is parked, so a release while the
+    /// first waiter is already retrying reads no clock.
+    pub(crate) fn overdue_front(&self, now_ns: impl FnOnce() -> u64) -> Option<&Arc<Waiter>> {
+        self.waiters
+            .front()
+            .filter(|front| front.state.load(Ordering::Relaxed) == WAITING && front.is_overdue(now_ns()))
     }
 }

@@ -802,7 +802,7 @@ impl<K> Slot<K> {
     /// the waiter, so no barger can slip in between. Returns false (nothing done) if the first
     /// waiter is not overdue or does not fit; the caller then releases normally.
     fn hand_off(&self, core: &Core, delta: u64, inner: &mut SlotInner) -> bool {
-        let Some(front) = inner.queue.overdue_front(core.clock.now_ns()) else {
+        let Some(front) = inner.queue.overdue_front(|| core.clock.now_ns()) else {
             return false;
         };
         if front.ask.mode.is_intention() {

@@ -543,6 +543,29 @@ where
         }
     }
 
+    /// Whether a woken waiter for `ask` may retry with lock-free claims ([`Table::claim_woken`]):
+    /// not on a matrix key (its claims are decided under the slot lock), and not for a reader
+    /// while a writer is queued (only the locked retry can tell, from the queue, that the reader
+    /// may pass it).
+    pub(crate) fn woken_claims_lock_free(&self, slot: &Slot<K>, ask: &Ask) -> bool {
+        // Relaxed: a hint; a claim that the word refuses only costs the spin.
+        let w = slot.word.load(Ordering::Relaxed);
+        !ask.mode.is_intention()
+            && w & word::MATRIX == 0
+            && (ask.mode.is_exclusive() || w & (word::EXCL_WAITING | word::UPGRADING) == 0)
+    }
+
+    /// A woken waiter's retry without the slot lock: one lock-free claim, as a barger would make
+    /// (not privileged: the locked retry, `retry_queued`, decides who may pass a queued writer).
+    /// Its queue entry pins the slot (`WAITERS` is set while it is queued). On success it leaves
+    /// the queue, waking whoever its leaving lets proceed.
+    #[inline]
+    pub(crate) fn claim_woken(&self, slot: &Slot<K>, waiter: &SyncArc<Waiter>) -> Option<Holding> {
+        let h = slot.try_claim(&self.core, &waiter.ask, false).ok()?;
+        slot.leave_queue(waiter, &mut slot.lock());
+        Some(h)
+    }
+
     /// Expires the leased holders of `slot` whose deadlines have passed (a contender never waits
     /// on them, whether or not the wheel has run). Returns how many.
     pub(crate) fn expire_blockers(&self, slot: &Slot<K>, inner: &mut SlotInner, on_ended: OnEnded<'_, K>) -> usize {
