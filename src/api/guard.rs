@@ -54,8 +54,9 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     // is stored and loaded back with stores that forward (bench/PERF-PLAN.md, P1).
     rec: RecordPtr,
     token: u64,
-    /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
-    /// holding is first renewed (promoted), through `&self`, hence atomic; its `HOLDER_MARK` bit
+    /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit (and a bare
+    /// holding's record bit) is set when a plain holding is first renewed (promoted), through
+    /// `&self`, hence atomic; its `HOLDER_MARK` bit
     /// (`HAS_SERVICE`) once `service` is set, so the release tests one word for all its slow cases.
     bits: AtomicU64,
     /// Keep-alive and the loss signal, once asked for (`service.rs`): one word, no drop glue.
@@ -238,7 +239,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         } else {
             match self.slot.promote(core, &h, duration_ns(ttl)) {
                 Ok(_) => {
-                    self.bits.fetch_or(MANAGED, UntrackedOrdering::Relaxed);
+                    // A bare holding took record 0 (`Slot::promote`): its release returns that too.
+                    let took = if h.is_bare() { Holding::RECORD_ZERO } else { 0 };
+                    self.bits.fetch_or(MANAGED | took, UntrackedOrdering::Relaxed);
                     Ok(())
                 }
                 // Another thread's renew of this guard promoted it first: renew the managed

@@ -125,7 +125,9 @@ impl<K, S> HoldingRef<'_, K, S> {
         let si = self.slot.lock();
         let l = rec.lease.load(Ordering::Acquire);
         let tagged = lease::tag(l) == lease::tag_of(token) && rec.token.load(Ordering::Relaxed) == token;
-        let live = tagged && matches!(lease::state(l), lease::HELD | lease::PLAIN);
+        // A bare holding (no record) is live while the word shows it (`Slot::is_bare_and_plain`).
+        let live = self.slot.is_bare_and_plain(&self.holding)
+            || tagged && matches!(lease::state(l), lease::HELD | lease::PLAIN);
         if live {
             // Under the slot lock: an ender of this holding takes the same lock (loss.rs).
             self.state.losses.attach(self.slot_addr(), token, Arc::clone(&signal));
@@ -154,6 +156,9 @@ impl<K, S> HoldingRef<'_, K, S> {
     pub(crate) fn trusted_until(&self, service: Option<&GuardService<K>>) -> Option<u64> {
         if service.is_some_and(|s| s.signal.cause().is_some()) {
             return None;
+        }
+        if self.slot.is_bare_and_plain(&self.holding) {
+            return Some(u64::MAX);
         }
         let now = self.state.table.core.clock.now_ns();
         let rec = self.record();

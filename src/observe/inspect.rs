@@ -116,6 +116,20 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
     for (i, rec) in inner.overflow_in_use() {
         holders.extend(holder(rec, RecordRef::Overflow(i), capacity, inner));
     }
+    let bare = capacity == MAX_UNITS && word::units(w) == MAX_UNITS && word::records(w) == 0;
+    if bare && inner.overflow_in_use().next().is_none() {
+        // A bare holding (engine/word.rs: a plain exclusive holding without a record): the word
+        // shows it, and its token is the slot's base plus the word's counter.
+        if let Some(token) = slot.bare_token(w) {
+            holders.push(HolderInfo {
+                mode: Mode::Exclusive,
+                token: FenceToken::from_u64(token),
+                owner: None,
+                acquired_at: None,
+                expires_at: None,
+            });
+        }
+    }
     holders.sort_by_key(|h| h.token);
     let waiters = inner
         .queue
@@ -129,7 +143,7 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         .collect();
     let mode = if word::units(w) == 0 {
         None
-    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) {
+    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) || bare {
         Some(Mode::Exclusive)
     } else if w & word::UP != 0 {
         Some(Mode::Upgradable)
