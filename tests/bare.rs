@@ -15,6 +15,13 @@ fn driven(clock: &ManualClock) -> LockManager<u64> {
     LockManager::builder().clock(clock.clone()).build().unwrap()
 }
 
+/// A bare holding of `key`: the key's first holding makes its slot on the locked path (with a
+/// record), so the slot is made first and the holding is claimed lock-free.
+fn bare(locks: &LockManager<u64>, key: u64) -> leasehold::LockGuard<'_, u64> {
+    drop(locks.exclusive(&key).try_acquire().unwrap());
+    locks.exclusive(&key).try_acquire().unwrap()
+}
+
 #[test]
 fn inspect_and_metrics_see_a_plain_exclusive_holder_with_its_token() {
     let locks: LockManager<u64> = LockManager::new();
@@ -22,7 +29,7 @@ fn inspect_and_metrics_see_a_plain_exclusive_holder_with_its_token() {
     for _ in 0..3 {
         drop(locks.exclusive(&1).try_acquire().unwrap());
     }
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     let info = locks.inspect(&1).expect("held");
     assert_eq!(info.mode, Some(Mode::Exclusive));
     assert_eq!(info.units_held, MAX_UNITS);
@@ -37,7 +44,7 @@ fn inspect_and_metrics_see_a_plain_exclusive_holder_with_its_token() {
     assert_eq!(locks.metrics().live_holders, 0);
     // With a reader queued behind it: the holder still by its own token, and its release (which
     // finds `WAITERS`) hands the key on.
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     thread::scope(|s| {
         let reader = s.spawn(|| locks.shared(&1).acquire().map(|r| r.token()));
         while locks.inspect(&1).unwrap().waiters.is_empty() {
@@ -55,7 +62,7 @@ fn inspect_and_metrics_see_a_plain_exclusive_holder_with_its_token() {
 fn a_renewed_plain_exclusive_guard_gets_a_lease_that_expires() {
     let clock = ManualClock::new();
     let locks = driven(&clock);
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     assert_eq!(g.expires_at(), None);
     g.renew(100 * MS).unwrap();
     assert_eq!(g.expires_at(), Some(100 * MS));
@@ -83,7 +90,7 @@ fn a_renewed_plain_exclusive_guard_gets_a_lease_that_expires() {
 fn a_renewed_plain_exclusive_guard_releases_its_units_and_record() {
     let clock = ManualClock::new();
     let locks = driven(&clock);
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     g.renew(100 * MS).unwrap();
     g.release().unwrap();
     // Four readers take the four inline records: none may be left taken by the renewed holding.
@@ -98,7 +105,7 @@ fn a_renewed_plain_exclusive_guard_releases_its_units_and_record() {
 fn renewals_of_one_plain_exclusive_guard_from_two_threads_both_hold() {
     let clock = ManualClock::new();
     let locks = driven(&clock);
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     thread::scope(|s| {
         let a = s.spawn(|| g.renew(100 * MS));
         let b = s.spawn(|| g.renew(200 * MS));
@@ -114,7 +121,7 @@ fn renewals_of_one_plain_exclusive_guard_from_two_threads_both_hold() {
 #[test]
 fn a_plain_exclusive_guard_downgrades_with_its_token() {
     let locks: LockManager<u64> = LockManager::new();
-    let w = locks.exclusive(&1).try_acquire().unwrap();
+    let w = bare(&locks, 1);
     let token = w.token();
     let r = w.downgrade().unwrap();
     assert_eq!((r.mode(), r.token()), (Mode::Shared, token));
@@ -126,7 +133,7 @@ fn a_plain_exclusive_guard_downgrades_with_its_token() {
     drop(others);
     // The downgraded holding's release gives back its unit and its record.
     drop(r);
-    let u = locks.exclusive(&1).try_acquire().unwrap().downgrade_to_upgradable().unwrap();
+    let u = bare(&locks, 1).downgrade_to_upgradable().unwrap();
     assert_eq!(u.mode(), Mode::Upgradable);
     let w = u.upgrade().unwrap();
     assert!(w.token() > token);
@@ -138,7 +145,7 @@ fn a_plain_exclusive_guard_downgrades_with_its_token() {
 fn a_plain_exclusive_guards_loss_signal_fires_on_expiry_after_a_renewal() {
     let clock = ManualClock::new();
     let locks = driven(&clock);
-    let g = locks.exclusive(&1).try_acquire().unwrap();
+    let g = bare(&locks, 1);
     assert!(!g.is_lost(), "a live bare holding attaches a live signal");
     g.renew(10 * MS).unwrap();
     clock.advance(10 * MS);

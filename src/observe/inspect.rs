@@ -143,7 +143,7 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         .collect();
     let mode = if word::units(w) == 0 {
         None
-    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) || bare {
+    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) || word_shows_exclusive(w, capacity) {
         Some(Mode::Exclusive)
     } else if w & word::UP != 0 {
         Some(Mode::Upgradable)
@@ -155,6 +155,14 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         Some(Mode::Semaphore(capacity))
     };
     Some(Description { mode, capacity, units_held: word::units(w), holders, waiters })
+}
+
+/// Whether the word alone shows an exclusive holder (the matrix census reads it the same way,
+/// `Census::of_word`): every unit of a read/write key with at most one record (readers that many
+/// would hold all four) and no upgradable. So the mode is right even when the holder's record is
+/// being written (a claim in flux, left out of `holders`) or when it has none (a bare holding).
+fn word_shows_exclusive(w: u64, capacity: u32) -> bool {
+    capacity == MAX_UNITS && word::units(w) == MAX_UNITS && word::records(w).count_ones() <= 1 && w & word::UP == 0
 }
 
 /// One record's holding, if it is published and consistent (a record between two holdings, or
