@@ -52,6 +52,13 @@ impl<K> ServiceCell<K> {
         ServiceCell { ptr: AtomicPtr::new(ptr::null_mut()), _owns: PhantomData }
     }
 
+    /// The same box in a new cell, for a guard that is finishing (`LockGuard::finish`, which has
+    /// the guard to itself): the old cell is never read again, and the new one frees the box.
+    #[inline]
+    pub(crate) fn moved(&mut self) -> Self {
+        ServiceCell { ptr: AtomicPtr::new(*self.ptr.get_mut()), _owns: PhantomData }
+    }
+
     /// The service, if one was asked for and set up.
     pub(crate) fn get(&self) -> Option<&GuardService<K>> {
         // Acquire: pairs with the Release of the compare-exchange that installed the cell.

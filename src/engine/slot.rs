@@ -719,15 +719,26 @@ impl<K> Slot<K> {
         }
     }
 
-    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
+    /// The release of a plain holding in an inline record: a store and one `fetch_sub`. Returns
+    /// false, having done nothing, if the word has `WAITERS` or `MATRIX`: the caller then releases
+    /// on its slow path (`release`, which takes the slot lock), so that this inlined path has one
+    /// call out of line fewer.
     #[inline(always)]
-    pub(crate) fn release_plain(&self, core: &Core, h: &Holding) {
+    pub(crate) fn release_plain(&self, h: &Holding) -> bool {
+        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+            return false;
+        }
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers). A bare holding has no
         // record: it writes `FREE` into record 0, which nobody else uses while it holds (word.rs)
         // and nobody reads without its bit, so that one store serves every plain holding.
         self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
-        self.return_units(core, h.release_delta(), h.mode_code());
+        // Release: publishes the holder's critical section to the next claimer's Acquire.
+        let prev = self.word.fetch_sub(h.release_delta(), Ordering::Release);
+        if prev & (word::WAITERS | word::MATRIX) != 0 {
+            self.wake_after_release(prev, h.mode_code());
+        }
+        true
     }
 
     #[cold]
