@@ -311,7 +311,6 @@ impl<K> Slot<K> {
         if let Mode::Exclusive = mode {
             return self.try_claim_bare(core);
         }
-        let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
         // Only the capacity the mode expects is claimed here (one compare); any other case
         // (reshape, mismatch, a read/write mode on a semaphore key) is sent to the slow path,
         // which checks it in full (`check_capacity`).
@@ -328,10 +327,11 @@ impl<K> Slot<K> {
                 Err(Blocked::Unstable)
             }
         };
-        // The limit is read inside the loop: a compare with a memory operand.
+        // The limit is read inside the loop: a compare with a memory operand. Every refusal goes
+        // to the slow path, which finds the reason itself: one test for all of them here.
         self.claim_with(
             check,
-            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            |w, cap| word::try_claim_unit(w, cap, core.counter_limit).ok_or(Refusal::Busy),
             |claim| self.finish_plain(core, mode, claim),
         )
     }

@@ -235,6 +235,26 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
     Ok(word + UNITS_MASK + COUNTER_ONE)
 }
 
+/// The lock-free path's claim of one unit and an inline record (a plain shared or permit
+/// request, not queued): [`try_claim`]'s claim when it takes an inline record, `None` for every
+/// refusal and for a claim that would need an overflow record. The caller needs no reason (each
+/// one sends it to the locked path), so every flag that refuses is one mask test.
+#[inline]
+pub const fn try_claim_unit(word: u64, capacity: u32, counter_limit: u64) -> Option<Claim> {
+    if word & (DEAD | CAP_CHANGING | MATRIX | EXCL_WAITING | UPGRADING) != 0
+        || units(word) >= capacity
+        || counter(word) >= counter_limit
+    {
+        return None;
+    }
+    let free = !records(word) & 0xF;
+    if free == 0 {
+        return None;
+    }
+    let record = free.trailing_zeros() as RecordIdx;
+    Some(Claim { word: (word + 1 + COUNTER_ONE) | record_bit(record), record, units: 1 })
+}
+
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
 /// Subtracting it (a single `fetch_sub`) clears the bit, because the bit is set.
 #[inline]
@@ -550,6 +570,32 @@ mod tests {
             }
         }
         assert!(checked > 1_000, "only {checked} cases");
+    }
+
+    /// The lock-free unit claim is exactly the plain shared claim where that takes an inline
+    /// record, and refuses everything else, on every word of the claim test's grid.
+    #[test]
+    fn unit_claim_is_the_shared_claim_with_an_inline_record() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+        let mut checked = 0_u64;
+        for capacity in [1_u32, 2, 4, 5, MAX_UNITS] {
+            for held in [0_u32, 1, 2, 3, 4, capacity.saturating_sub(1), capacity] {
+                for recs in 0..16_u64 {
+                    for &flags in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                            let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                            let full = match try_claim(word, capacity, SHARED, COUNTER_MAX) {
+                                Ok(c) if c.record != OVERFLOW => Some(c),
+                                _ => None,
+                            };
+                            assert_eq!(try_claim_unit(word, capacity, COUNTER_MAX), full, "{word:064b} cap {capacity}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} cases");
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub struct LockInfo<K> {
     pub capacity: u32,
     /// Units held (an exclusive holder holds the whole capacity).
     pub units_held: u32,
-    /// Each live holding.
+    /// Each live holding, with its exact token and mode. (A plain exclusive holding has no
+    /// holder record; it is read off the key's state word, with the same token its guard has.)
+    /// A holding being claimed or released may count in `units_held` a moment before or after
+    /// it is listed here: the two agree whenever no holding begins or ends during the snapshot.
     pub holders: Vec<HolderInfo>,
     /// Each queued request, first in line first.
     pub waiters: Vec<WaiterInfo>,
