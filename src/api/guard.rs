@@ -520,24 +520,25 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // back from there (bench/perf5-hotpath.md). `finish` is the guard's last act (called once,
         // by `release` or `drop`, and its fields have no drop glue), so the copy, which takes
         // over the service's box, is the only one used from here on.
-        Self::finish_moved(LockGuard {
-            locks: self.locks,
-            slot: self.slot,
-            rec: self.rec,
-            token: self.token,
-            bits: h.bits,
-            late: AtomicU64::new(0),
-            service: self.service.moved(),
-        })
+        Self::finish_moved(self.locks, self.slot, self.rec, self.token, h.bits, self.service.moved())
     }
 
     /// `finish_slow` on the copy `finish` made (its late bits folded into `bits`).
     #[cold]
     #[inline(never)]
-    fn finish_moved(self) -> Result<(), AlreadyEnded> {
-        let ended = self.finish_slow();
-        // Finished: no drop (and no copy into a `ManuallyDrop` first).
-        std::mem::forget(self);
+    fn finish_moved(
+        locks: &'m State<K, S>,
+        slot: &'m Slot<K>,
+        rec: RecordPtr,
+        token: u64,
+        bits: u64,
+        service: *mut OnceLock<GuardService<K>>,
+    ) -> Result<(), AlreadyEnded> {
+        let g =
+            LockGuard { locks, slot, rec, token, bits, late: AtomicU64::new(0), service: ServiceCell::owning(service) };
+        let ended = g.finish_slow();
+        // Finished: no drop.
+        std::mem::forget(g);
         ended
     }
 }

@@ -55,8 +55,14 @@ impl<K> ServiceCell<K> {
     /// The same box in a new cell, for a guard that is finishing (`LockGuard::finish`, which has
     /// the guard to itself): the old cell is never read again, and the new one frees the box.
     #[inline]
-    pub(crate) fn moved(&mut self) -> Self {
-        ServiceCell { ptr: AtomicPtr::new(*self.ptr.get_mut()), _owns: PhantomData }
+    pub(crate) fn moved(&mut self) -> *mut OnceLock<GuardService<K>> {
+        *self.ptr.get_mut()
+    }
+
+    /// A cell owning `p` (null, or a box `moved` gave out).
+    #[inline]
+    pub(crate) fn owning(p: *mut OnceLock<GuardService<K>>) -> Self {
+        ServiceCell { ptr: AtomicPtr::new(p), _owns: PhantomData }
     }
 
     /// The service, if one was asked for and set up.
