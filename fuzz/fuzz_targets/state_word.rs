@@ -173,6 +173,27 @@ fn check_single(s: &Single) {
         }
         (got, want) => panic!("{ctx} gave {got:?}, but the refusal should be {want:?}"),
     }
+    // The lock-free path's claims (engine/word.rs) are `try_claim`'s where they apply: the bare
+    // claim is the exclusive one on a read/write key without the record (on a sane word: a
+    // record belongs to a holding, which holds units), the unit claim the plain shared one when
+    // that takes an inline record.
+    if cap == MAX_UNITS && (word::units(word) != 0 || word::records(word) == 0) {
+        let excl = Need { exclusive: true, privileged: false, watch: false };
+        match (word::try_claim_bare(word, limit), word::try_claim(word, cap, excl, limit)) {
+            (Ok(next), Ok(c)) => {
+                assert_eq!(c.record, 0, "{ctx}: bare claim where the full one takes record {}", c.record);
+                assert_eq!(next, c.word - word::record_bit(0), "{ctx}: bare claim");
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{ctx}: bare claim's reason"),
+            (bare, full) => panic!("{ctx}: bare claim {bare:?}, exclusive claim {full:?}"),
+        }
+    }
+    let shared = Need { exclusive: false, privileged: false, watch: false };
+    let want = match word::try_claim(word, cap, shared, limit) {
+        Ok(c) if c.record != OVERFLOW => Some(c),
+        _ => None,
+    };
+    assert_eq!(word::try_claim_unit(word, cap, limit), want, "{ctx}: unit claim");
     // The incarnation helpers keep the counter and nothing else.
     let dead = word::dead_from(word);
     assert_eq!(dead, DEAD | (word & COUNTER_MASK));

@@ -54,10 +54,14 @@ pub struct LockGuard<'m, K, S = DefaultHasher> {
     // is stored and loaded back with stores that forward (bench/PERF-PLAN.md, P1).
     rec: RecordPtr,
     token: u64,
-    /// `Holding::bits` (mode, units, record, managed, owned). Its `MANAGED` bit is set when a plain
-    /// holding is first renewed (promoted), through `&self`, hence atomic; its `HOLDER_MARK` bit
-    /// (`HAS_SERVICE`) once `service` is set, so the release tests one word for all its slow cases.
-    bits: AtomicU64,
+    /// `Holding::bits` (mode, units, record, managed, owned) as the claim made them: a plain word,
+    /// so that a guard the caller inlines keeps it in a register and its release's tests fold.
+    bits: u64,
+    /// Bits of `Holding::bits` gained later, through `&self` (hence atomic): `MANAGED` (and a bare
+    /// holding's record bit) when a plain holding is first renewed (promoted), `HOLDER_MARK`
+    /// (`HAS_SERVICE`) once `service` is set. The holding is `bits | late` (`current`); the
+    /// release tests both at once.
+    late: AtomicU64,
     /// Keep-alive and the loss signal, once asked for (`service.rs`): one word, no drop glue.
     service: ServiceCell<K>,
 }
@@ -80,7 +84,8 @@ impl<'m, K, S> LockGuard<'m, K, S> {
             slot,
             rec: holding.rec,
             token: holding.token,
-            bits: AtomicU64::new(holding.bits),
+            bits: holding.bits,
+            late: AtomicU64::new(0),
             service: ServiceCell::new(),
         }
     }
@@ -97,14 +102,14 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         if installed {
             // Before the guard's release reads it: that release has `self` to itself, so every
             // `&self` call (this one) happened before it.
-            self.bits.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
+            self.late.fetch_or(HAS_SERVICE, UntrackedOrdering::Relaxed);
         }
         cell
     }
 
     #[inline(always)]
     pub(crate) fn current(&self) -> Holding {
-        Holding { rec: self.rec, token: self.token, bits: self.bits.load(UntrackedOrdering::Relaxed) }
+        Holding { rec: self.rec, token: self.token, bits: self.bits | self.late.load(UntrackedOrdering::Relaxed) }
     }
 
     /// The key this guard holds.
@@ -238,7 +243,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         } else {
             match self.slot.promote(core, &h, duration_ns(ttl)) {
                 Ok(_) => {
-                    self.bits.fetch_or(MANAGED, UntrackedOrdering::Relaxed);
+                    // A bare holding took record 0 (`Slot::promote`): its release returns that too.
+                    let took = if h.is_bare() { Holding::RECORD_ZERO } else { 0 };
+                    self.late.fetch_or(MANAGED | took, UntrackedOrdering::Relaxed);
                     Ok(())
                 }
                 // Another thread's renew of this guard promoted it first: renew the managed
@@ -494,19 +501,45 @@ impl<'m, K, S> LockGuard<'m, K, S> {
     /// ended it first. (Not a `LockError`: its drop glue, inlined into `drop`, made the guard's
     /// drop too big to inline into a caller's loop.)
     #[inline(always)]
-    fn finish(&self) -> Result<(), AlreadyEnded> {
-        let h = self.current();
+    fn finish(&mut self) -> Result<(), AlreadyEnded> {
+        // The guard is ours alone here (`&mut`): its late bits are read as a plain word, so that
+        // a guard kept in registers has its whole holding as constants and the tests below fold.
+        let h = Holding { rec: self.rec, token: self.token, bits: self.bits | *self.late.get_mut() };
         // A plain holding in an inline record, not upgradable, no service, not sampled, nobody
         // listening: one store and one `fetch_sub`. (One call out of line for all the rest keeps
         // this small; the mask is one constant, so the extra bits cost nothing.)
         if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD) == 0
             && !h.is_sampled()
             && !self.locks.events.is_active()
+            && self.slot.release_plain(&h)
         {
-            self.slot.release_plain(&self.locks.table.core, &h);
             return Ok(());
         }
-        self.finish_slow()
+        // Out of line on a copy of the guard, built field by field: a guard lent (`&self`) to a
+        // call out of line would have to live in memory, and the fast path above would read it
+        // back from there (bench/perf5-hotpath.md). `finish` is the guard's last act (called once,
+        // by `release` or `drop`, and its fields have no drop glue), so the copy, which takes
+        // over the service's box, is the only one used from here on.
+        Self::finish_moved(self.locks, self.slot, self.rec, self.token, h.bits, self.service.moved())
+    }
+
+    /// `finish_slow` on the copy `finish` made (its late bits folded into `bits`).
+    #[cold]
+    #[inline(never)]
+    fn finish_moved(
+        locks: &'m State<K, S>,
+        slot: &'m Slot<K>,
+        rec: RecordPtr,
+        token: u64,
+        bits: u64,
+        service: *mut OnceLock<GuardService<K>>,
+    ) -> Result<(), AlreadyEnded> {
+        let g =
+            LockGuard { locks, slot, rec, token, bits, late: AtomicU64::new(0), service: ServiceCell::owning(service) };
+        let ended = g.finish_slow();
+        // Finished: no drop.
+        std::mem::forget(g);
+        ended
     }
 }
 

@@ -52,6 +52,19 @@ impl<K> ServiceCell<K> {
         ServiceCell { ptr: AtomicPtr::new(ptr::null_mut()), _owns: PhantomData }
     }
 
+    /// The same box in a new cell, for a guard that is finishing (`LockGuard::finish`, which has
+    /// the guard to itself): the old cell is never read again, and the new one frees the box.
+    #[inline]
+    pub(crate) fn moved(&mut self) -> *mut OnceLock<GuardService<K>> {
+        *self.ptr.get_mut()
+    }
+
+    /// A cell owning `p` (null, or a box `moved` gave out).
+    #[inline]
+    pub(crate) fn owning(p: *mut OnceLock<GuardService<K>>) -> Self {
+        ServiceCell { ptr: AtomicPtr::new(p), _owns: PhantomData }
+    }
+
     /// The service, if one was asked for and set up.
     pub(crate) fn get(&self) -> Option<&GuardService<K>> {
         // Acquire: pairs with the Release of the compare-exchange that installed the cell.
@@ -125,7 +138,9 @@ impl<K, S> HoldingRef<'_, K, S> {
         let si = self.slot.lock();
         let l = rec.lease.load(Ordering::Acquire);
         let tagged = lease::tag(l) == lease::tag_of(token) && rec.token.load(Ordering::Relaxed) == token;
-        let live = tagged && matches!(lease::state(l), lease::HELD | lease::PLAIN);
+        // A bare holding (no record) is live while the word shows it (`Slot::is_bare_and_plain`).
+        let live = self.slot.is_bare_and_plain(&self.holding)
+            || tagged && matches!(lease::state(l), lease::HELD | lease::PLAIN);
         if live {
             // Under the slot lock: an ender of this holding takes the same lock (loss.rs).
             self.state.losses.attach(self.slot_addr(), token, Arc::clone(&signal));
@@ -154,6 +169,9 @@ impl<K, S> HoldingRef<'_, K, S> {
     pub(crate) fn trusted_until(&self, service: Option<&GuardService<K>>) -> Option<u64> {
         if service.is_some_and(|s| s.signal.cause().is_some()) {
             return None;
+        }
+        if self.slot.is_bare_and_plain(&self.holding) {
+            return Some(u64::MAX);
         }
         let now = self.state.table.core.clock.now_ns();
         let rec = self.record();

@@ -77,6 +77,10 @@ unsafe impl Sync for RecordPtr {}
 /// [ mode | managed | owned | holder | up held | overflow | inline record bit | overflow index | units ]
 /// ```
 ///
+/// A holding with neither an inline record bit nor `overflow` is *bare* (`word.rs`: a plain
+/// exclusive holding without a record); its `rec` points at record 0, the record it takes if a
+/// renewal or a downgrade ever needs one, and [`record`](Holding::record) names that one.
+///
 /// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release
 /// subtracts `UP` too ([`word_delta`](Holding::word_delta)), so it takes the guard's slow path.
 /// The `holder` bit (`HOLDER_MARK`) is the holder's own: the engine never sets it and ignores it.
@@ -136,9 +140,27 @@ impl Holding {
         if self.bits & IN_OVERFLOW != 0 {
             RecordRef::Overflow((self.bits >> OVERFLOW_INDEX_SHIFT) as u32)
         } else {
-            RecordRef::Inline(((self.bits & RECORD_BITS) >> 52).trailing_zeros() as RecordIdx)
+            // `& 3`: a bare holding (no bit; 64 trailing zeros) names record 0.
+            RecordRef::Inline((((self.bits & RECORD_BITS) >> 52).trailing_zeros() & 3) as RecordIdx)
         }
     }
+
+    /// A plain exclusive holding without a record (`word.rs`, bare holdings).
+    #[inline(always)]
+    pub(crate) fn is_bare(&self) -> bool {
+        self.bits & (RECORD_BITS | IN_OVERFLOW) == 0
+    }
+
+    /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0).
+    #[inline(always)]
+    pub(crate) fn bare(rec: *const Record, token: u64) -> Holding {
+        let bits = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
+        Holding { rec: RecordPtr(rec), token, bits }
+    }
+
+    /// The bits a bare holding gains when it takes record 0 (a promotion to a managed holding
+    /// adds [`MANAGED`] too): its release then subtracts the record's bit with its units.
+    pub(crate) const RECORD_ZERO: u64 = 1 << 52;
 
     /// The capacity units it holds.
     #[cfg(test)]
@@ -259,6 +281,17 @@ mod tests {
                 assert_eq!(h.release_delta(), word::release_delta(idx, units));
             }
         }
+        let b = Holding::bare(rec, 9);
+        assert!(b.is_bare() && !b.managed() && !b.owned());
+        assert_eq!(
+            (b.record(), b.units(), b.mode_code()),
+            (RecordRef::Inline(0), word::MAX_UNITS, Mode::Exclusive.code())
+        );
+        assert_eq!(b.release_delta(), word::MAX_UNITS as u64);
+        let promoted = Holding { bits: b.bits | Holding::RECORD_ZERO | MANAGED, ..b };
+        assert!(!promoted.is_bare() && promoted.managed());
+        assert_eq!(promoted.record(), RecordRef::Inline(0));
+        assert_eq!(promoted.release_delta(), word::release_delta(0, word::MAX_UNITS));
         let h = Holding::new(RecordRef::Overflow(u32::MAX), rec, 9, 3, 2, true, false);
         assert_eq!((h.record(), h.units(), h.mode_code()), (RecordRef::Overflow(u32::MAX), 3, 2));
         assert_eq!(h.release_delta(), word::release_delta(word::OVERFLOW, 3));

@@ -309,7 +309,9 @@ impl<K> Slot<K> {
     /// `finish_plain`, so nothing of the managed lane is on this path.
     #[inline(always)]
     pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
-        let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false };
+        if let Mode::Exclusive = mode {
+            return self.try_claim_bare(core);
+        }
         // Only the capacity the mode expects is claimed here (one compare); any other case
         // (reshape, mismatch, a read/write mode on a semaphore key) is sent to the slow path,
         // which checks it in full (`check_capacity`).
@@ -326,10 +328,11 @@ impl<K> Slot<K> {
                 Err(Blocked::Unstable)
             }
         };
-        // The limit is read inside the loop: a compare with a memory operand.
+        // The limit is read inside the loop: a compare with a memory operand. Every refusal goes
+        // to the slow path, which finds the reason itself: one test for all of them here.
         self.claim_with(
             check,
-            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            |w, cap| word::try_claim_unit(w, cap, core.counter_limit).ok_or(Refusal::Busy),
             |claim| self.finish_plain(core, mode, claim),
         )
     }
@@ -367,6 +370,41 @@ impl<K> Slot<K> {
                 }
                 self.publish_lease(core, mode, Some(ttl_ns), rec, token, claim.units);
                 Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false)
+            },
+        )
+    }
+
+    /// `try_claim_plain` for an exclusive request: a bare holding (`word.rs`), every unit and no
+    /// record, so nothing but the word is written.
+    #[inline(always)]
+    fn try_claim_bare(&self, core: &Core) -> Result<Holding, Blocked> {
+        let check = |_| {
+            // Relaxed: as in `check_capacity`. Any other capacity goes to the slow path.
+            if self.capacity.load(Ordering::Relaxed) == MAX_UNITS {
+                Ok(MAX_UNITS)
+            } else {
+                Err(Blocked::Unstable)
+            }
+        };
+        self.claim_with(
+            check,
+            |w, _| {
+                word::try_claim_bare(w, core.counter_limit).map(|next| Claim {
+                    word: next,
+                    record: 0,
+                    units: MAX_UNITS,
+                })
+            },
+            |claim| {
+                let token = self.token_of(claim.word);
+                // Record 0 is the bare holding's scratch while it holds (no other holding has a
+                // record then, word.rs): a sampled one keeps its start there, and it is the
+                // record a promotion or a downgrade takes.
+                let rec = &self.records[0];
+                if token % HOLD_SAMPLE == 0 {
+                    self.stamp_sampled(core, rec);
+                }
+                Holding::bare(rec, token)
             },
         )
     }
@@ -590,9 +628,12 @@ impl<K> Slot<K> {
     /// Whether the holding is still live (managed holdings: not expired, revoked, or past its
     /// deadline at `now_ns`).
     pub(crate) fn is_held(&self, h: &Holding, now_ns: impl FnOnce() -> u64) -> bool {
+        if self.is_bare_and_plain(h) {
+            return true;
+        }
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if !h.managed() && lease::state(l) == lease::PLAIN {
+        if !h.managed() && !h.is_bare() && lease::state(l) == lease::PLAIN {
             return lease::tag(l) == lease::tag_of(h.token);
         }
         // A managed holding, or a plain one that another thread's renew of the same guard has
@@ -600,6 +641,29 @@ impl<K> Slot<K> {
         lease::is_held_by(l, h.token)
             && rec.token.load(Ordering::Relaxed) == h.token
             && (!lease::is_leased(l) || lease::deadline_ns(l) > now_ns())
+    }
+
+    /// Whether `h` is a bare holding (`word.rs`) that is held and has no record: the word still
+    /// has its units and its counter, and not record 0's bit (which a promotion of it sets, by
+    /// another thread's renewal of the same guard maybe). False for any other holding, and for a
+    /// bare one that took record 0: its record tells then.
+    pub(crate) fn is_bare_and_plain(&self, h: &Holding) -> bool {
+        if !h.is_bare() {
+            return false;
+        }
+        // Acquire: pairs with the promotion's SeqCst `fetch_or` of the bit, after its record.
+        let w = self.word.load(Ordering::Acquire);
+        // While it holds, nothing else advances the counter (an exclusive holder is alone; a
+        // rebase or reshape needs the slot unheld), so the counter is its own exactly then.
+        w & word::record_bit(0) == 0 && word::units(w) != 0 && self.token_of(w) == h.token
+    }
+
+    /// The token of a bare holding seen in `w` (units `MAX_UNITS` and no record, on a read/write
+    /// key), for introspection: `None` if the word moved to another holding meanwhile.
+    pub(crate) fn bare_token(&self, w: u64) -> Option<u64> {
+        let token = self.token_of(w);
+        let now = self.word.load(Ordering::Acquire);
+        (word::counter(now) == word::counter(w) && word::units(now) == word::units(w)).then_some(token)
     }
 
     /// The holding's lease word as it is now (whoever's it is).
@@ -641,7 +705,9 @@ impl<K> Slot<K> {
                 } else {
                     ended();
                     // As `release_plain`, with an upgradable holding's `UP` in the delta.
-                    rec.lease.store(lease::FREE, Ordering::Relaxed);
+                    if !h.is_bare() {
+                        rec.lease.store(lease::FREE, Ordering::Relaxed);
+                    }
                     self.return_units(core, h.word_delta(), h.mode_code());
                 }
                 Ok(())
@@ -706,13 +772,26 @@ impl<K> Slot<K> {
         }
     }
 
-    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
+    /// The release of a plain holding in an inline record: a store and one `fetch_sub`. Returns
+    /// false, having done nothing, if the word has `WAITERS` or `MATRIX`: the caller then releases
+    /// on its slow path (`release`, which takes the slot lock), so that this inlined path has one
+    /// call out of line fewer.
     #[inline(always)]
-    pub(crate) fn release_plain(&self, core: &Core, h: &Holding) {
+    pub(crate) fn release_plain(&self, h: &Holding) -> bool {
+        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+            return false;
+        }
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
-        // before the bit clears (lease.rs: no finished lease lingers).
+        // before the bit clears (lease.rs: no finished lease lingers). A bare holding has no
+        // record: it writes `FREE` into record 0, which nobody else uses while it holds (word.rs)
+        // and nobody reads without its bit, so that one store serves every plain holding.
         self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
-        self.return_units(core, h.release_delta(), h.mode_code());
+        // Release: publishes the holder's critical section to the next claimer's Acquire.
+        let prev = self.word.fetch_sub(h.release_delta(), Ordering::Release);
+        if prev & (word::WAITERS | word::MATRIX) != 0 {
+            self.wake_after_release(prev, h.mode_code());
+        }
+        true
     }
 
     #[cold]
@@ -996,6 +1075,9 @@ impl<K> Slot<K> {
     /// Gives a plain holding a lease (a renewal of a holding acquired without one); from then on it
     /// is managed. Returns the deadline, or `Err` if `h` is not a plain holding of this record.
     pub(crate) fn promote(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, AlreadyEnded> {
+        if h.is_bare() {
+            return self.promote_bare(core, h, ttl_ns);
+        }
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
         if lease::state(l) != lease::PLAIN || lease::tag(l) != lease::tag_of(h.token) {
@@ -1012,6 +1094,39 @@ impl<K> Slot<K> {
         // Like a leased claim: the read-modify-write of the word orders this lease against the
         // reaper's scan (watch.rs).
         self.word.fetch_or(word::WATCHED, Ordering::SeqCst);
+        if self.watch.scheduled.load(Ordering::SeqCst) > stored {
+            core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
+        }
+        Ok(stored)
+    }
+
+    /// `promote` for a bare holding: it takes record 0, under the slot lock. Record 0 is free
+    /// while the bare holding holds (it is alone, `word.rs`), and the slot lock keeps a second
+    /// renewal of the same guard (from another thread) out until the bit is set: that one finds
+    /// the bit and renews the managed holding instead (`Err`, as when a plain record was promoted
+    /// first). The caller adds `Holding::RECORD_ZERO` and `MANAGED` to its guard's bits.
+    #[cold]
+    fn promote_bare(&self, core: &Core, h: &Holding, ttl_ns: u64) -> Result<u64, AlreadyEnded> {
+        let _inner = self.lock();
+        if !self.is_bare_and_plain(h) {
+            return Err(AlreadyEnded);
+        }
+        let rec = &self.records[0];
+        rec.token.store(h.token, Ordering::Relaxed);
+        rec.meta.store(meta(Mode::Exclusive, MAX_UNITS), Ordering::Relaxed);
+        if !h.is_sampled() {
+            // A sampled holding's start is there already (`try_claim_bare`); others have none.
+            rec.acquired_ns.store(crate::engine::holding::UNKNOWN_TIME, Ordering::Relaxed);
+        }
+        let now = core.clock.now_ns();
+        let deadline = now.saturating_add(ttl_ns).min(lease::MAX_DEADLINE_NS);
+        let leased = lease::held(h.token, Some(deadline));
+        rec.lease.store(leased, Ordering::Relaxed);
+        let stored = lease::deadline_ns(leased);
+        // SeqCst read-modify-write: publishes the record with its bit (every reader of a record
+        // loads the word first, with Acquire, and reads only the records whose bits are set), and
+        // orders the lease against the reaper's scan like a leased claim's (watch.rs).
+        self.word.fetch_or(word::record_bit(0) | word::WATCHED, Ordering::SeqCst);
         if self.watch.scheduled.load(Ordering::SeqCst) > stored {
             core.wheel.register(&self.watch, &self.word, self as *const Self as usize, stored);
         }

@@ -55,9 +55,12 @@ pub(crate) enum Upgrade {
 impl<K> Slot<K> {
     /// Checks that `h` is still this record's live holding (by its lease word and token).
     fn upgrade_liveness(&self, core: &Core, h: &Holding) -> Result<(), Upgrade> {
+        if self.is_bare_and_plain(h) {
+            return Ok(());
+        }
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        if lease::state(l) == lease::PLAIN {
+        if lease::state(l) == lease::PLAIN && !h.is_bare() {
             return if lease::tag(l) == lease::tag_of(h.token) { Ok(()) } else { Err(Upgrade::Gone) };
         }
         if !lease::is_held_by(l, h.token) || rec.token.load(Ordering::Relaxed) != h.token {
@@ -230,17 +233,32 @@ impl<K> Slot<K> {
         self.upgrade_liveness(core, h)?;
         let capacity = self.capacity.load(Ordering::Relaxed);
         debug_assert_eq!(capacity, MAX_UNITS, "the façade refuses downgrades on semaphore keys");
-        if self.downgrade_word(capacity, to == Mode::Upgradable) & word::MATRIX != 0 {
+        let rec = self.record(h);
+        let mut h = *h;
+        // A bare holding (no record; the guard owns it, so no promotion is under way) takes record
+        // 0 in the downgrade's own transition: it is free while the bare holding holds alone
+        // (word.rs), and the readers the downgrade admits take the others. Written before the
+        // bit is set, so every reader that sees the bit sees the record.
+        let take = if h.is_bare() {
+            rec.token.store(h.token, Ordering::Relaxed);
+            rec.lease.store(lease::plain(h.token, meta(to, 1)), Ordering::Relaxed);
+            h.bits |= Holding::RECORD_ZERO;
+            word::record_bit(0)
+        } else {
+            0
+        };
+        if self.downgrade_word(capacity, to == Mode::Upgradable, take) & word::MATRIX != 0 {
             inner.census_mut().reclassify(Granule::X, to.granule());
         }
-        let rec = self.record(h);
-        let l = rec.lease.load(Ordering::Acquire);
-        if lease::state(l) == lease::PLAIN {
-            // Only the guard changes a plain holding's word; the downgrade owns the guard.
-            rec.lease.store(lease::plain(h.token, meta(to, 1)), Ordering::Release);
-        } else {
-            // Read under the slot lock by an ender (`Record::units`), which we exclude.
-            rec.meta.store(meta(to, 1), Ordering::Relaxed);
+        if take == 0 {
+            let l = rec.lease.load(Ordering::Acquire);
+            if lease::state(l) == lease::PLAIN {
+                // Only the guard changes a plain holding's word; the downgrade owns the guard.
+                rec.lease.store(lease::plain(h.token, meta(to, 1)), Ordering::Release);
+            } else {
+                // Read under the slot lock by an ender (`Record::units`), which we exclude.
+                rec.meta.store(meta(to, 1), Ordering::Relaxed);
+            }
         }
         self.wake_waiters(inner);
         Ok(h.with_mode(to, 1))
@@ -249,15 +267,17 @@ impl<K> Slot<K> {
     /// The downgrade's word transition: `word::downgrade_to_shared` or
     /// `word::downgrade_to_upgradable`; one compare-exchange gives the units back (and takes
     /// `UP`), so no writer can claim in between.
-    fn downgrade_word(&self, capacity: u32, to_upgradable: bool) -> u64 {
+    /// `take` is record 0's bit for a bare holding, which takes its record in the same step.
+    fn downgrade_word(&self, capacity: u32, to_upgradable: bool, take: u64) -> u64 {
         let mut w = self.word.load(Ordering::Acquire);
         loop {
             let next = if to_upgradable {
                 word::downgrade_to_upgradable(w, capacity)
             } else {
                 word::downgrade_to_shared(w, capacity)
-            };
-            // Release: the readers it admits see the exclusive holder's writes.
+            } | take;
+            // Release: the readers it admits see the exclusive holder's writes (and a bare
+            // holding's record, written before).
             match self.word.compare_exchange_weak(w, next, Ordering::Release, Ordering::Acquire) {
                 Ok(_) => return next,
                 Err(actual) => w = actual,

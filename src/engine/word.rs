@@ -26,10 +26,18 @@
 //! | dead | `DEAD` | fresh (under the shard lock) |
 //! | idle | `u = 0, r = 0, !WT` | held, dead (the sweep), capacity change |
 //! | shared | `0 < u < c` or `u = c` by permits | more holders (`u + 1 <= c`), fewer |
-//! | exclusive | `u = c`, one record | idle / waiters woken |
+//! | exclusive | `u = c`, one record, or none (a *bare* holding, below) | idle / waiters woken |
 //!
 //! Invariants: `units <= capacity`; an exclusive holder is alone; every inline record bit belongs
 //! to exactly one live holding; `DEAD` only with `u = 0, r = 0, !WT`.
+//!
+//! A *bare* holding is a plain exclusive holding claimed by the lock-free path on a read/write
+//! key ([`try_claim_bare`]): it takes every unit and no record, so its claim and release touch the
+//! word alone. It is the only holder, so the word says everything about it: `u = c` with no
+//! record bit (and no overflow record) is a bare holding, and its token is the slot's token base
+//! plus the counter, exactly. While it is held no other holding has a record, so a record it
+//! gains later (a renewal turns it into a leased holding, a downgrade into a reader: both under
+//! the slot lock) is record 0.
 //!
 //! No word repeats (modulo 2^32 acquisitions): the counter only grows, also across a capacity
 //! change (which counts as an acquisition) and across reclamation (a dead slot keeps its counter
@@ -210,6 +218,41 @@ pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64)
         next |= WATCHED;
     }
     Ok(Claim { word: next, record, units })
+}
+
+/// The claim of a bare holding (module docs): every unit of a read/write key and no record, for
+/// a plain exclusive request on the lock-free path. The caller has checked that the capacity is
+/// `MAX_UNITS`. One mask test: no unit held (so no record either), not dead, changing or a matrix
+/// key.
+#[inline]
+pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusal> {
+    if word & (UNITS_MASK | DEAD | CAP_CHANGING | MATRIX) != 0 {
+        return Err(if word & (DEAD | CAP_CHANGING) != 0 { Refusal::Unstable } else { Refusal::Busy });
+    }
+    if counter(word) >= counter_limit {
+        return Err(Refusal::Exhausted);
+    }
+    Ok(word + UNITS_MASK + COUNTER_ONE)
+}
+
+/// The lock-free path's claim of one unit and an inline record (a plain shared or permit
+/// request, not queued): [`try_claim`]'s claim when it takes an inline record, `None` for every
+/// refusal and for a claim that would need an overflow record. The caller needs no reason (each
+/// one sends it to the locked path), so every flag that refuses is one mask test.
+#[inline]
+pub const fn try_claim_unit(word: u64, capacity: u32, counter_limit: u64) -> Option<Claim> {
+    if word & (DEAD | CAP_CHANGING | MATRIX | EXCL_WAITING | UPGRADING) != 0
+        || units(word) >= capacity
+        || counter(word) >= counter_limit
+    {
+        return None;
+    }
+    let free = !records(word) & 0xF;
+    if free == 0 {
+        return None;
+    }
+    let record = free.trailing_zeros() as RecordIdx;
+    Some(Claim { word: (word + 1 + COUNTER_ONE) | record_bit(record), record, units: 1 })
 }
 
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
@@ -491,6 +534,68 @@ mod tests {
                 assert_eq!(counter(back), counter(word) + 1);
             }
         }
+    }
+
+    /// A bare claim is exactly an exclusive claim on a read/write key without the record, from
+    /// every word of the claim test's grid; its release (the units alone) gives the word back.
+    #[test]
+    fn bare_claim_is_an_exclusive_claim_without_a_record() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+        let mut checked = 0_u64;
+        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
+            for recs in 0..16_u64 {
+                for &flags in &flag_sets {
+                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                        let word = held | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                        // Sane words only: a record belongs to a holding, which holds units.
+                        if held == 0 && recs != 0 {
+                            continue;
+                        }
+                        let full = try_claim(word, MAX_UNITS, EXCL, COUNTER_MAX);
+                        match (try_claim_bare(word, COUNTER_MAX), full) {
+                            (Ok(next), Ok(c)) => {
+                                assert_eq!(c.record, 0, "{word:064b}");
+                                assert_eq!(next, c.word - record_bit(0), "{word:064b}");
+                                assert_eq!(records(next), 0);
+                                assert_eq!(units(next), MAX_UNITS);
+                                assert!(!is_idle(next));
+                                assert_eq!(next - UNITS_MASK, word + COUNTER_ONE, "release gives the word back");
+                            }
+                            (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
+                            (bare, full) => panic!("{word:064b}: bare {bare:?}, exclusive {full:?}"),
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "only {checked} cases");
+    }
+
+    /// The lock-free unit claim is exactly the plain shared claim where that takes an inline
+    /// record, and refuses everything else, on every word of the claim test's grid.
+    #[test]
+    fn unit_claim_is_the_shared_claim_with_an_inline_record() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+        let mut checked = 0_u64;
+        for capacity in [1_u32, 2, 4, 5, MAX_UNITS] {
+            for held in [0_u32, 1, 2, 3, 4, capacity.saturating_sub(1), capacity] {
+                for recs in 0..16_u64 {
+                    for &flags in &flag_sets {
+                        for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                            let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                            let full = match try_claim(word, capacity, SHARED, COUNTER_MAX) {
+                                Ok(c) if c.record != OVERFLOW => Some(c),
+                                _ => None,
+                            };
+                            assert_eq!(try_claim_unit(word, capacity, COUNTER_MAX), full, "{word:064b} cap {capacity}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} cases");
     }
 
     #[test]

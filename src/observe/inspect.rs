@@ -47,7 +47,10 @@ pub struct LockInfo<K> {
     pub capacity: u32,
     /// Units held (an exclusive holder holds the whole capacity).
     pub units_held: u32,
-    /// Each live holding.
+    /// Each live holding, with its exact token and mode. (A plain exclusive holding has no
+    /// holder record; it is read off the key's state word, with the same token its guard has.)
+    /// A holding being claimed or released may count in `units_held` a moment before or after
+    /// it is listed here: the two agree whenever no holding begins or ends during the snapshot.
     pub holders: Vec<HolderInfo>,
     /// Each queued request, first in line first.
     pub waiters: Vec<WaiterInfo>,
@@ -116,6 +119,20 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
     for (i, rec) in inner.overflow_in_use() {
         holders.extend(holder(rec, RecordRef::Overflow(i), capacity, inner));
     }
+    let bare = capacity == MAX_UNITS && word::units(w) == MAX_UNITS && word::records(w) == 0;
+    if bare && inner.overflow_in_use().next().is_none() {
+        // A bare holding (engine/word.rs: a plain exclusive holding without a record): the word
+        // shows it, and its token is the slot's base plus the word's counter.
+        if let Some(token) = slot.bare_token(w) {
+            holders.push(HolderInfo {
+                mode: Mode::Exclusive,
+                token: FenceToken::from_u64(token),
+                owner: None,
+                acquired_at: None,
+                expires_at: None,
+            });
+        }
+    }
     holders.sort_by_key(|h| h.token);
     let waiters = inner
         .queue
@@ -129,7 +146,7 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         .collect();
     let mode = if word::units(w) == 0 {
         None
-    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) {
+    } else if holders.iter().any(|h| h.mode == Mode::Exclusive) || word_shows_exclusive(w, capacity) {
         Some(Mode::Exclusive)
     } else if w & word::UP != 0 {
         Some(Mode::Upgradable)
@@ -141,6 +158,14 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         Some(Mode::Semaphore(capacity))
     };
     Some(Description { mode, capacity, units_held: word::units(w), holders, waiters })
+}
+
+/// Whether the word alone shows an exclusive holder (the matrix census reads it the same way,
+/// `Census::of_word`): every unit of a read/write key with at most one record (readers that many
+/// would hold all four) and no upgradable. So the mode is right even when the holder's record is
+/// being written (a claim in flux, left out of `holders`) or when it has none (a bare holding).
+fn word_shows_exclusive(w: u64, capacity: u32) -> bool {
+    capacity == MAX_UNITS && word::units(w) == MAX_UNITS && word::records(w).count_ones() <= 1 && w & word::UP == 0
 }
 
 /// One record's holding, if it is published and consistent (a record between two holdings, or

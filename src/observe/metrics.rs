@@ -36,6 +36,10 @@ pub(crate) fn collect<K, S>(table: &Table<K, S>, events_dropped: u64) -> Metrics
             }
             m.live_slots += 1;
             m.live_holders += records;
+            if records == 0 && word::units(w) == word::MAX_UNITS {
+                // A bare holding (word.rs): every unit of a read/write key and no record.
+                m.live_holders += 1;
+            }
             if records as usize == word::INLINE_RECORDS || queued {
                 let si = slot.lock();
                 m.live_holders += si.overflow_in_use().count() as u64;

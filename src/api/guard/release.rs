@@ -8,7 +8,6 @@ use crate::engine::holding::{IN_OVERFLOW, MANAGED, OWNED, UP_HELD};
 use crate::engine::lease;
 use crate::engine::slot::AlreadyEnded;
 use crate::observe::events::EventKind;
-use crate::primitives::sync::untracked::Ordering as UntrackedOrdering;
 use crate::primitives::sync::Ordering;
 
 impl<K, S> LockGuard<'_, K, S> {
@@ -47,7 +46,7 @@ impl<K, S> LockGuard<'_, K, S> {
         // Only a guard that installed a service cell has `HAS_SERVICE` (set in `service_cell`
         // before any `&self` borrow ends, so before this release): the others skip its swap and
         // its drop.
-        if self.bits.load(UntrackedOrdering::Relaxed) & HAS_SERVICE != 0 {
+        if self.current().bits & HAS_SERVICE != 0 {
             return self.finish_with_service();
         }
         self.end_holding()
