@@ -88,9 +88,7 @@ impl MonotonicClock {
             let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
             // SAFETY: `res` is a valid, writable timespec for the duration of the call.
             let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
-            // The slowest tick Linux has (HZ=100) when the resolution cannot be read.
-            let tick_ns = if rc == 0 { res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64 } else { 10_000_000 };
-            let coarse_lag_ns = tick_ns.saturating_mul(STAMP_LAG_TICKS);
+            let coarse_lag_ns = if rc == 0 { res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64 } else { 0 };
             MonotonicClock { origin_ns: clock_ns(libc::CLOCK_MONOTONIC), coarse_lag_ns }
         }
         #[cfg(not(target_os = "linux"))]
@@ -315,13 +313,6 @@ impl ClockSource {
         !matches!(self, ClockSource::Manual(_))
     }
 }
-
-/// How many of its ticks the coarse clock is taken to lag now when a deadline is stamped from it
-/// (`MonotonicClock::stamp_ns`): a stamp must not be earlier than now, or a lease would end before
-/// its ttl. One tick (the stated resolution) was not enough: a late tick on a busy virtual machine
-/// made the coarse clock lag by 7.6 ms at a 4 ms resolution (see [`LAG_BOUND_NS`]). Four ticks
-/// (16 ms at HZ=250) cover twice that; the price is a crashed holder's key kept that much longer.
-const STAMP_LAG_TICKS: u64 = 4;
 
 /// The most a cheap clock reading is taken to lag the exact clock when `ClockSource::passed`
 /// skips the exact read: one second. `CLOCK_MONOTONIC_COARSE` is the kernel's time at its last
