@@ -3,6 +3,7 @@
 //! the reclamation of idle slots. It knows the vocabulary and the primitives, never the façade,
 //! observation or the expiry driver (they call it, and hear back through callbacks).
 
+pub(crate) mod capacity;
 pub(crate) mod census;
 pub(crate) mod core;
 pub(crate) mod holding;

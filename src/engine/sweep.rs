@@ -1,7 +1,7 @@
 //! Reclamation policy: when idle slots are swept back into their shard's free list. The
-//! mechanism (the second chance, the hand) is `Shard::sweep` in `shard.rs`; the table-wide sweeps
-//! are `Table::sweep_all` and `Table::sweep_periodic`. Here: the constants, the insert-time sweep
-//! with its backoff, and the periodic sweep's timer.
+//! mechanism (the second chance, the hand) is `Shard::sweep` in `shard.rs`; the table-wide
+//! sweeps are `Table::sweep_all` and `Table::sweep_periodic` in `capacity.rs`. Here: the
+//! constants, the insert-time sweep with its backoff, and the periodic sweep's timer.
 
 use std::time::Duration;
 

@@ -16,12 +16,11 @@ use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard, ShardInner};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
 use crate::engine::sweep::{
-    idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, CAPACITY_SWEEP_SHARDS, IDLE_BYTES_PER_SHARD,
-    SWEEP_ON_INSERT, SWEEP_PER_INTERVAL,
+    idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
 };
 use crate::engine::word;
 use crate::primitives::counters::ShardStats;
-use crate::primitives::sync::untracked::{AtomicUsize, Ordering as UntrackedOrdering};
+use crate::primitives::sync::untracked::AtomicUsize;
 use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
 
@@ -46,15 +45,15 @@ pub(crate) struct Table<K, S> {
     /// `log2(shards)` bits, with no special case for one shard (a shift by 64 would be one).
     shard_shift: u32,
     hasher: S,
-    max_slots: usize,
+    pub(super) max_slots: usize,
     /// A shard with this many slots reclaims idle ones as it creates new ones.
-    idle_per_shard: usize,
+    pub(super) idle_per_shard: usize,
     /// Slots in the index over all shards, kept only when `max_slots` is bounded (a counter every
     /// slot creation and reclamation writes; unbounded managers sum the shards' own counts).
     /// Not a synchronising atomic (a bound checked under each shard's own lock), so not loom's.
-    bounded: Option<AtomicUsize>,
+    pub(super) bounded: Option<AtomicUsize>,
     /// The next shard a refusal at the slot bound sweeps (`sweep_for_capacity`).
-    capacity_cursor: AtomicUsize,
+    pub(super) capacity_cursor: AtomicUsize,
     /// When the next periodic sweep is due (`sweep.rs`).
     pub(crate) sweep_timer: SweepTimer,
     /// A driver thread sleeps without a sweep timer while the table is empty: the first slot
@@ -277,45 +276,6 @@ where
             LockError::TimedOut => &stats.timeouts,
             _ => &stats.refused,
         });
-    }
-
-    /// Counts a slot about to be created against `max_slots`; false at the bound.
-    fn reserve_slot(&self) -> bool {
-        let Some(count) = &self.bounded else { return true };
-        crate::primitives::write_audit::note(count);
-        count
-            .fetch_update(UntrackedOrdering::Relaxed, UntrackedOrdering::Relaxed, |n| {
-                (n < self.max_slots).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// At the slot bound: sweeps a stretch of `SWEEP_ON_INSERT` entries of each of the next
-    /// `CAPACITY_SWEEP_SHARDS` shards (a cursor goes round the table across calls), stopping at
-    /// the first reclaimed slot. Returns how many it reclaimed.
-    fn sweep_for_capacity(&self) -> usize {
-        let n = self.shards.len();
-        crate::primitives::write_audit::note(&self.capacity_cursor);
-        let start = self.capacity_cursor.fetch_add(CAPACITY_SWEEP_SHARDS, UntrackedOrdering::Relaxed);
-        for i in 0..CAPACITY_SWEEP_SHARDS.min(n) {
-            let shard = &self.shards[start.wrapping_add(i) % n];
-            let mut g = shard.lock();
-            let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
-            drop(g);
-            if reclaimed > 0 {
-                self.note_reclaimed(reclaimed);
-                return reclaimed;
-            }
-        }
-        0
-    }
-
-    /// Keeps the bounded count in step with `n` slots reclaimed.
-    pub(crate) fn note_reclaimed(&self, n: usize) {
-        if let (Some(count), true) = (&self.bounded, n > 0) {
-            crate::primitives::write_audit::note(count);
-            count.fetch_sub(n, UntrackedOrdering::Relaxed);
-        }
     }
 
     /// A plain request's miss (no slot found by the lock-free lookup): creates the key's slot
@@ -585,54 +545,5 @@ where
         let earliest = slot.earliest_deadline(&slot.lock())?;
         let now = self.core.clock.now_ns();
         Some(Duration::from_nanos(earliest.saturating_sub(now)))
-    }
-
-    /// Runs the periodic sweep if one is due at `now` (one caller wins a due sweep). Returns
-    /// whether it ran.
-    pub(crate) fn sweep_if_due(&self, now: u64) -> bool {
-        let due = self.sweep_timer.take_due(now);
-        if due {
-            self.sweep_periodic();
-        }
-        due
-    }
-
-    /// The periodic sweep: in every shard over its idle bound, a bounded stretch (the hand moves
-    /// on from where it stopped), with a second chance for recently used slots, reclaiming down
-    /// to the bound, so the reaper never stalls on a huge table and never evicts a working set
-    /// that fits the budget. An idle slot beyond the bound outlives its last use by at most two
-    /// full turns of the hand.
-    fn sweep_periodic(&self) -> usize {
-        let mut total = 0;
-        for shard in self.shards() {
-            if shard.count() <= self.idle_per_shard {
-                continue;
-            }
-            let mut g = shard.lock();
-            let excess = g.present.saturating_sub(self.idle_per_shard);
-            let n = if excess > 0 { shard.sweep(&mut g, SWEEP_PER_INTERVAL, excess, &self.core, false) } else { 0 };
-            drop(g);
-            self.note_reclaimed(n);
-            total += n;
-        }
-        total
-    }
-
-    /// Sweeps every shard for idle slots (`thorough`: no second chance). Returns how many it reclaimed.
-    pub(crate) fn sweep_all(&self, thorough: bool) -> usize {
-        self.sweep_shards(usize::MAX, thorough)
-    }
-
-    /// Sweeps up to `budget` index entries of each shard, one shard lock at a time.
-    fn sweep_shards(&self, budget: usize, thorough: bool) -> usize {
-        let mut total = 0;
-        for shard in self.shards() {
-            let mut g = shard.lock();
-            let n = shard.sweep(&mut g, budget, usize::MAX, &self.core, thorough);
-            drop(g);
-            self.note_reclaimed(n);
-            total += n;
-        }
-        total
     }
 }
