@@ -11,15 +11,16 @@
 #      Bound 2 is what the models are written for (tokio uses the same in CI): every
 #      bug these models were shown to catch (a release that forgets to wake waiters, tokens that
 #      restart after reclamation, a renewal racing a release without the renewer's gate, a release
-#      that does not wake a waiting upgrader) is found at bound 2, and the suite explores all twenty
-#      models in about 13 s (21 s with cargo's start; the three upgrade models take 8 s). Bound 3 takes about 50 s (the two three-thread exclusion
-#      models, 340,000 and 420,000 executions, dominate): run it by hand after changing the slot
-#      protocols:
+#      that does not wake a waiting upgrader, a waiter granted a slot reborn for another key) is
+#      found at bound 2, and the suite's 29 models (the script fails on fewer) run in about 27 s
+#      (the exclusion models take 21 s of it; 67 s with the build, from a clean clone). Bound 3
+#      takes minutes (the three-thread exclusion models dominate): run it by hand after changing
+#      the slot protocols:
 #        cd loom-tests && RUSTFLAGS="--cfg leasehold_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release
 #      Release mode: the models run some 75,000 executions in all at bound 2, many times faster
 #      than in debug. Own target directory: a different RUSTFLAGS would otherwise rebuild the crate's
 #      normal build (and the normal build the loom one) each time.
-#      Here: build 25 s cold, models 5 s.
+#      Here (clean-clone CI run, 2 cores): the loom step took 67 s, build included.
 #
 #   2. Fuzz smoke run, only if `cargo +nightly` works (cargo-fuzz needs nightly for the
 #      sanitizer flags); without nightly it says so and skips, without failing. cargo-fuzz is
@@ -28,14 +29,14 @@
 #      with AddressSanitizer and debug assertions (cargo-fuzz's defaults), writing new inputs to a
 #      scratch corpus so the committed seeds do not grow. 20 s is a regression check (the seeds
 #      replay the coverage of the long runs, ~10 million executions per target by hand), not a
-#      search: it catches a change that breaks what the seeds reach, in about a minute for all
-#      three targets. Longer runs are by hand:
+#      search: it catches a change that breaks what the seeds reach, in about a minute and a half
+#      for all four targets. Longer runs are by hand:
 #        cd fuzz && cargo +nightly fuzz run ops -- -max_total_time=600
-#      Here: build 30 s cold, runs 3 x 21 s.
+#      Here: build 39 s, runs 4 x 21-22 s.
 #
-# Measured here (fresh clone, cold target directories, registry already downloaded, cargo-fuzz
-# already installed, one of the two cores busy with another fuzzer): 124 s in all (VERIFY_TIMINGS:
-# loom 30 s, fuzz build 30 s, fuzz runs 21 + 21 + 22 s). The script prints VERIFY_TIMINGS at the
+# Measured on the last clean-clone CI run here (cargo-fuzz installed by the script): 219 s in all
+# (VERIFY_TIMINGS: loom 67 s, cargo-fuzz install 27 s, fuzz build 39 s, fuzz runs 4 x 21-22 s).
+# The script prints VERIFY_TIMINGS at the
 # end of every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
