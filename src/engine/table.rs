@@ -19,7 +19,7 @@ use crate::engine::sweep::{
     idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
 };
 use crate::engine::word;
-use crate::primitives::counters::ShardStats;
+use crate::primitives::counters::{ShardStats, HOLD_SAMPLE};
 use crate::primitives::sync::untracked::AtomicUsize;
 use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
@@ -281,7 +281,8 @@ where
     /// A plain request's miss (no slot found by the lock-free lookup): creates the key's slot
     /// under the shard lock, claimed for `mode`, without the locked path's waiter and `Attempt`
     /// plumbing. `None` (nothing done) if the key has a slot after all, at the slot bound, or for
-    /// a mode the plain fast path does not take: the caller then takes the locked path.
+    /// a mode the plain fast path does not take: the caller then takes the locked path. An
+    /// exclusive creator holds a bare holding, like the lock-free path's exclusive claims.
     #[inline(always)]
     pub(crate) fn create_plain<Q>(&self, hash: u64, key: &Q, mode: Mode) -> Option<(&Slot<K>, Holding)>
     where
@@ -302,10 +303,29 @@ where
         let slot = self.dead_slot(shard, &mut g)?;
         let capacity = mode.capacity();
         let claim = self.birth(shard, &mut g, slot, hash, key, capacity, |start| {
-            word::try_claim(start, capacity, need, self.core.counter_limit).expect("a fresh slot admits any request")
+            if let Mode::Exclusive = mode {
+                // A bare holding (word.rs), as the lock-free path claims one: every unit of a
+                // read/write key and no record, so no record is written.
+                let word =
+                    word::try_claim_bare(start, self.core.counter_limit).expect("a fresh slot admits any request");
+                word::Claim { word, record: 0, units: word::MAX_UNITS }
+            } else {
+                word::try_claim(start, capacity, need, self.core.counter_limit)
+                    .expect("a fresh slot admits any request")
+            }
         });
         self.born(g);
-        Some((slot, slot.finish_plain(&self.core, mode, claim)))
+        let h = if let Mode::Exclusive = mode {
+            let token = slot.token_of(claim.word);
+            let rec = &slot.records[0];
+            if token % HOLD_SAMPLE == 0 {
+                slot.stamp_sampled(&self.core, rec);
+            }
+            Holding::bare(rec, token)
+        } else {
+            slot.finish_plain(&self.core, mode, claim)
+        };
+        Some((slot, h))
     }
 
     /// A dead slot for a new key, under the shard lock: at the idle bound an idle slot reclaimed
