@@ -126,7 +126,8 @@ unsafe impl<K: Send> Send for ShardInner<K> {}
 /// The outcome of trying to reclaim one slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reclaim {
-    /// Reclaimed: its key is dropped and it is back in the pool.
+    /// Reclaimed: its key is dropped, it is out of the index, and the caller puts it in the pool
+    /// or reuses it.
     Done,
     /// Idle but used since the last sweep: given a second chance.
     Spared,
@@ -258,6 +259,14 @@ impl<K> Shard<K> {
         self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
+    /// Publishes a slot reclaimed for reuse in place (`reclaim_for_reuse`), already initialised,
+    /// in the index: it is still counted in `present`, and the index has room for it (it held
+    /// the reclaimed slot's entry), so there is no growth check and no count to change.
+    #[inline(always)]
+    pub(crate) fn reinsert(&self, _g: &mut ShardInner<K>, hash: u64, slot: &Slot<K>) {
+        self.place(self.table(), hash, slot as *const Slot<K> as *mut Slot<K>);
+    }
+
     #[inline(always)]
     fn place(&self, table: &Table<K>, hash: u64, p: *mut Slot<K>) {
         let mut i = hash as usize;
@@ -286,9 +295,9 @@ impl<K> Shard<K> {
     }
 
     /// Removes the slot at index position `i` (of the current table), shifting later entries of
-    /// its probe run back.
+    /// its probe run back. `present` is the caller's to change.
     #[inline(always)]
-    fn remove_at(&self, g: &mut ShardInner<K>, table: &Table<K>, i: usize) {
+    fn remove_at(&self, table: &Table<K>, i: usize) {
         let mut hole = i & table.mask;
         let mut j = (hole + 1) & table.mask;
         loop {
@@ -308,13 +317,11 @@ impl<K> Shard<K> {
             j = (j + 1) & table.mask;
         }
         table.entry(hole).slot.store(std::ptr::null_mut(), Ordering::Release);
-        g.present -= 1;
-        self.locked.count.store(g.present, untracked::Ordering::Relaxed);
     }
 
     /// Tries to reclaim `slot`, found at index position `i` of the current table (under the shard
     /// lock): an idle slot with no zombies becomes dead, its key is dropped, and it leaves the
-    /// index. The caller puts it back in the pool or reuses it.
+    /// index. The caller puts it back in the pool (and uncounts it from `present`) or reuses it.
     #[inline(always)]
     fn try_reclaim_at(
         &self,
@@ -349,7 +356,7 @@ impl<K> Shard<K> {
         // it continues from): a plain field under the lock we hold, not a locked RMW.
         g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
-        self.remove_at(g, table, i);
+        self.remove_at(table, i);
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
         Reclaim::Done
@@ -386,6 +393,8 @@ impl<K> Shard<K> {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
                     reclaimed += 1;
+                    g.present -= 1;
+                    self.locked.count.store(g.present, untracked::Ordering::Relaxed);
                     g.free.push(slot as *const Slot<K> as *mut Slot<K>);
                 }
                 Reclaim::Spared => {
@@ -399,8 +408,9 @@ impl<K> Shard<K> {
     }
 
     /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
-    /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
-    /// with no trip through the pool.
+    /// is returned (dead, out of the index, its key dropped; with the position its removal left
+    /// empty) for the caller to reuse in place, with no trip through the pool. It stays counted
+    /// in `present`: the caller reinserts it (`reinsert`) under the same lock hold.
     #[inline(always)]
     pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
         g.last_sweep_found_idle = false;

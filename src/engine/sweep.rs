@@ -74,7 +74,8 @@ const MAX_SWEEP_BACKOFF: u32 = 1024;
 /// key in place (no trip through the pool); a shard over its bound (after a burst) reclaims one
 /// more into the pool, so it shrinks back. A sweep that found nothing idle backs off
 /// (exponentially, up to `MAX_SWEEP_BACKOFF` creations). Under the shard lock; returns the slot to
-/// reuse and how many slots went to the pool.
+/// reuse (still counted in `present`: `Shard::reclaim_for_reuse`) and how many slots went to the
+/// pool.
 #[inline(always)]
 pub(crate) fn sweep_on_insert<'s, K>(
     shard: &'s Shard<K>,
@@ -89,8 +90,9 @@ pub(crate) fn sweep_on_insert<'s, K>(
         (None, 0)
     } else {
         let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core);
-        // Over the bound (after a burst): one more into the pool, so the shard shrinks back.
-        let pooled = if reused.is_some() && g.present >= idle_per_shard {
+        // Over the bound (after a burst): one more into the pool, so the shard shrinks back. (The
+        // reused slot is still in `present`: without it the shard has `present - 1`.)
+        let pooled = if reused.is_some() && g.present > idle_per_shard {
             shard.sweep(g, SWEEP_ON_INSERT, 1, core, false)
         } else {
             0

@@ -124,6 +124,16 @@ pub(crate) fn holding_records<K>(slot: &Slot<K>, si: &SlotInner) -> Vec<RecordRe
         .collect()
 }
 
+/// Where `birth` publishes a slot from `dead_slot`.
+#[derive(Clone, Copy)]
+enum Place {
+    /// A slot from the pool: a new index entry (`Shard::insert`, which may grow the table and
+    /// counts it).
+    New,
+    /// A slot reclaimed for reuse in place, still counted (`Shard::reinsert`).
+    Reused,
+}
+
 /// What the locked path did.
 pub(crate) enum Attempt<'a, K> {
     Acquired(&'a Slot<K>, Holding),
@@ -300,9 +310,11 @@ where
         if shard.find_locked(&g, hash, key).is_some() {
             return None;
         }
-        let slot = self.dead_slot(shard, &mut g)?;
+        // Before anything changes: a panic in the key's conversion leaves the shard as it was.
+        let key = K::from(key.to_owned());
+        let (slot, place) = self.dead_slot(shard, &mut g)?;
         let capacity = mode.capacity();
-        let claim = self.birth(shard, &mut g, slot, hash, key, capacity, |start| {
+        let claim = self.birth(shard, &mut g, slot, place, hash, key, capacity, |start| {
             if let Mode::Exclusive = mode {
                 // A bare holding (word.rs), as the lock-free path claims one: every unit of a
                 // read/write key and no record, so no record is written.
@@ -328,40 +340,39 @@ where
         Some((slot, h))
     }
 
-    /// A dead slot for a new key, under the shard lock: at the idle bound an idle slot reclaimed
-    /// for reuse in place (`sweep_on_insert`; still counted against `max_slots`), else one from
-    /// the pool, counted first. `None` at the slot bound.
+    /// A dead slot for a new key, under the shard lock, and where `birth` publishes it: at the
+    /// idle bound an idle slot reclaimed for reuse in place (`sweep_on_insert`; still counted
+    /// against `max_slots` and in the shard's `present`), else one from the pool, counted first.
+    /// `None` at the slot bound.
     #[inline(always)]
-    fn dead_slot<'s>(&self, shard: &'s Shard<K>, g: &mut ShardInner<K>) -> Option<&'s Slot<K>> {
+    fn dead_slot<'s>(&self, shard: &'s Shard<K>, g: &mut ShardInner<K>) -> Option<(&'s Slot<K>, Place)> {
         let (reused, pooled) = sweep_on_insert(shard, g, self.idle_per_shard, &self.core);
         self.note_reclaimed(pooled);
         match reused {
-            Some(slot) => Some(slot),
+            Some(slot) => Some((slot, Place::Reused)),
             // Counted before it is made (a compare-exchange against the bound), so creators
             // racing on different shards cannot exceed it.
-            None if self.reserve_slot() => Some(shard.alloc(g)),
+            None if self.reserve_slot() => Some((shard.alloc(g), Place::New)),
             None => None,
         }
     }
 
     /// Brings `slot` (dead, from `dead_slot`) to life for `key`, holding the creator's claim
-    /// (`claim_of` the word it starts from), and publishes it in the index. Under the shard lock.
+    /// (`claim_of` the word it starts from), and publishes it in the index (`place`, from
+    /// `dead_slot`). Under the shard lock.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn birth<Q>(
+    fn birth(
         &self,
         shard: &Shard<K>,
         g: &mut ShardInner<K>,
         slot: &Slot<K>,
+        place: Place,
         hash: u64,
-        key: &Q,
+        key: K,
         capacity: u32,
         claim_of: impl FnOnce(u64) -> word::Claim,
-    ) -> word::Claim
-    where
-        K: Borrow<Q> + From<Q::Owned>,
-        Q: ?Sized + Hash + Eq + ToOwned,
-    {
+    ) -> word::Claim {
         // The new incarnation continues the dead slot's counter (word.rs: no word repeats), with
         // its token base lowered so that its first token is just above the shard's high-water
         // mark. A spent counter starts again from zero.
@@ -374,11 +385,14 @@ where
         g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
         let claim = claim_of(start);
         // SAFETY: `dead_slot` gave a dead slot of this shard, not in the index; we hold the lock.
-        unsafe { slot.init(K::from(key.to_owned()), hash, capacity, base, claim.word) };
+        unsafe { slot.init(key, hash, capacity, base, claim.word) };
         // A key used once since its creation gets no second chance from the sweep; one claimed
         // again since (a hot key) does.
         slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
-        shard.insert(g, hash, slot);
+        match place {
+            Place::New => shard.insert(g, hash, slot),
+            Place::Reused => shard.reinsert(g, hash, slot),
+        }
         claim
     }
 
@@ -411,43 +425,49 @@ where
         let mut reclaimed_for_capacity = false;
         loop {
             let mut g = shard.lock();
-            let Some(slot) = shard.find_locked(&g, hash, key) else {
-                let Some(slot) = self.dead_slot(shard, &mut g) else {
-                    // At the bound: a bounded stretch of this shard, then of the next few shards
-                    // in turn (`sweep_for_capacity`), so that a refusal costs O(1), not a sweep of
-                    // the whole table; repeated refusals go round the table.
-                    let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
-                    if reclaimed > 0 {
-                        self.note_reclaimed(reclaimed);
-                        continue;
-                    }
-                    drop(g);
-                    if !reclaimed_for_capacity {
-                        reclaimed_for_capacity = true;
-                        if self.sweep_for_capacity() > 0 {
+            let slot = match shard.find_locked(&g, hash, key) {
+                Some(slot) => slot,
+                None => {
+                    // Before anything changes: a panic in the key's conversion leaves the shard as it
+                    // was.
+                    let owned = K::from(key.to_owned());
+                    let Some((slot, place)) = self.dead_slot(shard, &mut g) else {
+                        // At the bound: a bounded stretch of this shard, then of the next few shards
+                        // in turn (`sweep_for_capacity`), so that a refusal costs O(1), not a sweep of
+                        // the whole table; repeated refusals go round the table.
+                        let reclaimed = shard.sweep(&mut g, SWEEP_ON_INSERT, 1, &self.core, true);
+                        if reclaimed > 0 {
+                            self.note_reclaimed(reclaimed);
                             continue;
                         }
-                    }
-                    return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
-                };
-                let capacity = ask.mode.capacity();
-                let claim = self.birth(shard, &mut g, slot, hash, key, capacity, |start| {
-                    let mut claim = ask
-                        .claim(start, capacity, false, self.core.counter_limit)
-                        .expect("a fresh slot admits any request");
-                    if ask.mode.is_intention() {
-                        // Born a matrix key, its census counting its creator: the slot is not yet
-                        // published, so nobody can see the word before the census.
-                        claim.word |= word::MATRIX;
-                        let mut census = Census::default();
-                        census.add(ask.mode.granule());
-                        *slot.lock().census_mut() = census;
-                    }
-                    claim
-                });
-                self.born(g);
-                let h = slot.finish_claim(&self.core, ask, claim, None);
-                return Attempt::Acquired(slot, h);
+                        drop(g);
+                        if !reclaimed_for_capacity {
+                            reclaimed_for_capacity = true;
+                            if self.sweep_for_capacity() > 0 {
+                                continue;
+                            }
+                        }
+                        return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
+                    };
+                    let capacity = ask.mode.capacity();
+                    let claim = self.birth(shard, &mut g, slot, place, hash, owned, capacity, |start| {
+                        let mut claim = ask
+                            .claim(start, capacity, false, self.core.counter_limit)
+                            .expect("a fresh slot admits any request");
+                        if ask.mode.is_intention() {
+                            // Born a matrix key, its census counting its creator: the slot is not yet
+                            // published, so nobody can see the word before the census.
+                            claim.word |= word::MATRIX;
+                            let mut census = Census::default();
+                            census.add(ask.mode.granule());
+                            *slot.lock().census_mut() = census;
+                        }
+                        claim
+                    });
+                    self.born(g);
+                    let h = slot.finish_claim(&self.core, ask, claim, None);
+                    return Attempt::Acquired(slot, h);
+                }
             };
             // Found under the shard lock: pinned while we hold it. Take the slot lock too, and
             // claim (or set `WAITERS`) before the shard lock goes: reclamation needs the shard
