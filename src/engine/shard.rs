@@ -408,29 +408,40 @@ impl<K> Shard<K> {
     }
 
     /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
-    /// is returned (dead, out of the index, its key dropped; with the position its removal left
-    /// empty) for the caller to reuse in place, with no trip through the pool. It stays counted
-    /// in `present`: the caller reinserts it (`reinsert`) under the same lock hold.
+    /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
+    /// with no trip through the pool. It stays counted in `present`: the caller reinserts it
+    /// (`reinsert`) under the same lock hold.
     #[inline(always)]
     pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
         g.last_sweep_found_idle = false;
+        if g.present == 0 || budget == 0 {
+            return None;
+        }
         let table = self.table(); // only this thread (holding the lock) could swap it
         let mut left = budget.min(2 * (table.mask + 1));
-        while left > 0 && g.present > 0 {
-            left -= 1;
-            let p = table.entry(g.hand).slot.load(Ordering::Relaxed);
+        // The hand in a local, written back once: most entries it passes are empty (the table is
+        // at most 1/4 full). `present` changes only when a slot is reclaimed, which ends the loop.
+        let mut hand = g.hand;
+        let reused = loop {
+            let p = table.entry(hand).slot.load(Ordering::Relaxed);
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
-                match self.try_reclaim_at(g, table, g.hand, slot, core, true) {
-                    Reclaim::Done => return Some(slot),
+                match self.try_reclaim_at(g, table, hand, slot, core, true) {
+                    // The hand stays: the shift may have moved another entry into position i.
+                    Reclaim::Done => break Some(slot),
                     Reclaim::Spared => g.last_sweep_found_idle = true,
                     Reclaim::Busy => {}
                 }
             }
-            g.hand = g.hand.wrapping_add(1);
-        }
-        None
+            hand = hand.wrapping_add(1);
+            left -= 1;
+            if left == 0 {
+                break None;
+            }
+        };
+        g.hand = hand;
+        reused
     }
 
     /// Every slot in the index (under the shard lock, where indexed slots are live).
