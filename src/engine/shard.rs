@@ -422,8 +422,10 @@ impl<K> Shard<K> {
         // The hand in a local, written back once: most entries it passes are empty (the table is
         // at most 1/4 full). `present` changes only when a slot is reclaimed, which ends the loop.
         let mut hand = g.hand;
+        let (entries, mask) = (&*table.entries, table.mask);
         let reused = loop {
-            let p = table.entry(hand).slot.load(Ordering::Relaxed);
+            // SAFETY: `entries.len() == mask + 1`, a power of two (`Table::with_capacity`).
+            let p = unsafe { entries.get_unchecked(hand & mask) }.slot.load(Ordering::Relaxed);
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
