@@ -315,7 +315,9 @@ where
             let hash = locks.table.hash(key);
             let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
                 Ok(claimed) => claimed,
-                Err(found) => acquire_slow(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?,
+                Err(found) => {
+                    acquire_slow_plain(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?
+                }
             };
             locks.emit_acquired(slot, &h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
@@ -382,6 +384,35 @@ where
     }
 }
 
+/// `acquire_slow` for a plain request (`Request::acquire_until`: `ask` has neither lease nor
+/// owner): a miss (no slot found by the lock-free lookup) creates the key's slot directly, without
+/// the waiter factory and the locked path's plumbing (`Table::create_plain`; `None`: the key has a
+/// slot after all, or something unusual, and `acquire_slow` decides). The same arguments as
+/// `acquire_slow`, so that the inlined caller passes them the same way.
+#[cold]
+#[inline(never)]
+fn acquire_slow_plain<'m, K, Q, S>(
+    locks: &'m State<K, S>,
+    key: &Q,
+    ask: Ask,
+    hash: u64,
+    found: Option<&'m Slot<K>>,
+    deadline: Option<Instant>,
+) -> Result<(&'m Slot<K>, Holding), LockError>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    if found.is_none() {
+        if let Some(created) = locks.table.create_plain(hash, key, ask.mode) {
+            return Ok(created);
+        }
+    }
+    acquire_slow(locks, key, ask, hash, found, deadline)
+}
+
 /// Past the fast path: spin a little on a held slot, then the locked path, and park if queued.
 #[cold]
 #[inline(never)]
@@ -399,14 +430,6 @@ where
     K: From<Q::Owned>,
     S: BuildHasher + Send + Sync + 'static,
 {
-    // A miss of a request without lease or owner: create the key's slot directly, without the
-    // waiter factory and the locked path's plumbing (`None`: the key has a slot after all, or
-    // something unusual; the locked path below decides).
-    if found.is_none() && ask.ttl_ns.is_none() && ask.owner.is_none() {
-        if let Some(created) = locks.table.create_plain(hash, key, ask.mode) {
-            return Ok(created);
-        }
-    }
     #[cfg(leasehold_loom)]
     let _ = found;
     // Someone holds it: a few tries catch a short critical section without parking.
