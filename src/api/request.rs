@@ -406,7 +406,12 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     if found.is_none() {
-        if let Some(created) = locks.table.create_plain(hash, key, ask.mode) {
+        // Exclusive, the common case, on a path of its own where the mode is a constant.
+        let created = match ask.mode {
+            Mode::Exclusive => locks.table.create_plain(hash, key, Mode::Exclusive),
+            mode => locks.table.create_plain(hash, key, mode),
+        };
+        if let Some(created) = created {
             return Ok(created);
         }
     }
