@@ -412,6 +412,9 @@ where
             mode => locks.table.create_plain(hash, key, mode),
         };
         if let Some(created) = created {
+            // Nothing to drop: a plain request's `Ask` has no owner (`acquire_until`).
+            debug_assert!(ask.owner.is_none());
+            std::mem::forget(ask);
             return Ok(created);
         }
     }

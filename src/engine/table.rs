@@ -317,9 +317,11 @@ where
         let claim = self.birth(shard, &mut g, slot, place, hash, key, capacity, |start| {
             if let Mode::Exclusive = mode {
                 // A bare holding (word.rs), as the lock-free path claims one: every unit of a
-                // read/write key and no record, so no record is written.
-                let word =
-                    word::try_claim_bare(start, self.core.counter_limit).expect("a fresh slot admits any request");
+                // read/write key and no record, so no record is written. `try_claim_bare`'s claim
+                // without its tests: `start` is idle and its counter below the limit (`birth`
+                // starts a spent counter from zero, and the limit is at least 1).
+                let word = start + word::MAX_UNITS as u64 + word::COUNTER_ONE;
+                debug_assert_eq!(word::try_claim_bare(start, self.core.counter_limit), Ok(word));
                 word::Claim { word, record: 0, units: word::MAX_UNITS }
             } else {
                 word::try_claim(start, capacity, need, self.core.counter_limit)
