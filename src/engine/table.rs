@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::engine::census::Census;
 use crate::engine::core::Core;
-use crate::engine::holding::{Ask, Holding, RecordRef};
+use crate::engine::holding::{Ask, Holding, RecordPtr, RecordRef};
 use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard, ShardInner};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
@@ -189,7 +189,7 @@ where
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))
         } else {
-            self.undo_collision(slot, &h);
+            self.undo_collision(slot, h.rec, h.token, h.bits);
             Err(None)
         }
     }
@@ -215,16 +215,18 @@ where
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))
         } else {
-            self.undo_collision(slot, &h);
+            self.undo_collision(slot, h.rec, h.token, h.bits);
             Err(None)
         }
     }
 
-    /// A full 64-bit hash collision with a key that holds this slot: undo the claim.
+    /// A full 64-bit hash collision with a key that holds this slot: undo the claim. The holding
+    /// comes as scalars: lent by address (`&Holding`), it would have to be stored to memory on
+    /// every fast-path acquire for this cold call's sake (3 stores, bench/perf5-hotpath.md).
     #[cold]
     #[inline(never)]
-    fn undo_collision(&self, slot: &Slot<K>, h: &Holding) {
-        let _ = slot.release(&self.core, h);
+    fn undo_collision(&self, slot: &Slot<K>, rec: RecordPtr, token: u64, bits: u64) {
+        let _ = slot.release(&self.core, &Holding { rec, token, bits });
     }
 
     /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
