@@ -365,11 +365,13 @@ impl<K> Slot<K> {
                 let rec = &self.records[idx as usize];
                 let token = self.token_of(claim.word);
                 rec.token.store(token, Ordering::Relaxed);
-                if token % HOLD_SAMPLE == 0 {
+                let h = Holding::unsampled(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false);
+                let sampled = token % HOLD_SAMPLE == 0;
+                if sampled {
                     self.stamp_sampled(core, rec);
                 }
                 self.publish_lease(core, mode, Some(ttl_ns), rec, token, claim.units);
-                Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false)
+                h.sampled_if(sampled)
             },
         )
     }
@@ -401,10 +403,12 @@ impl<K> Slot<K> {
                 // record then, word.rs): a sampled one keeps its start there, and it is the
                 // record a promotion or a downgrade takes.
                 let rec = &self.records[0];
+                let h = Holding::bare_unsampled(rec, token);
                 if token % HOLD_SAMPLE == 0 {
                     self.stamp_sampled(core, rec);
+                    return h.sampled_if(true);
                 }
-                Holding::bare(rec, token)
+                h
             },
         )
     }
@@ -446,12 +450,14 @@ impl<K> Slot<K> {
         let rec = &self.records[idx as usize];
         let token = self.token_of(claim.word);
         rec.token.store(token, Ordering::Relaxed);
-        if token % HOLD_SAMPLE == 0 {
+        let h = Holding::unsampled(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false);
+        let sampled = token % HOLD_SAMPLE == 0;
+        if sampled {
             self.stamp_sampled(core, rec);
         }
         // Release: a reader that sees this word sees the token above.
         rec.lease.store(lease::plain(token, meta(mode, claim.units)), Ordering::Release);
-        Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false)
+        h.sampled_if(sampled)
     }
 
     /// A sampled holding's start, exactly, for the hold-time histogram (before the lease word
