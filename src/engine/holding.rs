@@ -192,6 +192,14 @@ impl Holding {
         Holding { rec: RecordPtr(rec), token, bits }
     }
 
+    /// A plain holding of one unit in the inline record whose bit in the state word is `bit`
+    /// (`word::try_claim_unit_bit`), unsampled (as `unsampled`); `mode` is `Mode::code`.
+    #[inline(always)]
+    pub(crate) fn plain_unit(rec: *const Record, token: u64, bit: u64, mode: u64) -> Holding {
+        debug_assert!(bit.count_ones() == 1 && bit & RECORD_BITS != 0);
+        Holding { rec: RecordPtr(rec), token, bits: 1 | bit | (mode << MODE_SHIFT) }
+    }
+
     /// The same holding, with `SAMPLED` if `sampled`.
     #[inline(always)]
     pub(crate) fn sampled_if(self, sampled: bool) -> Holding {
@@ -351,6 +359,8 @@ mod tests {
                 (h.is_sampled(), h.record(), h.release_delta()),
                 (sampled, RecordRef::Inline(2), word::release_delta(2, 1))
             );
+            let u = Holding::plain_unit(rec, token, word::record_bit(2), 2).sampled_if(sampled);
+            assert_eq!(u.bits, h.bits);
             let b = Holding::bare(rec, token);
             assert_eq!((b.is_sampled(), b.is_bare(), b.release_delta()), (sampled, true, word::MAX_UNITS as u64));
         }

@@ -319,22 +319,43 @@ impl<K> Slot<K> {
             Mode::Semaphore(n) => n,
             _ => MAX_UNITS,
         };
-        let check = |_| {
+        // `claim_with`'s loop, with the claim's record as its bit in the word (`try_claim_unit_bit`)
+        // rather than an index: the holding's bits and its release need the bit, the record's
+        // address the index, and the bit gives both (bench/perf5-hotpath.md, Phase 6).
+        // Acquire: as in `claim_with`.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
             // Relaxed: as in `check_capacity`.
-            let cap = self.capacity.load(Ordering::Relaxed);
-            if cap == expected {
-                Ok(cap)
-            } else {
-                Err(Blocked::Unstable)
+            if self.capacity.load(Ordering::Relaxed) != expected {
+                return Err(Blocked::Unstable);
             }
-        };
-        // The limit is read inside the loop: a compare with a memory operand. Every refusal goes
-        // to the slow path, which finds the reason itself: one test for all of them here.
-        self.claim_with(
-            check,
-            |w, cap| word::try_claim_unit(w, cap, core.counter_limit).ok_or(Refusal::Busy),
-            |claim| self.finish_plain(core, mode, claim),
-        )
+            // The limit is read inside the loop: a compare with a memory operand. Every refusal
+            // goes to the slow path, which finds the reason itself: one test for all of them here.
+            let Some((next, bit)) = word::try_claim_unit_bit(w, expected, core.counter_limit) else {
+                return Err(Blocked::Busy);
+            };
+            // Acquire on success: as in `claim_with` (pairs with the previous holder's Release).
+            match self.word.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Ok(self.finish_unit(core, mode, next, bit)),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// `finish_plain` for a unit claim that installed `next`, taking the record whose bit is `bit`.
+    #[inline(always)]
+    fn finish_unit(&self, core: &Core, mode: Mode, next: u64, bit: u64) -> Holding {
+        let rec = &self.records[word::record_of_bit(bit) as usize];
+        let token = self.token_of(next);
+        rec.token.store(token, Ordering::Relaxed);
+        let h = Holding::plain_unit(rec, token, bit, mode.code());
+        let sampled = token % HOLD_SAMPLE == 0;
+        if sampled {
+            self.stamp_sampled(core, rec);
+        }
+        // Release: a reader that sees this word sees the token above.
+        rec.lease.store(lease::plain(token, meta(mode, 1)), Ordering::Release);
+        h.sampled_if(sampled)
     }
 
     /// `try_claim_plain` for a lease without owner (`Request::acquire_lease_only`): no `Ask`,

@@ -241,18 +241,43 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
 /// one sends it to the locked path), so every flag that refuses is one mask test.
 #[inline]
 pub const fn try_claim_unit(word: u64, capacity: u32, counter_limit: u64) -> Option<Claim> {
+    match try_claim_unit_bit(word, capacity, counter_limit) {
+        Some((next, bit)) => Some(Claim { word: next, record: record_of_bit(bit), units: 1 }),
+        None => None,
+    }
+}
+
+/// [`try_claim_unit`] as the lock-free path uses it: the word to install and the bit of the
+/// record it took, where the word has it (the holding's release subtracts that bit, so the
+/// claim never shifts it down to an index and back; [`record_of_bit`] gives the index).
+#[inline(always)]
+pub const fn try_claim_unit_bit(word: u64, capacity: u32, counter_limit: u64) -> Option<(u64, u64)> {
     if word & (DEAD | CAP_CHANGING | MATRIX | EXCL_WAITING | UPGRADING) != 0
         || units(word) >= capacity
         || counter(word) >= counter_limit
     {
         return None;
     }
-    let free = !records(word) & 0xF;
-    if free == 0 {
-        return None;
-    }
-    let record = free.trailing_zeros() as RecordIdx;
-    Some(Claim { word: (word + 1 + COUNTER_ONE) | record_bit(record), record, units: 1 })
+    // Record 0 is free whenever the key has no other holder (the uncontended case): one bit test
+    // then gives a constant record.
+    let bit = if word & record_bit(0) == 0 {
+        record_bit(0)
+    } else {
+        let free = !records(word) & 0xF;
+        if free == 0 {
+            return None;
+        }
+        // The lowest free record's bit.
+        ((free & free.wrapping_neg()) as u64) << RECORDS_SHIFT
+    };
+    Some((word + 1 + COUNTER_ONE + bit, bit))
+}
+
+/// The inline record whose bit is `bit` (one of the record bits, as [`record_bit`] makes them).
+#[inline(always)]
+pub const fn record_of_bit(bit: u64) -> RecordIdx {
+    // `& 3`: in range by construction, and so without a bounds check where it indexes.
+    ((bit.trailing_zeros() - RECORDS_SHIFT) & 3) as RecordIdx
 }
 
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
