@@ -19,7 +19,7 @@ use crate::engine::sweep::{
     idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
 };
 use crate::engine::word;
-use crate::primitives::counters::ShardStats;
+use crate::primitives::counters::{shard_of, ShardStats, SHARD_HASH_SHIFT};
 use crate::primitives::sync::untracked::AtomicUsize;
 use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
@@ -41,9 +41,9 @@ pub(crate) type OnEnded<'a, K> = &'a dyn Fn(&Slot<K>, &Ended);
 pub(crate) struct Table<K, S> {
     pub(crate) core: Core,
     shards: Box<[Shard<K>]>,
-    /// `(hash >> 1) >> shard_shift` is the shard (the index uses the low bits): the top
-    /// `log2(shards)` bits, with no special case for one shard (a shift by 64 would be one).
-    shard_shift: u32,
+    /// The byte offset of a key's shard in `shards` is `(hash >> (SHARD_HASH_SHIFT - stride
+    /// shift)) & shard_offsets` (`shard_of`): the shard number in bytes, one shift and one mask.
+    shard_offsets: usize,
     hasher: S,
     pub(super) max_slots: usize,
     /// A shard with this many slots reclaims idle ones as it creates new ones.
@@ -73,15 +73,23 @@ pub(crate) struct TableConfig {
 }
 
 impl<K, S> Table<K, S> {
+    /// `log2` of a shard's size: `Shard` is aligned to a power of two that its fields fit in.
+    const STRIDE_SHIFT: u32 = {
+        let size = std::mem::size_of::<Shard<K>>();
+        assert!(size.is_power_of_two() && size.trailing_zeros() <= SHARD_HASH_SHIFT);
+        size.trailing_zeros()
+    };
+
     pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
         let TableConfig { shards, max_slots, idle, wake_driver_on_first, token_floor } = config;
         let now = core.clock.now_ns();
         Table {
             core,
             shards: (0..shards).map(|_| Shard::new(token_floor)).collect(),
-            shard_shift: {
+            shard_offsets: {
                 assert!(shards.is_power_of_two(), "the builder checks that shards is a power of two");
-                63 - shards.trailing_zeros()
+                assert!(shards <= 1 << (64 - SHARD_HASH_SHIFT), "the builder bounds the shard count");
+                (shards - 1) << Self::STRIDE_SHIFT
             },
             hasher,
             max_slots,
@@ -143,11 +151,12 @@ where
 
     #[inline(always)]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
-        let i = ((hash >> 1) >> self.shard_shift) as usize;
-        debug_assert!(i < self.shards.len());
-        // SAFETY: `shards.len()` is `2^(63 - shard_shift)` (a power of two, `new`), and `i` has at
-        // most `63 - shard_shift` bits.
-        unsafe { self.shards.get_unchecked(i) }
+        let offset = (hash >> (SHARD_HASH_SHIFT - Self::STRIDE_SHIFT)) as usize & self.shard_offsets;
+        debug_assert_eq!(offset >> Self::STRIDE_SHIFT, shard_of(hash, self.shards.len()));
+        // SAFETY: `shard_offsets` is `(shards.len() - 1) << STRIDE_SHIFT` (`new`), with
+        // `shards.len()` a power of two, so `offset` is `i * size_of::<Shard<K>>()` for an
+        // `i < shards.len()`: the start of a shard of the slice.
+        unsafe { &*self.shards.as_ptr().byte_add(offset) }
     }
 
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
