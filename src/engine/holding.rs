@@ -179,8 +179,9 @@ impl Holding {
         self.bits & (RECORD_BITS | IN_OVERFLOW) == 0
     }
 
-    /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0).
-    #[inline(always)]
+    /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0). (The
+    /// claim builds it as `bare_unsampled(..).sampled_if(..)`, in its sampling branch.)
+    #[cfg(test)]
     pub(crate) fn bare(rec: *const Record, token: u64) -> Holding {
         Self::bare_unsampled(rec, token).sampled_if(token % HOLD_SAMPLE == 0)
     }
