@@ -336,6 +336,10 @@ impl<K> Slot<K> {
             };
             // Acquire on success: as in `claim_with` (pairs with the previous holder's Release).
             match self.word.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Acquire) {
+                // Record 0 (the uncontended case) apart, so that its record is a constant.
+                Ok(_) if bit == word::record_bit(0) => {
+                    return Ok(self.finish_unit(core, mode, next, word::record_bit(0)))
+                }
                 Ok(_) => return Ok(self.finish_unit(core, mode, next, bit)),
                 Err(actual) => w = actual,
             }
