@@ -383,7 +383,16 @@ impl<K> Slot<K> {
         };
         self.claim_with(
             check,
-            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            |w, cap| match mode {
+                // Record 0, as a constant: the record's address and bit fold (the mode is a
+                // constant where the request is inlined).
+                Mode::Exclusive => word::try_claim_exclusive_watched(w, core.counter_limit).map(|next| Claim {
+                    word: next,
+                    record: 0,
+                    units: MAX_UNITS,
+                }),
+                _ => word::try_claim(w, cap, need, core.counter_limit),
+            },
             #[inline(always)]
             |claim| {
                 let idx = claim.record;

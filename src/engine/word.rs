@@ -244,6 +244,22 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
     Ok(word + UNITS_MASK + COUNTER_ONE)
 }
 
+/// The lock-free claim of a lease without owner in exclusive mode on a read/write key (the
+/// caller has checked that the capacity is `MAX_UNITS`): [`try_claim`]'s exclusive, watched claim,
+/// whose record is always record 0 (no unit held, so no record either), as one mask test and a
+/// constant record, so that the caller's record is a constant too.
+#[inline]
+pub const fn try_claim_exclusive_watched(word: u64, counter_limit: u64) -> Result<u64, Refusal> {
+    // `RECORDS_MASK` too, though no sane word has a record without units: the same one test.
+    if word & (UNITS_MASK | RECORDS_MASK | DEAD | CAP_CHANGING | MATRIX) != 0 {
+        return Err(if word & (DEAD | CAP_CHANGING) != 0 { Refusal::Unstable } else { Refusal::Busy });
+    }
+    if counter_reached(word, counter_limit) {
+        return Err(Refusal::Exhausted);
+    }
+    Ok((word + UNITS_MASK + COUNTER_ONE + record_bit(0)) | WATCHED)
+}
+
 /// The lock-free path's claim of one unit and an inline record (a plain shared or permit
 /// request, not queued): [`try_claim`]'s claim when it takes an inline record, `None` for every
 /// refusal and for a claim that would need an overflow record. The caller needs no reason (each
@@ -599,6 +615,40 @@ mod tests {
                             (bare, full) => panic!("{word:064b}: bare {bare:?}, exclusive {full:?}"),
                         }
                         checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "only {checked} cases");
+    }
+
+    /// The exclusive lease's claim is exactly `try_claim`'s exclusive, watched claim on a
+    /// read/write key, record 0 included, from every sane word of the claim test's grid.
+    #[test]
+    fn exclusive_watched_claim_is_the_exclusive_lease_claim() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+        let watched = Need { exclusive: true, privileged: false, watch: true };
+        let mut checked = 0_u64;
+        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
+            for recs in 0..16_u64 {
+                for &flags in &flag_sets {
+                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                        for limit in [COUNTER_MAX, 1, 2] {
+                            let word = held | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                            // Sane words only: a record belongs to a holding, which holds units.
+                            if held == 0 && recs != 0 {
+                                continue;
+                            }
+                            let full = try_claim(word, MAX_UNITS, watched, limit);
+                            match (try_claim_exclusive_watched(word, limit), full) {
+                                (Ok(next), Ok(c)) => {
+                                    assert_eq!((c.record, c.units, next), (0, MAX_UNITS, c.word), "{word:064b}");
+                                }
+                                (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
+                                (ours, full) => panic!("{word:064b}: ours {ours:?}, try_claim {full:?}"),
+                            }
+                            checked += 1;
+                        }
                     }
                 }
             }
