@@ -187,6 +187,13 @@ fn check_single(s: &Single) {
             (Err(a), Err(b)) => assert_eq!(a, b, "{ctx}: bare claim's reason"),
             (bare, full) => panic!("{ctx}: bare claim {bare:?}, exclusive claim {full:?}"),
         }
+        // The exclusive lease's claim is the exclusive watched one, record 0 and all.
+        let watched = Need { exclusive: true, privileged: false, watch: true };
+        match (word::try_claim_exclusive_watched(word, limit), word::try_claim(word, cap, watched, limit)) {
+            (Ok(next), Ok(c)) => assert_eq!((c.record, next), (0, c.word), "{ctx}: exclusive watched claim"),
+            (Err(a), Err(b)) => assert_eq!(a, b, "{ctx}: exclusive watched claim's reason"),
+            (ours, full) => panic!("{ctx}: exclusive watched claim {ours:?}, exclusive claim {full:?}"),
+        }
     }
     let shared = Need { exclusive: false, privileged: false, watch: false };
     let want = match word::try_claim(word, cap, shared, limit) {

@@ -402,7 +402,7 @@ where
             clock,
             counter_limit: self.counter_limit,
             wheel: Wheelhouse::new(duration_ns(self.tick)),
-            stats: Stats::new(shards, 64 - shards.trailing_zeros()),
+            stats: Stats::new(shards),
         };
         let config = TableConfig {
             shards,

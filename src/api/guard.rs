@@ -11,7 +11,7 @@ use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, UP_HELD};
+use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, SAMPLED, UP_HELD};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -508,8 +508,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // A plain holding in an inline record, not upgradable, no service, not sampled, nobody
         // listening: one store and one `fetch_sub`. (One call out of line for all the rest keeps
         // this small; the mask is one constant, so the extra bits cost nothing.)
-        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD) == 0
-            && !h.is_sampled()
+        if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED) == 0
             && !self.locks.events.is_active()
             && self.slot.release_plain(&h)
         {

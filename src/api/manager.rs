@@ -11,7 +11,7 @@ use crate::api::request::Request;
 use crate::api::state::State;
 use crate::engine::holding::RecordRef;
 use crate::engine::slot::Ending;
-use crate::engine::table::{holding_records, DefaultHasher};
+use crate::engine::table::DefaultHasher;
 use crate::engine::word;
 use crate::observe::events::EventReceiver;
 use crate::observe::inspect::{self, LockInfo};
@@ -424,7 +424,7 @@ where
         let slot = shard.find_locked(&g, hash, key).ok_or(LockError::NotHeld)?;
         let mut si = slot.lock();
         let token = token.as_u64();
-        for record in holding_records(slot, &si) {
+        for record in slot.holding_records(&si) {
             if slot
                 .force_end(&table.core, record, Ending::Revocation { token: Some(token) }, &mut si, &mut |e| {
                     state.emit_ended(slot, e)
@@ -464,7 +464,7 @@ where
                 }
                 let mut si = slot.lock();
                 let mine: Vec<RecordRef> =
-                    holding_records(slot, &si).into_iter().filter(|&r| si.owner(r).as_ref() == Some(&owner)).collect();
+                    slot.holding_records(&si).into_iter().filter(|&r| si.owner(r).as_ref() == Some(&owner)).collect();
                 for record in mine {
                     let ended =
                         slot.force_end(&table.core, record, Ending::Revocation { token: None }, &mut si, &mut |e| {

@@ -19,12 +19,12 @@ type Locks = LockManager<u64, FixedState>;
 /// One uncontended acquire and release of a key.
 type Op = fn(&Locks, u64);
 
-/// One key per shard (the shard is the hash's top `log2(SHARDS)` bits), from `base` on.
+/// One key per shard (`shard_of`: `log2(SHARDS)` bits from bit 48 of the hash), from `base` on.
 fn one_key_per_shard(hasher: &FixedState, base: u64) -> Vec<u64> {
     let mut by_shard = vec![None; SHARDS];
     let mut k = base;
     while by_shard.iter().any(Option::is_none) {
-        let shard = (hasher.hash_one(k) >> (64 - SHARDS.trailing_zeros())) as usize;
+        let shard = crate::primitives::counters::shard_of(hasher.hash_one(k), SHARDS);
         by_shard[shard].get_or_insert(k);
         k += 1;
     }

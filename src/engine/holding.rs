@@ -73,13 +73,18 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..61    60       59       58       57      56         55 .. 52          51 ........ 20    19 ..... 0
-/// [ mode | managed | owned | holder | up held | overflow | inline record bit | overflow index | units ]
+///  63..61    60       59       58       57      56         55 .. 52          51        50 ...... 20    19 ..... 0
+/// [ mode | managed | owned | holder | up held | overflow | inline record bit | sampled | overflow index | units ]
 /// ```
 ///
 /// A holding with neither an inline record bit nor `overflow` is *bare* (`word.rs`: a plain
 /// exclusive holding without a record); its `rec` points at record 0, the record it takes if a
 /// renewal or a downgrade ever needs one, and [`record`](Holding::record) names that one.
+///
+/// `sampled`: the token picks it for the hold-time histogram ([`is_sampled`](Holding::is_sampled)),
+/// set by [`new`](Holding::new) and [`bare`](Holding::bare), the only ways a token gets into a
+/// holding: the guard's fast release then tests it in the same mask as `managed`, `overflow` and
+/// `up held`, not as a test of its own.
 ///
 /// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release
 /// subtracts `UP` too ([`word_delta`](Holding::word_delta)), so it takes the guard's slow path.
@@ -93,11 +98,18 @@ pub(crate) struct Holding {
 
 const UNITS_MASK: u64 = (1 << word::UNITS_BITS) - 1;
 const OVERFLOW_INDEX_SHIFT: u32 = word::UNITS_BITS;
+/// The overflow index's field (31 bits: a slot has at most `MAX_UNITS` overflow records).
+const OVERFLOW_INDEX_MASK: u64 = (1 << 31) - 1;
+const _: () = assert!(word::MAX_UNITS as u64 <= OVERFLOW_INDEX_MASK);
 const RECORD_BITS: u64 = 0xF << 52;
 /// `Holding::bits`: what a release subtracts from the state word.
 pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
 /// `Holding::bits`: the holding is in an overflow record.
 pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
+/// `Holding::bits`: one of the one-in-`HOLD_SAMPLE` holdings timed for the hold-time histogram.
+pub(crate) const SAMPLED: u64 = 1 << 51;
+const _: () = assert!(OVERFLOW_INDEX_MASK << OVERFLOW_INDEX_SHIFT < SAMPLED);
+const _: () = assert!(SAMPLED & RELEASE_MASK == 0);
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
 /// `Holding::bits`: has an owner label (cleared under the slot lock when it ends).
@@ -122,9 +134,25 @@ impl Holding {
         managed: bool,
         owned: bool,
     ) -> Self {
+        Self::unsampled(record, rec, token, units, mode, managed, owned).sampled_if(token % HOLD_SAMPLE == 0)
+    }
+
+    /// `new` without the `SAMPLED` bit, for a claim that tests the token itself (it stamps a
+    /// sampled holding's start) and adds the bit in that branch (`sampled_if(true)`): then the
+    /// common, unsampled path has nothing to add.
+    #[inline(always)]
+    pub(crate) fn unsampled(
+        record: RecordRef,
+        rec: *const Record,
+        token: u64,
+        units: u32,
+        mode: u64,
+        managed: bool,
+        owned: bool,
+    ) -> Self {
         let place = match record {
             RecordRef::Inline(idx) => word::record_bit(idx),
-            RecordRef::Overflow(i) => IN_OVERFLOW | ((i as u64) << OVERFLOW_INDEX_SHIFT),
+            RecordRef::Overflow(i) => IN_OVERFLOW | ((i as u64 & OVERFLOW_INDEX_MASK) << OVERFLOW_INDEX_SHIFT),
         };
         let bits = (units as u64 & UNITS_MASK)
             | place
@@ -138,7 +166,7 @@ impl Holding {
     #[inline(always)]
     pub(crate) fn record(&self) -> RecordRef {
         if self.bits & IN_OVERFLOW != 0 {
-            RecordRef::Overflow((self.bits >> OVERFLOW_INDEX_SHIFT) as u32)
+            RecordRef::Overflow(((self.bits >> OVERFLOW_INDEX_SHIFT) & OVERFLOW_INDEX_MASK) as u32)
         } else {
             // `& 3`: a bare holding (no bit; 64 trailing zeros) names record 0.
             RecordRef::Inline((((self.bits & RECORD_BITS) >> 52).trailing_zeros() & 3) as RecordIdx)
@@ -151,11 +179,36 @@ impl Holding {
         self.bits & (RECORD_BITS | IN_OVERFLOW) == 0
     }
 
-    /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0).
-    #[inline(always)]
+    /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0). (The
+    /// claim builds it as `bare_unsampled(..).sampled_if(..)`, in its sampling branch.)
+    #[cfg(test)]
     pub(crate) fn bare(rec: *const Record, token: u64) -> Holding {
+        Self::bare_unsampled(rec, token).sampled_if(token % HOLD_SAMPLE == 0)
+    }
+
+    /// `bare` without the `SAMPLED` bit (as `unsampled`).
+    #[inline(always)]
+    pub(crate) fn bare_unsampled(rec: *const Record, token: u64) -> Holding {
         let bits = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
         Holding { rec: RecordPtr(rec), token, bits }
+    }
+
+    /// A plain holding of one unit in the inline record whose bit in the state word is `bit`
+    /// (`word::try_claim_unit_bit`), unsampled (as `unsampled`); `mode` is `Mode::code`.
+    #[inline(always)]
+    pub(crate) fn plain_unit(rec: *const Record, token: u64, bit: u64, mode: u64) -> Holding {
+        debug_assert!(bit.count_ones() == 1 && bit & RECORD_BITS != 0);
+        Holding { rec: RecordPtr(rec), token, bits: 1 | bit | (mode << MODE_SHIFT) }
+    }
+
+    /// The same holding, with `SAMPLED` if `sampled`.
+    #[inline(always)]
+    pub(crate) fn sampled_if(self, sampled: bool) -> Holding {
+        if sampled {
+            Holding { bits: self.bits | SAMPLED, ..self }
+        } else {
+            self
+        }
     }
 
     /// The bits a bare holding gains when it takes record 0 (a promotion to a managed holding
@@ -218,11 +271,11 @@ impl Holding {
     }
 
     /// Whether this holding is one of the one-in-`HOLD_SAMPLE` timed for the hold-time histogram:
-    /// its token picks it, so choosing costs a test of a value at hand. Its start time is then in
+    /// its token picks it, and the pick is kept in `bits` (`SAMPLED`). Its start time is then in
     /// its record's `acquired_ns`.
     #[inline(always)]
     pub(crate) fn is_sampled(&self) -> bool {
-        self.token % HOLD_SAMPLE == 0
+        self.bits & SAMPLED != 0
     }
 }
 
@@ -292,8 +345,25 @@ mod tests {
         assert!(!promoted.is_bare() && promoted.managed());
         assert_eq!(promoted.record(), RecordRef::Inline(0));
         assert_eq!(promoted.release_delta(), word::release_delta(0, word::MAX_UNITS));
-        let h = Holding::new(RecordRef::Overflow(u32::MAX), rec, 9, 3, 2, true, false);
-        assert_eq!((h.record(), h.units(), h.mode_code()), (RecordRef::Overflow(u32::MAX), 3, 2));
+        let max = OVERFLOW_INDEX_MASK as u32;
+        let h = Holding::new(RecordRef::Overflow(max), rec, 9, 3, 2, true, false);
+        assert_eq!((h.record(), h.units(), h.mode_code()), (RecordRef::Overflow(max), 3, 2));
         assert_eq!(h.release_delta(), word::release_delta(word::OVERFLOW, 3));
+        assert!(!h.is_sampled());
+        // The sampled bit follows the token, and changes nothing else.
+        for token in [0, 1, 255, 256, 257, 512, u64::MAX - 255] {
+            let sampled = token % HOLD_SAMPLE == 0;
+            let h = Holding::new(RecordRef::Overflow(max), rec, token, 3, 2, true, false);
+            assert_eq!((h.is_sampled(), h.record(), h.release_delta()), (sampled, RecordRef::Overflow(max), 3));
+            let h = Holding::new(RecordRef::Inline(2), rec, token, 1, 2, false, false);
+            assert_eq!(
+                (h.is_sampled(), h.record(), h.release_delta()),
+                (sampled, RecordRef::Inline(2), word::release_delta(2, 1))
+            );
+            let u = Holding::plain_unit(rec, token, word::record_bit(2), 2).sampled_if(sampled);
+            assert_eq!(u.bits, h.bits);
+            let b = Holding::bare(rec, token);
+            assert_eq!((b.is_sampled(), b.is_bare(), b.release_delta()), (sampled, true, word::MAX_UNITS as u64));
+        }
     }
 }

@@ -166,7 +166,12 @@ impl<K> Shard<K> {
         unsafe { &*self.table.load(Ordering::Acquire) }
     }
 
-    /// Lock-free lookup: a slot whose hash matches, if the probe finds one. A hint only.
+    /// Lock-free lookup: the slot of an entry whose hash matches, if the probe finds one. A hint
+    /// only: the caller claims it and then checks the key (the claim pins it), and a wrong slot
+    /// (a full 64-bit collision, or an entry read while a writer moved it, its pointer and hash
+    /// from two different keys) is released again or sent to the locked path. The slot's own
+    /// hash is not compared here: it costs a load and a test on every lookup to spare a claim
+    /// and its undo in a race that rare (bench/perf5-hotpath.md, Phase 6).
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> Option<&Slot<K>> {
         let table = self.table();
@@ -183,10 +188,7 @@ impl<K> Shard<K> {
             }
             if entry.hash.load(Ordering::Relaxed) == hash {
                 // SAFETY: slots are type-stable (module ground rules).
-                let slot = unsafe { &*p };
-                if slot.hash.load(Ordering::Relaxed) == hash {
-                    return Some(slot);
-                }
+                return Some(unsafe { &*p });
             }
             if left == 0 {
                 return None;

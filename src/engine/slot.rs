@@ -191,6 +191,16 @@ unsafe impl<K: Send> Send for Slot<K> {}
 unsafe impl<K: Send + Sync> Sync for Slot<K> {}
 
 impl<K> Slot<K> {
+    /// The records of the slot's live holdings (under its lock; `si` is its inner state).
+    pub(crate) fn holding_records(&self, si: &SlotInner) -> Vec<RecordRef> {
+        let w = self.word.load(Ordering::Acquire);
+        (0..INLINE_RECORDS as RecordIdx)
+            .filter(|&i| word::holds_record(w, i))
+            .map(RecordRef::Inline)
+            .chain(si.overflow_in_use().map(|(i, _)| RecordRef::Overflow(i)))
+            .collect()
+    }
+
     /// A dead slot for the pool.
     pub(crate) fn new_dead() -> Self {
         Slot {
@@ -319,22 +329,47 @@ impl<K> Slot<K> {
             Mode::Semaphore(n) => n,
             _ => MAX_UNITS,
         };
-        let check = |_| {
+        // `claim_with`'s loop, with the claim's record as its bit in the word (`try_claim_unit_bit`)
+        // rather than an index: the holding's bits and its release need the bit, the record's
+        // address the index, and the bit gives both (bench/perf5-hotpath.md, Phase 6).
+        // Acquire: as in `claim_with`.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
             // Relaxed: as in `check_capacity`.
-            let cap = self.capacity.load(Ordering::Relaxed);
-            if cap == expected {
-                Ok(cap)
-            } else {
-                Err(Blocked::Unstable)
+            if self.capacity.load(Ordering::Relaxed) != expected {
+                return Err(Blocked::Unstable);
             }
-        };
-        // The limit is read inside the loop: a compare with a memory operand. Every refusal goes
-        // to the slow path, which finds the reason itself: one test for all of them here.
-        self.claim_with(
-            check,
-            |w, cap| word::try_claim_unit(w, cap, core.counter_limit).ok_or(Refusal::Busy),
-            |claim| self.finish_plain(core, mode, claim),
-        )
+            // The limit is read inside the loop: a compare with a memory operand. Every refusal
+            // goes to the slow path, which finds the reason itself: one test for all of them here.
+            let Some((next, bit)) = word::try_claim_unit_bit(w, expected, core.counter_limit) else {
+                return Err(Blocked::Busy);
+            };
+            // Acquire on success: as in `claim_with` (pairs with the previous holder's Release).
+            match self.word.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Acquire) {
+                // Record 0 (the uncontended case) apart, so that its record is a constant.
+                Ok(_) if bit == word::record_bit(0) => {
+                    return Ok(self.finish_unit(core, mode, next, word::record_bit(0)))
+                }
+                Ok(_) => return Ok(self.finish_unit(core, mode, next, bit)),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// `finish_plain` for a unit claim that installed `next`, taking the record whose bit is `bit`.
+    #[inline(always)]
+    fn finish_unit(&self, core: &Core, mode: Mode, next: u64, bit: u64) -> Holding {
+        let rec = &self.records[word::record_of_bit(bit) as usize];
+        let token = self.token_of(next);
+        rec.token.store(token, Ordering::Relaxed);
+        let h = Holding::plain_unit(rec, token, bit, mode.code());
+        let sampled = token % HOLD_SAMPLE == 0;
+        if sampled {
+            self.stamp_sampled(core, rec);
+        }
+        // Release: a reader that sees this word sees the token above.
+        rec.lease.store(lease::plain(token, meta(mode, 1)), Ordering::Release);
+        h.sampled_if(sampled)
     }
 
     /// `try_claim_plain` for a lease without owner (`Request::acquire_lease_only`): no `Ask`,
@@ -358,18 +393,29 @@ impl<K> Slot<K> {
         };
         self.claim_with(
             check,
-            |w, cap| word::try_claim(w, cap, need, core.counter_limit),
+            |w, cap| match mode {
+                // Record 0, as a constant: the record's address and bit fold (the mode is a
+                // constant where the request is inlined).
+                Mode::Exclusive => word::try_claim_exclusive_watched(w, core.counter_limit).map(|next| Claim {
+                    word: next,
+                    record: 0,
+                    units: MAX_UNITS,
+                }),
+                _ => word::try_claim(w, cap, need, core.counter_limit),
+            },
             #[inline(always)]
             |claim| {
                 let idx = claim.record;
                 let rec = &self.records[idx as usize];
                 let token = self.token_of(claim.word);
                 rec.token.store(token, Ordering::Relaxed);
-                if token % HOLD_SAMPLE == 0 {
+                let h = Holding::unsampled(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false);
+                let sampled = token % HOLD_SAMPLE == 0;
+                if sampled {
                     self.stamp_sampled(core, rec);
                 }
                 self.publish_lease(core, mode, Some(ttl_ns), rec, token, claim.units);
-                Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), true, false)
+                h.sampled_if(sampled)
             },
         )
     }
@@ -401,10 +447,12 @@ impl<K> Slot<K> {
                 // record then, word.rs): a sampled one keeps its start there, and it is the
                 // record a promotion or a downgrade takes.
                 let rec = &self.records[0];
+                let h = Holding::bare_unsampled(rec, token);
                 if token % HOLD_SAMPLE == 0 {
                     self.stamp_sampled(core, rec);
+                    return h.sampled_if(true);
                 }
-                Holding::bare(rec, token)
+                h
             },
         )
     }
@@ -446,12 +494,14 @@ impl<K> Slot<K> {
         let rec = &self.records[idx as usize];
         let token = self.token_of(claim.word);
         rec.token.store(token, Ordering::Relaxed);
-        if token % HOLD_SAMPLE == 0 {
+        let h = Holding::unsampled(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false);
+        let sampled = token % HOLD_SAMPLE == 0;
+        if sampled {
             self.stamp_sampled(core, rec);
         }
         // Release: a reader that sees this word sees the token above.
         rec.lease.store(lease::plain(token, meta(mode, claim.units)), Ordering::Release);
-        Holding::new(RecordRef::Inline(idx), rec, token, claim.units, mode.code(), false, false)
+        h.sampled_if(sampled)
     }
 
     /// A sampled holding's start, exactly, for the hold-time histogram (before the lease word

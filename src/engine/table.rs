@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::engine::census::Census;
 use crate::engine::core::Core;
-use crate::engine::holding::{Ask, Holding, RecordRef};
+use crate::engine::holding::{Ask, Holding, RecordPtr};
 use crate::engine::queue::Waiter;
 use crate::engine::shard::{key_matches, Shard, ShardInner};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
@@ -19,7 +19,7 @@ use crate::engine::sweep::{
     idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
 };
 use crate::engine::word;
-use crate::primitives::counters::{ShardStats, HOLD_SAMPLE};
+use crate::primitives::counters::{shard_of, ShardStats, HOLD_SAMPLE, SHARD_HASH_SHIFT};
 use crate::primitives::sync::untracked::AtomicUsize;
 use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
@@ -41,9 +41,9 @@ pub(crate) type OnEnded<'a, K> = &'a dyn Fn(&Slot<K>, &Ended);
 pub(crate) struct Table<K, S> {
     pub(crate) core: Core,
     shards: Box<[Shard<K>]>,
-    /// `(hash >> 1) >> shard_shift` is the shard (the index uses the low bits): the top
-    /// `log2(shards)` bits, with no special case for one shard (a shift by 64 would be one).
-    shard_shift: u32,
+    /// The byte offset of a key's shard in `shards` is `(hash >> (SHARD_HASH_SHIFT - stride
+    /// shift)) & shard_offsets` (`shard_of`): the shard number in bytes, one shift and one mask.
+    shard_offsets: usize,
     hasher: S,
     pub(super) max_slots: usize,
     /// A shard with this many slots reclaims idle ones as it creates new ones.
@@ -73,15 +73,23 @@ pub(crate) struct TableConfig {
 }
 
 impl<K, S> Table<K, S> {
+    /// `log2` of a shard's size: `Shard` is aligned to a power of two that its fields fit in.
+    const STRIDE_SHIFT: u32 = {
+        let size = std::mem::size_of::<Shard<K>>();
+        assert!(size.is_power_of_two() && size.trailing_zeros() <= SHARD_HASH_SHIFT);
+        size.trailing_zeros()
+    };
+
     pub(crate) fn new(core: Core, hasher: S, config: TableConfig) -> Self {
         let TableConfig { shards, max_slots, idle, wake_driver_on_first, token_floor } = config;
         let now = core.clock.now_ns();
         Table {
             core,
             shards: (0..shards).map(|_| Shard::new(token_floor)).collect(),
-            shard_shift: {
+            shard_offsets: {
                 assert!(shards.is_power_of_two(), "the builder checks that shards is a power of two");
-                63 - shards.trailing_zeros()
+                assert!(shards <= 1 << (64 - SHARD_HASH_SHIFT), "the builder bounds the shard count");
+                (shards - 1) << Self::STRIDE_SHIFT
             },
             hasher,
             max_slots,
@@ -114,16 +122,6 @@ impl<K, S> Table<K, S> {
     }
 }
 
-/// The records of a slot's live holdings (under its lock).
-pub(crate) fn holding_records<K>(slot: &Slot<K>, si: &SlotInner) -> Vec<RecordRef> {
-    let w = slot.word.load(Ordering::Acquire);
-    (0..word::INLINE_RECORDS as word::RecordIdx)
-        .filter(|&i| word::holds_record(w, i))
-        .map(RecordRef::Inline)
-        .chain(si.overflow_in_use().map(|(i, _)| RecordRef::Overflow(i)))
-        .collect()
-}
-
 /// Where `birth` publishes a slot from `dead_slot`.
 #[derive(Clone, Copy)]
 enum Place {
@@ -153,11 +151,12 @@ where
 
     #[inline(always)]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
-        let i = ((hash >> 1) >> self.shard_shift) as usize;
-        debug_assert!(i < self.shards.len());
-        // SAFETY: `shards.len()` is `2^(63 - shard_shift)` (a power of two, `new`), and `i` has at
-        // most `63 - shard_shift` bits.
-        unsafe { self.shards.get_unchecked(i) }
+        let offset = (hash >> (SHARD_HASH_SHIFT - Self::STRIDE_SHIFT)) as usize & self.shard_offsets;
+        debug_assert_eq!(offset >> Self::STRIDE_SHIFT, shard_of(hash, self.shards.len()));
+        // SAFETY: `shard_offsets` is `(shards.len() - 1) << STRIDE_SHIFT` (`new`), with
+        // `shards.len()` a power of two, so `offset` is `i * size_of::<Shard<K>>()` for an
+        // `i < shards.len()`: the start of a shard of the slice.
+        unsafe { &*self.shards.as_ptr().byte_add(offset) }
     }
 
     /// The fast path: a lock-free lookup and one compare-exchange. `None` means "take the locked
@@ -199,7 +198,7 @@ where
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))
         } else {
-            self.undo_collision(slot, &h);
+            self.undo_collision(slot, h.rec, h.token, h.bits);
             Err(None)
         }
     }
@@ -225,16 +224,18 @@ where
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))
         } else {
-            self.undo_collision(slot, &h);
+            self.undo_collision(slot, h.rec, h.token, h.bits);
             Err(None)
         }
     }
 
-    /// A full 64-bit hash collision with a key that holds this slot: undo the claim.
+    /// A full 64-bit hash collision with a key that holds this slot: undo the claim. The holding
+    /// comes as scalars: lent by address (`&Holding`), it would have to be stored to memory on
+    /// every fast-path acquire for this cold call's sake (3 stores, bench/perf5-hotpath.md).
     #[cold]
     #[inline(never)]
-    fn undo_collision(&self, slot: &Slot<K>, h: &Holding) {
-        let _ = slot.release(&self.core, h);
+    fn undo_collision(&self, slot: &Slot<K>, rec: RecordPtr, token: u64, bits: u64) {
+        let _ = slot.release(&self.core, &Holding { rec, token, bits });
     }
 
     /// Claims a slot found by the lock-free lookup, then checks its key (the claim pins it).
@@ -332,10 +333,13 @@ where
         let h = if let Mode::Exclusive = mode {
             let token = slot.token_of(claim.word);
             let rec = &slot.records[0];
+            let h = Holding::bare_unsampled(rec, token);
             if token % HOLD_SAMPLE == 0 {
                 slot.stamp_sampled(&self.core, rec);
+                h.sampled_if(true)
+            } else {
+                h
             }
-            Holding::bare(rec, token)
         } else {
             slot.finish_plain(&self.core, mode, claim)
         };

@@ -220,6 +220,15 @@ pub const fn try_claim(word: u64, capacity: u32, need: Need, counter_limit: u64)
     Ok(Claim { word: next, record, units })
 }
 
+/// `counter(word) >= counter_limit` for a limit of at most [`COUNTER_MAX`] (the builder clamps
+/// it, and the fuzz target's limits are in range), compared as 32-bit numbers: the counter field
+/// is exactly the low 32 bits of `word >> COUNTER_SHIFT`, so no mask (one instruction fewer on
+/// the lock-free claims).
+#[inline(always)]
+const fn counter_reached(word: u64, counter_limit: u64) -> bool {
+    (word >> COUNTER_SHIFT) as u32 >= counter_limit as u32
+}
+
 /// The claim of a bare holding (module docs): every unit of a read/write key and no record, for
 /// a plain exclusive request on the lock-free path. The caller has checked that the capacity is
 /// `MAX_UNITS`. One mask test: no unit held (so no record either), not dead, changing or a matrix
@@ -229,10 +238,26 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
     if word & (UNITS_MASK | DEAD | CAP_CHANGING | MATRIX) != 0 {
         return Err(if word & (DEAD | CAP_CHANGING) != 0 { Refusal::Unstable } else { Refusal::Busy });
     }
-    if counter(word) >= counter_limit {
+    if counter_reached(word, counter_limit) {
         return Err(Refusal::Exhausted);
     }
     Ok(word + UNITS_MASK + COUNTER_ONE)
+}
+
+/// The lock-free claim of a lease without owner in exclusive mode on a read/write key (the
+/// caller has checked that the capacity is `MAX_UNITS`): [`try_claim`]'s exclusive, watched claim,
+/// whose record is always record 0 (no unit held, so no record either), as one mask test and a
+/// constant record, so that the caller's record is a constant too.
+#[inline]
+pub const fn try_claim_exclusive_watched(word: u64, counter_limit: u64) -> Result<u64, Refusal> {
+    // `RECORDS_MASK` too, though no sane word has a record without units: the same one test.
+    if word & (UNITS_MASK | RECORDS_MASK | DEAD | CAP_CHANGING | MATRIX) != 0 {
+        return Err(if word & (DEAD | CAP_CHANGING) != 0 { Refusal::Unstable } else { Refusal::Busy });
+    }
+    if counter_reached(word, counter_limit) {
+        return Err(Refusal::Exhausted);
+    }
+    Ok((word + UNITS_MASK + COUNTER_ONE + record_bit(0)) | WATCHED)
 }
 
 /// The lock-free path's claim of one unit and an inline record (a plain shared or permit
@@ -241,18 +266,43 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
 /// one sends it to the locked path), so every flag that refuses is one mask test.
 #[inline]
 pub const fn try_claim_unit(word: u64, capacity: u32, counter_limit: u64) -> Option<Claim> {
+    match try_claim_unit_bit(word, capacity, counter_limit) {
+        Some((next, bit)) => Some(Claim { word: next, record: record_of_bit(bit), units: 1 }),
+        None => None,
+    }
+}
+
+/// [`try_claim_unit`] as the lock-free path uses it: the word to install and the bit of the
+/// record it took, where the word has it (the holding's release subtracts that bit, so the
+/// claim never shifts it down to an index and back; [`record_of_bit`] gives the index).
+#[inline(always)]
+pub const fn try_claim_unit_bit(word: u64, capacity: u32, counter_limit: u64) -> Option<(u64, u64)> {
     if word & (DEAD | CAP_CHANGING | MATRIX | EXCL_WAITING | UPGRADING) != 0
         || units(word) >= capacity
-        || counter(word) >= counter_limit
+        || counter_reached(word, counter_limit)
     {
         return None;
     }
-    let free = !records(word) & 0xF;
-    if free == 0 {
-        return None;
-    }
-    let record = free.trailing_zeros() as RecordIdx;
-    Some(Claim { word: (word + 1 + COUNTER_ONE) | record_bit(record), record, units: 1 })
+    // Record 0 is free whenever the key has no other holder (the uncontended case): one bit test
+    // then gives a constant record.
+    let bit = if word & record_bit(0) == 0 {
+        record_bit(0)
+    } else {
+        let free = !records(word) & 0xF;
+        if free == 0 {
+            return None;
+        }
+        // The lowest free record's bit.
+        ((free & free.wrapping_neg()) as u64) << RECORDS_SHIFT
+    };
+    Some((word + 1 + COUNTER_ONE + bit, bit))
+}
+
+/// The inline record whose bit is `bit` (one of the record bits, as [`record_bit`] makes them).
+#[inline(always)]
+pub const fn record_of_bit(bit: u64) -> RecordIdx {
+    // `& 3`: in range by construction, and so without a bounds check where it indexes.
+    ((bit.trailing_zeros() - RECORDS_SHIFT) & 3) as RecordIdx
 }
 
 /// What a release subtracts from the word: the holding's units and its inline record's bit.
@@ -565,6 +615,40 @@ mod tests {
                             (bare, full) => panic!("{word:064b}: bare {bare:?}, exclusive {full:?}"),
                         }
                         checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "only {checked} cases");
+    }
+
+    /// The exclusive lease's claim is exactly `try_claim`'s exclusive, watched claim on a
+    /// read/write key, record 0 included, from every sane word of the claim test's grid.
+    #[test]
+    fn exclusive_watched_claim_is_the_exclusive_lease_claim() {
+        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+        let watched = Need { exclusive: true, privileged: false, watch: true };
+        let mut checked = 0_u64;
+        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
+            for recs in 0..16_u64 {
+                for &flags in &flag_sets {
+                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
+                        for limit in [COUNTER_MAX, 1, 2] {
+                            let word = held | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
+                            // Sane words only: a record belongs to a holding, which holds units.
+                            if held == 0 && recs != 0 {
+                                continue;
+                            }
+                            let full = try_claim(word, MAX_UNITS, watched, limit);
+                            match (try_claim_exclusive_watched(word, limit), full) {
+                                (Ok(next), Ok(c)) => {
+                                    assert_eq!((c.record, c.units, next), (0, MAX_UNITS, c.word), "{word:064b}");
+                                }
+                                (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
+                                (ours, full) => panic!("{word:064b}: ours {ours:?}, try_claim {full:?}"),
+                            }
+                            checked += 1;
+                        }
                     }
                 }
             }

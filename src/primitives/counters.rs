@@ -98,19 +98,32 @@ impl ShardStats {
     }
 }
 
-/// Every shard's stats, indexed like the shards (by the top bits of the key hash).
+/// Where in the key hash the shard number starts (the index within a shard uses the low bits):
+/// bits 40 and up, as many as the shard count needs (at most 16: the builder allows 65,536
+/// shards). A fixed shift, so finding a shard is a shift and a mask (`Table::shard`), where the
+/// top bits took a shift by a loaded count. (Bit 48 was tried too: with foldhash and sequential
+/// `u64` keys it put keys whose low bits collide in one shard more often, 0.3 probes per lookup
+/// more in `opcount`; bench/perf5-hotpath.md, Phase 6.)
+pub(crate) const SHARD_HASH_SHIFT: u32 = 40;
+
+/// The shard a key hash belongs to, of `shards` (a power of two, at most `2^16`): the table's
+/// shards and their stats are indexed the same way.
+#[inline(always)]
+pub(crate) const fn shard_of(hash: u64, shards: usize) -> usize {
+    (hash >> SHARD_HASH_SHIFT) as usize & (shards - 1)
+}
+
+/// Every shard's stats, indexed like the shards (`shard_of`).
 pub(crate) struct Stats {
     shards: Box<[CachePadded<ShardStats>]>,
-    shift: u32,
     /// Writes refused by `Fenced` resources made with `LockManager::fenced`.
     pub(crate) fence_rejections: std::sync::Arc<AtomicU64>,
 }
 
 impl Stats {
-    pub(crate) fn new(shards: usize, shift: u32) -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Stats {
             shards: (0..shards).map(|_| CachePadded::new(ShardStats::new())).collect(),
-            shift,
             fence_rejections: std::sync::Arc::new(AtomicU64::new(0)),
         }
     }
@@ -118,7 +131,7 @@ impl Stats {
     /// The stats of the shard a key hash belongs to.
     #[inline]
     pub(crate) fn of(&self, hash: u64) -> &ShardStats {
-        &self.shards[hash.checked_shr(self.shift).unwrap_or(0) as usize]
+        &self.shards[shard_of(hash, self.shards.len())]
     }
 
     /// Every shard's stats.
