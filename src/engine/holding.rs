@@ -82,8 +82,9 @@ unsafe impl Sync for RecordPtr {}
 /// renewal or a downgrade ever needs one, and [`record`](Holding::record) names that one.
 ///
 /// `sampled`: the token picks it for the hold-time histogram ([`is_sampled`](Holding::is_sampled)),
-/// set by [`new`](Holding::new) and [`bare`](Holding::bare), the only ways a token gets into a
-/// holding: the guard's fast release then tests it in the same mask as `managed`, `overflow` and
+/// set by [`new`](Holding::new), or by a claim that builds an `unsampled`, `bare_unsampled` or
+/// `plain_unit` holding and adds it with [`sampled_if`](Holding::sampled_if) where it stamps the
+/// start: the guard's fast release then tests it in the same mask as `managed`, `overflow` and
 /// `up held`, not as a test of its own.
 ///
 /// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release

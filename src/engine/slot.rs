@@ -441,20 +441,25 @@ impl<K> Slot<K> {
                     units: MAX_UNITS,
                 })
             },
-            |claim| {
-                let token = self.token_of(claim.word);
-                // Record 0 is the bare holding's scratch while it holds (no other holding has a
-                // record then, word.rs): a sampled one keeps its start there, and it is the
-                // record a promotion or a downgrade takes.
-                let rec = &self.records[0];
-                let h = Holding::bare_unsampled(rec, token);
-                if token % HOLD_SAMPLE == 0 {
-                    self.stamp_sampled(core, rec);
-                    return h.sampled_if(true);
-                }
-                h
-            },
+            |claim| self.finish_bare(core, claim.word),
         )
+    }
+
+    /// The holding of a bare claim that installed `word` (`try_claim_bare`, or a creator's,
+    /// `Table::create_plain`): nothing is written unless it is sampled.
+    #[inline(always)]
+    pub(crate) fn finish_bare(&self, core: &Core, word: u64) -> Holding {
+        let token = self.token_of(word);
+        // Record 0 is the bare holding's scratch while it holds (no other holding has a record
+        // then, word.rs): a sampled one keeps its start there, and it is the record a promotion
+        // or a downgrade takes.
+        let rec = &self.records[0];
+        let h = Holding::bare_unsampled(rec, token);
+        if token % HOLD_SAMPLE == 0 {
+            self.stamp_sampled(core, rec);
+            return h.sampled_if(true);
+        }
+        h
     }
 
     /// The claim loop of `try_claim`: one compare-exchange on the word, then `finish` writes the

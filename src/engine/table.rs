@@ -19,7 +19,7 @@ use crate::engine::sweep::{
     idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
 };
 use crate::engine::word;
-use crate::primitives::counters::{shard_of, ShardStats, HOLD_SAMPLE, SHARD_HASH_SHIFT};
+use crate::primitives::counters::{shard_of, ShardStats, SHARD_HASH_SHIFT};
 use crate::primitives::sync::untracked::AtomicUsize;
 use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
 use crate::vocab::{LockError, Mode};
@@ -331,15 +331,7 @@ where
         });
         self.born(g);
         let h = if let Mode::Exclusive = mode {
-            let token = slot.token_of(claim.word);
-            let rec = &slot.records[0];
-            let h = Holding::bare_unsampled(rec, token);
-            if token % HOLD_SAMPLE == 0 {
-                slot.stamp_sampled(&self.core, rec);
-                h.sampled_if(true)
-            } else {
-                h
-            }
+            slot.finish_bare(&self.core, claim.word)
         } else {
             slot.finish_plain(&self.core, mode, claim)
         };

@@ -590,67 +590,62 @@ mod tests {
     /// every word of the claim test's grid; its release (the units alone) gives the word back.
     #[test]
     fn bare_claim_is_an_exclusive_claim_without_a_record() {
-        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
         let mut checked = 0_u64;
-        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
-            for recs in 0..16_u64 {
-                for &flags in &flag_sets {
-                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
-                        let word = held | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
-                        // Sane words only: a record belongs to a holding, which holds units.
-                        if held == 0 && recs != 0 {
-                            continue;
-                        }
-                        let full = try_claim(word, MAX_UNITS, EXCL, COUNTER_MAX);
-                        match (try_claim_bare(word, COUNTER_MAX), full) {
-                            (Ok(next), Ok(c)) => {
-                                assert_eq!(c.record, 0, "{word:064b}");
-                                assert_eq!(next, c.word - record_bit(0), "{word:064b}");
-                                assert_eq!(records(next), 0);
-                                assert_eq!(units(next), MAX_UNITS);
-                                assert!(!is_idle(next));
-                                assert_eq!(next - UNITS_MASK, word + COUNTER_ONE, "release gives the word back");
-                            }
-                            (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
-                            (bare, full) => panic!("{word:064b}: bare {bare:?}, exclusive {full:?}"),
-                        }
-                        checked += 1;
-                    }
+        for word in sane_rw_words() {
+            let full = try_claim(word, MAX_UNITS, EXCL, COUNTER_MAX);
+            match (try_claim_bare(word, COUNTER_MAX), full) {
+                (Ok(next), Ok(c)) => {
+                    assert_eq!(c.record, 0, "{word:064b}");
+                    assert_eq!(next, c.word - record_bit(0), "{word:064b}");
+                    assert_eq!(records(next), 0);
+                    assert_eq!(units(next), MAX_UNITS);
+                    assert!(!is_idle(next));
+                    assert_eq!(next - UNITS_MASK, word + COUNTER_ONE, "release gives the word back");
                 }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
+                (bare, full) => panic!("{word:064b}: bare {bare:?}, exclusive {full:?}"),
             }
+            checked += 1;
         }
         assert!(checked > 1_000, "only {checked} cases");
+    }
+
+    /// The flags the lock-free claims' tests combine with every count of units and records.
+    const CLAIM_FLAG_SETS: [u64; 9] =
+        [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
+
+    /// The words of a read/write key the lock-free exclusive claims are checked on: units held
+    /// (none, few, all), every record set, `CLAIM_FLAG_SETS`, the counter at both ends. Sane
+    /// words only: a record belongs to a holding, which holds units.
+    fn sane_rw_words() -> impl Iterator<Item = u64> {
+        [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64].into_iter().flat_map(|held| {
+            (0..16_u64).filter(move |&recs| held != 0 || recs == 0).flat_map(move |recs| {
+                CLAIM_FLAG_SETS.into_iter().flat_map(move |flags| {
+                    [0, 1, COUNTER_MAX - 1, COUNTER_MAX]
+                        .into_iter()
+                        .map(move |c| held | (recs << RECORDS_SHIFT) | flags | (c << COUNTER_SHIFT))
+                })
+            })
+        })
     }
 
     /// The exclusive lease's claim is exactly `try_claim`'s exclusive, watched claim on a
     /// read/write key, record 0 included, from every sane word of the claim test's grid.
     #[test]
     fn exclusive_watched_claim_is_the_exclusive_lease_claim() {
-        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
         let watched = Need { exclusive: true, privileged: false, watch: true };
         let mut checked = 0_u64;
-        for held in [0_u64, 1, 2, MAX_UNITS as u64 - 1, MAX_UNITS as u64] {
-            for recs in 0..16_u64 {
-                for &flags in &flag_sets {
-                    for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
-                        for limit in [COUNTER_MAX, 1, 2] {
-                            let word = held | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
-                            // Sane words only: a record belongs to a holding, which holds units.
-                            if held == 0 && recs != 0 {
-                                continue;
-                            }
-                            let full = try_claim(word, MAX_UNITS, watched, limit);
-                            match (try_claim_exclusive_watched(word, limit), full) {
-                                (Ok(next), Ok(c)) => {
-                                    assert_eq!((c.record, c.units, next), (0, MAX_UNITS, c.word), "{word:064b}");
-                                }
-                                (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
-                                (ours, full) => panic!("{word:064b}: ours {ours:?}, try_claim {full:?}"),
-                            }
-                            checked += 1;
-                        }
+        for word in sane_rw_words() {
+            for limit in [COUNTER_MAX, 1, 2] {
+                let full = try_claim(word, MAX_UNITS, watched, limit);
+                match (try_claim_exclusive_watched(word, limit), full) {
+                    (Ok(next), Ok(c)) => {
+                        assert_eq!((c.record, c.units, next), (0, MAX_UNITS, c.word), "{word:064b}");
                     }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{word:064b}"),
+                    (ours, full) => panic!("{word:064b}: ours {ours:?}, try_claim {full:?}"),
                 }
+                checked += 1;
             }
         }
         assert!(checked > 1_000, "only {checked} cases");
@@ -660,12 +655,11 @@ mod tests {
     /// record, and refuses everything else, on every word of the claim test's grid.
     #[test]
     fn unit_claim_is_the_shared_claim_with_an_inline_record() {
-        let flag_sets = [0, WAITERS, EXCL_WAITING | WAITERS, WATCHED, DEAD, CAP_CHANGING, UP, UP | UPGRADING, MATRIX];
         let mut checked = 0_u64;
         for capacity in [1_u32, 2, 4, 5, MAX_UNITS] {
             for held in [0_u32, 1, 2, 3, 4, capacity.saturating_sub(1), capacity] {
                 for recs in 0..16_u64 {
-                    for &flags in &flag_sets {
+                    for flags in CLAIM_FLAG_SETS {
                         for counter_value in [0, 1, COUNTER_MAX - 1, COUNTER_MAX] {
                             let word = held as u64 | (recs << RECORDS_SHIFT) | flags | (counter_value << COUNTER_SHIFT);
                             let full = match try_claim(word, capacity, SHARED, COUNTER_MAX) {
