@@ -179,6 +179,11 @@ fn check_single(s: &Single) {
     // that takes an inline record.
     if cap == MAX_UNITS && (word::units(word) != 0 || word::records(word) == 0) {
         let excl = Need { exclusive: true, privileged: false, watch: false };
+        assert_eq!(
+            word::bare_claimable(word, limit),
+            word::try_claim_bare(word, limit).is_ok(),
+            "{ctx}: bare_claimable is try_claim_bare's success"
+        );
         match (word::try_claim_bare(word, limit), word::try_claim(word, cap, excl, limit)) {
             (Ok(next), Ok(c)) => {
                 assert_eq!(c.record, 0, "{ctx}: bare claim where the full one takes record {}", c.record);

@@ -424,25 +424,27 @@ impl<K> Slot<K> {
     /// record, so nothing but the word is written.
     #[inline(always)]
     fn try_claim_bare(&self, core: &Core) -> Result<Holding, Blocked> {
-        let check = |_| {
+        // `claim_with`'s loop with `word::bare_claimable` as its one test: every refusal goes to
+        // the slow path, which finds the reason itself (the caller drops it).
+        // Acquire: as in `claim_with`.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
             // Relaxed: as in `check_capacity`. Any other capacity goes to the slow path.
-            if self.capacity.load(Ordering::Relaxed) == MAX_UNITS {
-                Ok(MAX_UNITS)
-            } else {
-                Err(Blocked::Unstable)
+            if self.capacity.load(Ordering::Relaxed) != MAX_UNITS {
+                return Err(Blocked::Unstable);
             }
-        };
-        self.claim_with(
-            check,
-            |w, _| {
-                word::try_claim_bare(w, core.counter_limit).map(|next| Claim {
-                    word: next,
-                    record: 0,
-                    units: MAX_UNITS,
-                })
-            },
-            |claim| self.finish_bare(core, claim.word),
-        )
+            if !word::bare_claimable(w, core.counter_limit) {
+                return Err(Blocked::Busy);
+            }
+            // `try_claim_bare`'s word (debug-checked against it).
+            let next = w + MAX_UNITS as u64 + word::COUNTER_ONE;
+            debug_assert_eq!(word::try_claim_bare(w, core.counter_limit), Ok(next));
+            // Acquire on success: as in `claim_with`.
+            match self.word.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Ok(self.finish_bare(core, next)),
+                Err(actual) => w = actual,
+            }
+        }
     }
 
     /// The holding of a bare claim that installed `word` (`try_claim_bare`, or a creator's,
