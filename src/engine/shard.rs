@@ -2,8 +2,9 @@
 //!
 //! # Ground rules
 //!
-//! - Readers never lock: a lookup loads the shard's table pointer and probes it (linear probing
-//!   over `(hash, slot)` entries). What it finds is a *hint*: the caller claims the slot and then
+//! - Readers never lock: a lookup loads the shard's current mask and entries (`Lookup`, on the
+//!   shard's first line, so that the probe's first entry is one dependent load from the shard)
+//!   and probes them (linear probing over `(hash, slot)` entries). What it finds is a *hint*: the caller claims the slot and then
 //!   checks the key, or falls back to the locked path, which is authoritative.
 //! - Writers (insert, remove, grow, reclaim) hold the shard lock. Removal shifts later entries
 //!   back (no tombstones), so a reader racing a removal may miss an entry: it then takes the
@@ -68,14 +69,29 @@ impl<K> Table<K> {
     }
 }
 
-/// A shard: its lock-free index and its lock-protected pool and bookkeeping. Padded parts: the
-/// table pointer that every lookup reads, and what only writers under the lock change; aligned to
-/// a power of two (512 bytes) so that a shift, not a multiply, finds a shard.
+/// A shard: its lock-free index and its lock-protected pool and bookkeeping. Padded parts: what
+/// every lookup reads, and what only writers under the lock change; aligned to a power of two
+/// (512 bytes) so that a shift, not a multiply, finds a shard.
 #[repr(C, align(512))]
 pub(crate) struct Shard<K> {
-    /// The current table. Swapped (Release) under the lock when the table grows.
-    table: CachePadded<AtomicPtr<Table<K>>>,
+    lookup: CachePadded<Lookup<K>>,
     locked: CachePadded<Locked<K>>,
+}
+
+/// The shard's read-mostly line: the current table, and its entries and mask as the lock-free
+/// lookup reads them. Mask and entries side by side, so a lookup loads both from the shard at
+/// once and its first entry is one dependent load away (through `table`, it was two: the table,
+/// then its entries' pointer; bench/PERF-PLAN.md, P3). Tables only grow, and `grow` publishes
+/// the new entries before the new mask: a lookup loads the mask first (Acquire), so the entries
+/// it loads next are that mask's table or a later, larger one, and every `i & mask` is in bounds.
+#[repr(C)]
+struct Lookup<K> {
+    /// The current table, owned (`Box::into_raw`). Swapped under the lock when the table grows.
+    table: AtomicPtr<Table<K>>,
+    /// The current table's first entry.
+    entries: AtomicPtr<Entry<K>>,
+    /// The current table's mask (its entries, less one).
+    mask: AtomicU64,
 }
 
 /// The shard's written-under-the-lock line: the mirrored count, the mutex and the fields of
@@ -138,8 +154,13 @@ pub(crate) enum Reclaim {
 impl<K> Shard<K> {
     /// An empty shard whose first token is `token_floor + 1`.
     pub(crate) fn new(token_floor: u64) -> Self {
+        let table = Table::with_capacity(MIN_TABLE);
         Shard {
-            table: CachePadded::new(AtomicPtr::new(Box::into_raw(Table::with_capacity(MIN_TABLE)))),
+            lookup: CachePadded::new(Lookup {
+                entries: AtomicPtr::new(table.entries.as_ptr() as *mut Entry<K>),
+                mask: AtomicU64::new(table.mask as u64),
+                table: AtomicPtr::new(Box::into_raw(table)),
+            }),
             locked: CachePadded::new(Locked {
                 count: untracked::AtomicUsize::new(0),
                 inner: Mutex::new(ShardInner {
@@ -163,7 +184,7 @@ impl<K> Shard<K> {
         // SAFETY: the pointer is always a live table: the current one, or (for a reader that
         // loaded it before a swap) a retired one, kept until the shard is dropped. Acquire pairs
         // with the Release that published it.
-        unsafe { &*self.table.load(Ordering::Acquire) }
+        unsafe { &*self.lookup.table.load(Ordering::Acquire) }
     }
 
     /// Lock-free lookup: the slot of an entry whose hash matches, if the probe finds one. A hint
@@ -174,13 +195,20 @@ impl<K> Shard<K> {
     /// and its undo in a race that rare (bench/perf5-hotpath.md, Phase 6).
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> Option<&Slot<K>> {
-        let table = self.table();
+        // Acquire, the mask first: pairs with `grow`'s Release of the mask, stored after the
+        // entries, so the entries loaded next have at least `mask + 1` of them (`Lookup`).
+        let mask = self.lookup.mask.load(Ordering::Acquire) as usize;
+        // Acquire: pairs with the Release that published these entries (`grow`), so their
+        // initialisation is seen.
+        let entries = self.lookup.entries.load(Ordering::Acquire);
         let mut i = hash as usize;
         // At most one turn of the table (it is never more than 1/4 full, so a probe ends at an
         // empty entry long before; the bound keeps a reader racing removals finite).
-        let mut left = table.mask;
+        let mut left = mask;
         loop {
-            let entry = table.entry(i);
+            // SAFETY: `entries` is a live table (current, or retired and kept until the shard is
+            // dropped) of at least `mask + 1` entries (`Lookup`), so `i & mask` is in bounds.
+            let entry = unsafe { &*entries.add(i & mask) };
             // Acquire: pairs with the Release in `place`, so the slot's fields are initialised.
             let p = entry.slot.load(Ordering::Acquire);
             if p.is_null() {
@@ -290,7 +318,14 @@ impl<K> Shard<K> {
                 self.place(&new, entry.hash.load(Ordering::Relaxed), p);
             }
         }
-        let old = self.table.swap(Box::into_raw(new), Ordering::AcqRel);
+        let (entries, mask) = (new.entries.as_ptr() as *mut Entry<K>, new.mask as u64);
+        let old = self.lookup.table.swap(Box::into_raw(new), Ordering::AcqRel);
+        // Release: publishes the new entries (initialised and filled above) to a lookup's Acquire.
+        self.lookup.entries.store(entries, Ordering::Release);
+        // Release, after the entries: a lookup that loads this mask then loads these entries or
+        // a later table's, never the old, smaller one (`Lookup`). One that loaded the old mask
+        // probes a part of the new table: a miss at worst, and a miss takes the locked path.
+        self.lookup.mask.store(mask, Ordering::Release);
         // SAFETY: `old` came from `Box::into_raw` and is no longer current; readers that still
         // probe it are why it is retired, not freed.
         g.retired.push(unsafe { Box::from_raw(old) });
@@ -460,7 +495,7 @@ impl<K> Shard<K> {
 
 impl<K> Drop for Shard<K> {
     fn drop(&mut self) {
-        let table = self.table.load(Ordering::Relaxed);
+        let table = self.lookup.table.load(Ordering::Relaxed);
         // SAFETY: `&mut self`: no reader is left. Live slots are exactly those in the index.
         unsafe {
             for entry in (*table).entries.iter() {
