@@ -274,6 +274,32 @@ fn a_slow_subscriber_loses_events_and_counts_them() {
     assert_eq!(fast.drain().count(), 2);
 }
 
+/// Every holding a subscriber heard begin, it hears end, on the guard's fast release too (the
+/// plain modes); a plain holding that began before anyone subscribed ends unheard.
+#[test]
+fn a_subscriber_hears_the_release_of_every_holding_it_heard_acquired() {
+    let (_clock, locks) = manual();
+    let before = locks.exclusive("early").try_acquire().unwrap();
+    let events = locks.subscribe(64);
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        drop(locks.exclusive("x").try_acquire().unwrap());
+        drop(locks.shared("s").acquire().unwrap());
+        drop(locks.semaphore("p", 3).try_acquire().unwrap());
+    }
+    drop(before);
+    kinds.extend(events.drain().map(|e| (e.kind, e.key)));
+    let pair = |k: &str| [(EventKind::Acquired, k.to_owned()), (EventKind::Released, k.to_owned())];
+    let want: Vec<_> = [pair("x"), pair("s"), pair("p")].into_iter().flatten().collect();
+    assert_eq!(kinds, [want.clone(), want].concat(), "no release of \"early\", every other one paired");
+    // A holding heard begin is told its end, to whoever listens then (here a later subscriber).
+    let g = locks.exclusive("x").try_acquire().unwrap();
+    let late = locks.subscribe(4);
+    drop(events);
+    drop(g);
+    assert_eq!(late.drain().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Released]);
+}
+
 #[test]
 fn events_cover_every_kind_in_order() {
     let (clock, locks) = manual();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::api::guard::LockGuard;
 use crate::api::upgradable::{ModeChangeFailed, UpgradableGuard};
-use crate::engine::holding::Holding;
+use crate::engine::holding::{Holding, TOLD};
 use crate::engine::upgrade::Upgrade;
 use crate::expiry::renewer::KeepAlive;
 use crate::observe::events::EventKind;
@@ -113,8 +113,11 @@ where
         let service = this.take_service();
         let (locks, slot) = this.place();
         let old = this.token().as_u64();
+        // Marked `TOLD` if anyone listens now, as `emit_acquired` marks a new holding.
+        let listening = locks.events.is_active();
+        let h = if listening { Holding { bits: h.bits | TOLD, ..h } } else { h };
         let guard = LockGuard::new(locks, slot, h);
-        if h.token != old && locks.events.is_active() {
+        if h.token != old && listening {
             // An upgrade ends one holding and begins another, for fencing and for subscribers.
             let owner = guard.owner();
             locks.emit(EventKind::Released, slot, old, Mode::Upgradable, owner.clone());

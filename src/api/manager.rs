@@ -371,6 +371,11 @@ where
     /// [`EventReceiver::dropped`] and in the metrics); it never slows a lock operation. Dropping
     /// the receiver unsubscribes.
     ///
+    /// A subscriber hears of the end of every holding whose start it heard of. Of a holding that
+    /// began while nobody was subscribed, it may not hear the release: a plain holding (no lease,
+    /// no owner) released by its guard is told only if its start was, so that with nobody
+    /// subscribed a release does not look at the subscriptions at all.
+    ///
     /// # Examples
     ///
     /// ```

@@ -191,7 +191,7 @@ where
 
     #[inline(always)]
     pub(crate) fn guard(&self, slot: &'m Slot<K>, h: Holding) -> LockGuard<'m, K, S> {
-        self.locks.emit_acquired(slot, &h, self.mode, self.owner.as_ref());
+        let h = self.locks.emit_acquired(slot, h, self.mode, self.owner.as_ref());
         let guard = LockGuard::new(self.locks, slot, h);
         if let Some(service) = &self.service {
             guard.start_service(service, self.ttl.map(duration_ns));
@@ -236,7 +236,7 @@ where
             if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode) {
                 // Nothing to drop: a plain request has no owner and no service (`plain_mode`).
                 std::mem::forget(self);
-                locks.emit_acquired(slot, &h, mode, None);
+                let h = locks.emit_acquired(slot, h, mode, None);
                 return Ok(LockGuard::new(locks, slot, h));
             }
         }
@@ -319,7 +319,7 @@ where
                     acquire_slow_plain(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?
                 }
             };
-            locks.emit_acquired(slot, &h, mode, None);
+            let h = locks.emit_acquired(slot, h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
         }
         if self.owner.is_none() && self.service.is_none() {
@@ -365,7 +365,7 @@ where
                 acquire_slow(locks, key, Ask { mode, ttl_ns: Some(ttl_ns), owner: None }, hash, found, deadline)?
             }
         };
-        locks.emit_acquired(slot, &h, mode, None);
+        let h = locks.emit_acquired(slot, h, mode, None);
         Ok(LockGuard::new(locks, slot, h))
     }
 

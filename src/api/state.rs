@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use crate::api::loss::LossDesk;
 
-use crate::engine::holding::Holding;
+use crate::engine::holding::{Holding, TOLD};
 use crate::engine::queue::Waiter;
 use crate::engine::slot::{Ended, Slot, SlotInner};
 use crate::engine::table::{Attempt, Table};
@@ -112,12 +112,18 @@ where
         stats.wait.record(duration_ns(waiter.waited()));
     }
 
-    /// Tells subscribers that a holding began (the caller holds it, so the key is pinned).
+    /// Tells subscribers that a holding began (the caller holds it, so the key is pinned), and
+    /// returns it marked `TOLD` if anyone listened: its guard's release then tells them of its
+    /// end, and a guard unheard of releases without loading the event flag (`LockGuard::finish`).
+    /// Every guard is built from what this returns, or by `LockGuard::changed`.
     #[inline(always)]
-    pub(crate) fn emit_acquired(&self, slot: &Slot<K>, h: &Holding, mode: Mode, owner: Option<&Owner>) {
+    #[must_use]
+    pub(crate) fn emit_acquired(&self, slot: &Slot<K>, h: Holding, mode: Mode, owner: Option<&Owner>) -> Holding {
         if self.events.is_active() {
             self.emit(EventKind::Acquired, slot, h.token, mode, owner.cloned());
+            return Holding { bits: h.bits | TOLD, ..h };
         }
+        h
     }
 
     /// Tells subscribers about a holding event. The slot must be pinned.

@@ -73,8 +73,8 @@ unsafe impl Sync for RecordPtr {}
 /// `word::release_delta` (its units and its inline record's bit, where the state word has them):
 ///
 /// ```text
-///  63..61    60       59       58       57      56         55 .. 52          51        50 ...... 20    19 ..... 0
-/// [ mode | managed | owned | holder | up held | overflow | inline record bit | sampled | overflow index | units ]
+///  63..61    60       59       58       57      56         55 .. 52          51       50      49 ...... 20    19 ..... 0
+/// [ mode | managed | owned | holder | up held | overflow | inline record bit | sampled | told | overflow index | units ]
 /// ```
 ///
 /// A holding with neither an inline record bit nor `overflow` is *bare* (`word.rs`: a plain
@@ -86,6 +86,9 @@ unsafe impl Sync for RecordPtr {}
 /// `plain_unit` holding and adds it with [`sampled_if`](Holding::sampled_if) where it stamps the
 /// start: the guard's fast release then tests it in the same mask as `managed`, `overflow` and
 /// `up held`, not as a test of its own.
+///
+/// `told`: subscribers were told of its start ([`TOLD`]), so they are told of its end: the
+/// guard's fast release tests it in its one mask instead of loading the event flag again.
 ///
 /// `up held`: an upgradable holding, which also holds the word's `UP` bit; its release
 /// subtracts `UP` too ([`word_delta`](Holding::word_delta)), so it takes the guard's slow path.
@@ -99,8 +102,8 @@ pub(crate) struct Holding {
 
 const UNITS_MASK: u64 = (1 << word::UNITS_BITS) - 1;
 const OVERFLOW_INDEX_SHIFT: u32 = word::UNITS_BITS;
-/// The overflow index's field (31 bits: a slot has at most `MAX_UNITS` overflow records).
-const OVERFLOW_INDEX_MASK: u64 = (1 << 31) - 1;
+/// The overflow index's field (30 bits: a slot has at most `MAX_UNITS` overflow records).
+const OVERFLOW_INDEX_MASK: u64 = (1 << 30) - 1;
 const _: () = assert!(word::MAX_UNITS as u64 <= OVERFLOW_INDEX_MASK);
 const RECORD_BITS: u64 = 0xF << 52;
 /// `Holding::bits`: what a release subtracts from the state word.
@@ -109,7 +112,12 @@ pub(crate) const RELEASE_MASK: u64 = UNITS_MASK | RECORD_BITS;
 pub(crate) const IN_OVERFLOW: u64 = 1 << 56;
 /// `Holding::bits`: one of the one-in-`HOLD_SAMPLE` holdings timed for the hold-time histogram.
 pub(crate) const SAMPLED: u64 = 1 << 51;
-const _: () = assert!(OVERFLOW_INDEX_MASK << OVERFLOW_INDEX_SHIFT < SAMPLED);
+/// `Holding::bits`: the holding's start was told to event subscribers (the façade sets it where
+/// it emits `Acquired`, and where an upgrade or downgrade rebuilds a guard while someone listens):
+/// the guard's release takes its slow path, which tells them of the end. The engine ignores it.
+pub(crate) const TOLD: u64 = 1 << 50;
+const _: () = assert!(OVERFLOW_INDEX_MASK << OVERFLOW_INDEX_SHIFT < TOLD);
+const _: () = assert!(TOLD < SAMPLED && TOLD & RELEASE_MASK == 0);
 const _: () = assert!(SAMPLED & RELEASE_MASK == 0);
 /// `Holding::bits`: ended through the lease word (leased or owned).
 pub(crate) const MANAGED: u64 = 1 << 60;
