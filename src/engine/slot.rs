@@ -424,26 +424,26 @@ impl<K> Slot<K> {
     /// record, so nothing but the word is written.
     #[inline(always)]
     fn try_claim_bare(&self, core: &Core) -> Result<Holding, Blocked> {
-        // `claim_with`'s loop with `word::bare_claimable` as its one test: every refusal goes to
-        // the slow path, which finds the reason itself (the caller drops it).
         // Acquire: as in `claim_with`.
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            // Relaxed: as in `check_capacity`. Any other capacity goes to the slow path.
-            if self.capacity.load(Ordering::Relaxed) != MAX_UNITS {
-                return Err(Blocked::Unstable);
-            }
-            if !word::bare_claimable(w, core.counter_limit) {
-                return Err(Blocked::Busy);
-            }
-            // `try_claim_bare`'s word (debug-checked against it).
-            let next = w + MAX_UNITS as u64 + word::COUNTER_ONE;
-            debug_assert_eq!(word::try_claim_bare(w, core.counter_limit), Ok(next));
-            // Acquire on success: as in `claim_with`.
-            match self.word.compare_exchange_weak(w, next, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Ok(self.finish_bare(core, next)),
-                Err(actual) => w = actual,
-            }
+        let w = self.word.load(Ordering::Acquire);
+        // Relaxed: as in `check_capacity`. Any other capacity goes to the slow path.
+        if self.capacity.load(Ordering::Relaxed) != MAX_UNITS {
+            return Err(Blocked::Unstable);
+        }
+        // Every refusal goes to the slow path, which finds the reason itself (the caller drops it).
+        if !word::bare_claimable(w, core.counter_limit) {
+            return Err(Blocked::Busy);
+        }
+        // `try_claim_bare`'s word (debug-checked against it).
+        let next = w + MAX_UNITS as u64 + word::COUNTER_ONE;
+        debug_assert_eq!(word::try_claim_bare(w, core.counter_limit), Ok(next));
+        // One attempt, no loop: the word changed under us (another holder, a flag), and the slow
+        // path, which retries, decides. An exclusive claim that lost its compare-exchange rarely
+        // wins a second one: the word it lost to holds units, most likely.
+        // Acquire on success: as in `claim_with`.
+        match self.word.compare_exchange(w, next, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => Ok(self.finish_bare(core, next)),
+            Err(_) => Err(Blocked::Busy),
         }
     }
 
