@@ -76,15 +76,16 @@ pub(crate) const fn tag_of(token: u64) -> u64 {
     token & 0x7F
 }
 
-/// Whether the word is an exclusive holding's (`EXCL`): it may outlive its holding (module docs).
+/// Whether a held (or expiring) word is an exclusive holding's (`EXCL`): it may outlive its
+/// holding (module docs). Meaningless for a plain word.
 #[inline]
 pub(crate) const fn is_exclusive(word: u64) -> bool {
     word & EXCL != 0
 }
 
-/// The same held word, marked as an exclusive holding's.
-#[inline]
-pub(crate) const fn exclusive(word: u64) -> u64 {
+/// The same held word, marked as an exclusive holding's (tests: `held_exclusive` builds one).
+#[cfg(test)]
+const fn exclusive(word: u64) -> u64 {
     word | EXCL
 }
 
@@ -115,9 +116,18 @@ pub(crate) const fn held(token: u64, deadline_ns: Option<u64>) -> u64 {
 
 /// The word of a plain holding (no lease, no owner) for `token`. With no deadline to keep, its
 /// deadline bits carry the holding's `meta` (mode and units), saving a store on the hot path.
+/// The token's whole low byte goes in (one instruction fewer than the tag's 7 bits): the bit
+/// above the tag, `EXCL` in a held word, is nothing in a plain one, and no reader looks at it.
 #[inline]
 pub(crate) const fn plain(token: u64, meta: u64) -> u64 {
-    PLAIN | (tag_of(token) << TAG_SHIFT) | (meta << DEADLINE_SHIFT)
+    PLAIN | ((token & 0xFF) << TAG_SHIFT) | (meta << DEADLINE_SHIFT)
+}
+
+/// `exclusive(held(token, deadline_ns))`, built from the token's whole low byte: the bit above
+/// the tag is `EXCL`, set anyway (one instruction fewer on the leased acquire).
+#[inline]
+pub(crate) const fn held_exclusive(token: u64, deadline_ns: Option<u64>) -> u64 {
+    held(0, deadline_ns) | ((token & 0xFF) << TAG_SHIFT) | EXCL
 }
 
 /// The `meta` a plain word carries.
@@ -176,6 +186,7 @@ mod tests {
                 assert!(is_due(w, d));
                 assert!(!is_exclusive(w) && !is_held_exclusive_by(w, token));
                 let x = exclusive(w);
+                assert_eq!(held_exclusive(token, Some(deadline)), x);
                 assert!(is_exclusive(x) && is_held_by(x, token) && is_held_exclusive_by(x, token));
                 assert!(!is_held_exclusive_by(x, token.wrapping_add(1)));
                 assert_eq!(deadline_ns(x), d);

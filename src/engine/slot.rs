@@ -568,9 +568,9 @@ impl<K> Slot<K> {
             rec.acquired_ns.store(stamp, Ordering::Relaxed);
         }
         let deadline = ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
-        let held = lease::held(token, deadline);
         // An exclusive holding's release needs only the word (`release_exclusive_lease`).
-        let held = if mode.is_exclusive() { lease::exclusive(held) } else { held };
+        let held =
+            if mode.is_exclusive() { lease::held_exclusive(token, deadline) } else { lease::held(token, deadline) };
         // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
         rec.lease.store(held, Ordering::Release);
         if let Some(deadline) = deadline {
@@ -814,6 +814,25 @@ impl<K> Slot<K> {
         self.end_managed_seen(h, self.record(h), seen)?;
         self.return_units(core, h.release_delta(), h.mode_code());
         Ok(())
+    }
+
+    /// `release_exclusive_lease` inlined into the guard's release, for the common case: a lease
+    /// word that is this holding's `EXCL` word, a deadline ahead (`ClockSource::passed`: the
+    /// coarse clock, the exact one only within a second of it), a word without waiters, and the
+    /// compare-exchange won. False, having changed nothing, for anything else: the caller then
+    /// takes its out-of-line path, which loads both words again.
+    #[inline(always)]
+    pub(crate) fn try_release_exclusive_lease(&self, core: &Core, h: &Holding) -> bool {
+        // Acquire, both, and in this order: as in `release_exclusive_lease`.
+        let w = self.word.load(Ordering::Acquire);
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        w & (word::WAITERS | word::MATRIX) == 0
+            && lease::is_held_exclusive_by(l, h.token)
+            && (!lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none())
+            && rec.token.load(Ordering::Relaxed) == h.token
+            // Release, and Relaxed on failure: as in `release_exclusive_lease`.
+            && self.word.compare_exchange(w, w - h.release_delta(), Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// `release_lease` of an exclusive holding whose lease word is `EXCL` (`lease.rs`): one

@@ -176,7 +176,8 @@ fn word_shows_exclusive(w: u64, capacity: u32) -> bool {
 fn holder(rec: &Record, at: RecordRef, capacity: u32, shown: Option<u64>, inner: &SlotInner) -> Option<HolderInfo> {
     let l = rec.lease.load(Ordering::Acquire);
     let token = rec.token.load(Ordering::Relaxed);
-    if lease::tag(l) != lease::tag_of(token) || (lease::is_exclusive(l) && shown != Some(token)) {
+    let stale_exclusive = lease::state(l) == lease::HELD && lease::is_exclusive(l) && shown != Some(token);
+    if lease::tag(l) != lease::tag_of(token) || stale_exclusive {
         return None;
     }
     match lease::state(l) {
