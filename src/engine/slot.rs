@@ -14,7 +14,9 @@
 //! - A holding is *plain* (no lease, no owner) or *managed*. Only its guard ends a plain holding,
 //!   so a plain release is one `fetch_sub` on the word. A managed holding may also be ended by an
 //!   expirer or a revoker; whoever wins the compare-exchange on its lease word (`lease.rs`) ends it
-//!   and returns its units, so units are returned exactly once.
+//!   and returns its units, so units are returned exactly once. An exclusive lease's guard
+//!   skips that race (`release_exclusive_lease`: one compare-exchange on the word); an ender marks
+//!   the word first and checks the holding against it (`force_end`).
 //! - The slot lock (`inner`) guards the wait queue, owner labels and overflow records. The word's
 //!   `WAITERS` and `EXCL_WAITING` flags change only under it. Lock order: shard lock, then slot
 //!   lock, then the timer wheel's lock.
