@@ -260,6 +260,82 @@ fn release_racing_revocation_frees_the_unit_exactly_once() {
     assert_eq!(locks.slot_count(), 0, "a guard that lost to the revoker left its zombie count behind");
 }
 
+/// The exclusive lease's release is one compare-exchange on the state word that leaves its lease
+/// word as it was; a revoker marks the word first and ends the holding only if the marked word
+/// still shows it. Raced on real threads, with a third thread taking the key as soon as it is
+/// free (over the old lease word): exactly one of release and revocation wins, the new holding is
+/// never revoked in the old one's place, and the unit comes back once (the slot is reclaimed).
+#[test]
+fn exclusive_release_racing_revocation_and_a_new_holder() {
+    let clock = ManualClock::new();
+    let locks = undriven(&clock);
+    let (mut release_won, mut revoke_won) = (0, 0);
+    for round in 0..2_000 {
+        let g = locks.exclusive("x").lease(Duration::from_secs(60)).try_acquire().unwrap();
+        let token = g.token();
+        let stop = AtomicBool::new(false);
+        let (released, revoked, taken) = thread::scope(|s| {
+            let taker = s.spawn(|| loop {
+                match locks.exclusive("x").lease(Duration::from_secs(60)).try_acquire() {
+                    Ok(next) => {
+                        assert!(next.token() > token);
+                        assert!(next.is_held());
+                        break Some(next.release());
+                    }
+                    Err(LockError::WouldBlock) if !stop.load(Ordering::Relaxed) => thread::yield_now(),
+                    Err(e) => {
+                        assert_eq!(e, LockError::WouldBlock);
+                        break None;
+                    }
+                }
+            });
+            let (released, revoked) = if round % 2 == 0 {
+                let releaser = s.spawn(move || g.release());
+                let revoker = s.spawn(|| locks.revoke("x", token));
+                (releaser.join().unwrap(), revoker.join().unwrap())
+            } else {
+                let revoker = s.spawn(|| locks.revoke("x", token));
+                let releaser = s.spawn(move || g.release());
+                (releaser.join().unwrap(), revoker.join().unwrap())
+            };
+            stop.store(true, Ordering::Relaxed);
+            (released, revoked, taker.join().unwrap())
+        });
+        match (released, revoked) {
+            (Ok(()), Err(LockError::NotHeld)) => release_won += 1,
+            (Err(LockError::Expired), Ok(())) => revoke_won += 1,
+            other => panic!("round {round}: release and revocation both or neither won: {other:?}"),
+        }
+        assert_eq!(taken, Some(Ok(())), "round {round}: the next holder was not left alone");
+        let again = locks.exclusive("x").try_acquire().expect("the unit came back");
+        assert_eq!(locks.shared("x").try_acquire().unwrap_err(), LockError::WouldBlock);
+        drop(again);
+    }
+    println!("release won {release_won} times, revocation {revoke_won} times");
+    assert!(release_won > 0 && revoke_won > 0, "one side never won: release {release_won}, revocation {revoke_won}");
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0, "a unit or a zombie count was left behind");
+}
+
+/// A leased exclusive holding downgraded to shared is still expired at its deadline, with other
+/// readers beside it (their claims move the state word on, which an exclusive holding's lease
+/// word is checked against: the downgrade makes it an ordinary one first).
+#[test]
+fn a_downgraded_lease_still_expires_beside_other_readers() {
+    let clock = ManualClock::new();
+    let locks = driven(&clock);
+    let g = locks.exclusive("d").lease(10 * MS).try_acquire().unwrap();
+    let r = g.downgrade().unwrap();
+    let other = locks.shared("d").try_acquire().unwrap();
+    assert!(r.is_held());
+    clock.advance(10 * MS);
+    assert!(!r.is_held());
+    assert_eq!(locks.metrics().expiries, 1, "the downgraded lease was not expired");
+    assert_eq!(r.release(), Err(LockError::Expired));
+    drop(other);
+    assert!(locks.exclusive("d").try_acquire().is_ok(), "the expired reader's unit did not come back");
+}
+
 #[test]
 fn renewal_and_expiry_agree() {
     // Whoever wins the lease word decides: a renewal that returned Ok is never expired by a

@@ -84,6 +84,66 @@ fn release_races_revocation_one_winner() {
     assert!(REVOKE_BEAT_RELEASE.get(), "no execution had the revocation win");
 }
 
+static FAST_RELEASE_WON: Seen = Seen::new();
+static EXPIRY_BEAT_FAST_RELEASE: Seen = Seen::new();
+static REUSED_AFTER_RELEASE: Seen = Seen::new();
+
+/// An exclusive lease's release is one compare-exchange on the state word, which leaves its
+/// lease word `HELD`; an expirer marks the state word (`WAITERS`) before it reads a lease word,
+/// and ends an exclusive holding only if the marked word still shows it. Here the release races
+/// an expirer that moves the clock past the deadline, and a third thread that claims the key
+/// (record 0 again, over the old lease word) as soon as it is free. Exactly one of release and
+/// expiry ends the first holding; the new holding is never ended by the expirer (its lease is
+/// long: ending it would be the old word taken for it) and never shares the key; the unit comes
+/// back exactly once (the key is free again and the slot idle, so it is reclaimed).
+#[test]
+fn exclusive_lease_release_races_expiry_and_a_new_claim() {
+    loom::model(|| {
+        let (locks, clock) = manager();
+        let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
+        let expirer = {
+            let (locks, clock) = (locks.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(TTL);
+                locks.expire_due()
+            })
+        };
+        let claimer = {
+            let locks = locks.clone();
+            thread::spawn(move || match locks.exclusive(&KEY).lease(TTL * 100).try_acquire() {
+                Ok(g2) => {
+                    assert!(g2.is_held());
+                    Some(g2.release())
+                }
+                Err(e) => {
+                    assert_eq!(e, LockError::WouldBlock);
+                    None
+                }
+            })
+        };
+        let released = g.release();
+        let expired = expirer.join().expect("expire_due finished");
+        let claimed = claimer.join().expect("the claimer finished");
+        match (released, expired) {
+            (Ok(()), 0) => FAST_RELEASE_WON.mark(),
+            (Err(LockError::Expired), 0 | 1) => EXPIRY_BEAT_FAST_RELEASE.mark(),
+            (released, expired) => panic!("release {released:?} and expire_due {expired}: not exactly one winner"),
+        }
+        match claimed {
+            Some(Ok(())) => REUSED_AFTER_RELEASE.mark(),
+            Some(other) => panic!("the new holding was ended by someone else: {other:?}"),
+            None => {}
+        }
+        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
+        drop(again);
+        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
+        assert_eq!(locks.slot_count(), 0);
+    });
+    assert!(FAST_RELEASE_WON.get(), "no execution had the release win");
+    assert!(EXPIRY_BEAT_FAST_RELEASE.get(), "no execution had the expiry win");
+    assert!(REUSED_AFTER_RELEASE.get(), "no execution had the key claimed again");
+}
+
 static RENEW_WON: Seen = Seen::new();
 static RENEW_LOST: Seen = Seen::new();
 

@@ -11,7 +11,9 @@ use crate::api::loss::{LossCause, LossSignal, Lost};
 use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
-use crate::engine::holding::{Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, SAMPLED, TOLD, UP_HELD};
+use crate::engine::holding::{
+    Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, SAMPLED, TOLD, UP_HELD,
+};
 use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
 use crate::engine::table::DefaultHasher;
@@ -533,6 +535,15 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         bits: u64,
         service: *mut OnceLock<GuardService<K>>,
     ) -> Result<(), AlreadyEnded> {
+        // An exclusive lease (no owner, inline, not sampled, nobody listening, its deadline
+        // ahead): one compare-exchange on the word, before any guard is built in memory
+        // (bench/perf5-lease.md, Phase 7). Anything else, or a compare-exchange lost, goes on.
+        if bits & (MANAGED | OWNED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED | MODE_BITS) == MANAGED
+            && !locks.events.is_active()
+            && slot.try_release_exclusive_lease(&locks.table.core, &Holding { rec, token, bits })
+        {
+            return Ok(());
+        }
         let g =
             LockGuard { locks, slot, rec, token, bits, late: AtomicU64::new(0), service: ServiceCell::owning(service) };
         let ended = g.finish_slow();

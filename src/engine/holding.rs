@@ -130,6 +130,10 @@ pub(crate) const UP_HELD: u64 = 1 << 57;
 /// its release tests one word); the engine never sets it and no engine test reads it.
 pub(crate) const HOLDER_MARK: u64 = 1 << 58;
 const MODE_SHIFT: u32 = 61;
+/// `Holding::bits`: the mode's code (`Mode::code`); zero for an exclusive holding, so that
+/// "exclusive" is one more bit in a release's mask test.
+pub(crate) const MODE_BITS: u64 = Mode::CODE_MASK << MODE_SHIFT;
+const _: () = assert!(Mode::Exclusive.code() == 0);
 
 impl Holding {
     /// Packs a holding; `mode` is `Mode::code`.

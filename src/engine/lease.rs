@@ -1,15 +1,16 @@
 //! The lease word: one `u64` per holder record, the single atomic step of renewal.
 //!
 //! ```text
-//!  63 ................................ 11   10 .... 3    2       1..0
-//! [        deadline (64 ns units)       |   tag     | LEASED | state ]
+//!  63 ................................ 11    10     9 .... 3    2       1..0
+//! [        deadline (64 ns units)       | EXCL |   tag     | LEASED | state ]
 //! ```
 //!
 //! | field | meaning |
 //! |---|---|
 //! | `state` | `FREE` (no holding, or a claim whose lease is not written yet), `HELD` (a managed holding: it has a lease or an owner, so an expirer or a revoker may end it), `PLAIN` (a holding without lease or owner: only its guard ends it), `EXPIRING` (an expirer or a revoker won the holding; its unit is being returned) |
 //! | `LEASED` | the holding has a deadline; without it the deadline bits are zero |
-//! | `tag` | low 8 bits of the holding's fencing token: with the full-token check just before every compare-exchange, a stale guard's compare-exchange cannot match a later holding of the same record |
+//! | `tag` | low 7 bits of the holding's fencing token: with the full-token check just before every compare-exchange, a stale guard's compare-exchange cannot match a later holding of the same record |
+//! | `EXCL` | a managed exclusive holding: its release may leave this word as it is (below) |
 //! | `deadline` | clock nanoseconds divided by 64, rounded up: a deadline reaches about 18 years past the clock's origin |
 //!
 //! Renew, release and expiry of one holding all compare-exchange this word, so exactly one of them
@@ -17,6 +18,12 @@
 //! before it returns its unit to the slot, so that the reaper, which reads leases only of records
 //! whose bit is set, sees either the current holding or an in-flux `FREE`/`EXPIRING`, never a
 //! finished holding's stale deadline.
+//!
+//! Except an `EXCL` word: the release of an exclusive lease is one compare-exchange on the slot's
+//! state word and leaves its lease word `HELD` (`Slot::release_exclusive_lease`). Such a word is
+//! taken for its holding's only while the state word shows that holding (an exclusive holding is
+//! alone, so the word's counter gives its token exactly): an ender checks that against the word
+//! it marked (`Slot::force_end`), and a reader against the word it loaded.
 
 #![deny(unsafe_code)]
 
@@ -27,7 +34,9 @@ pub(crate) const PLAIN: u64 = 3;
 const STATE_MASK: u64 = 0b11;
 const LEASED: u64 = 1 << 2;
 const TAG_SHIFT: u32 = 3;
-const TAG_MASK: u64 = 0xFF << TAG_SHIFT;
+const TAG_MASK: u64 = 0x7F << TAG_SHIFT;
+/// A managed exclusive holding (module docs).
+const EXCL: u64 = 1 << 10;
 const DEADLINE_SHIFT: u32 = 11;
 /// Granularity of a stored deadline, in nanoseconds (a power of two, so whole milliseconds are exact).
 pub(crate) const DEADLINE_UNIT_NS: u64 = 64;
@@ -64,7 +73,33 @@ pub(crate) const fn tag(word: u64) -> u64 {
 /// The tag of a token.
 #[inline]
 pub(crate) const fn tag_of(token: u64) -> u64 {
-    token & 0xFF
+    token & 0x7F
+}
+
+/// Whether a held (or expiring) word is an exclusive holding's (`EXCL`): it may outlive its
+/// holding (module docs). Meaningless for a plain word.
+#[inline]
+pub(crate) const fn is_exclusive(word: u64) -> bool {
+    word & EXCL != 0
+}
+
+/// The same held word, marked as an exclusive holding's (tests: `held_exclusive` builds one).
+#[cfg(test)]
+const fn exclusive(word: u64) -> u64 {
+    word | EXCL
+}
+
+/// The same held word, no longer an exclusive holding's (a downgrade).
+#[inline]
+pub(crate) const fn not_exclusive(word: u64) -> u64 {
+    word & !EXCL
+}
+
+/// Whether `word` is the held lease of the exclusive holding with `token` (`is_held_by` and
+/// `EXCL`, in one test).
+#[inline]
+pub(crate) const fn is_held_exclusive_by(word: u64, token: u64) -> bool {
+    word & (STATE_MASK | EXCL | TAG_MASK) == HELD | EXCL | (tag_of(token) << TAG_SHIFT)
 }
 
 /// A held word for `token`, with a deadline (rounded up to the next unit) or none.
@@ -81,9 +116,18 @@ pub(crate) const fn held(token: u64, deadline_ns: Option<u64>) -> u64 {
 
 /// The word of a plain holding (no lease, no owner) for `token`. With no deadline to keep, its
 /// deadline bits carry the holding's `meta` (mode and units), saving a store on the hot path.
+/// The token's whole low byte goes in (one instruction fewer than the tag's 7 bits): the bit
+/// above the tag, `EXCL` in a held word, is nothing in a plain one, and no reader looks at it.
 #[inline]
 pub(crate) const fn plain(token: u64, meta: u64) -> u64 {
-    PLAIN | (tag_of(token) << TAG_SHIFT) | (meta << DEADLINE_SHIFT)
+    PLAIN | ((token & 0xFF) << TAG_SHIFT) | (meta << DEADLINE_SHIFT)
+}
+
+/// `exclusive(held(token, deadline_ns))`, built from the token's whole low byte: the bit above
+/// the tag is `EXCL`, set anyway (one instruction fewer on the leased acquire).
+#[inline]
+pub(crate) const fn held_exclusive(token: u64, deadline_ns: Option<u64>) -> u64 {
+    held(0, deadline_ns) | ((token & 0xFF) << TAG_SHIFT) | EXCL
 }
 
 /// The `meta` a plain word carries.
@@ -95,7 +139,7 @@ pub(crate) const fn plain_meta(word: u64) -> u64 {
 /// The same holding with a new deadline.
 #[inline]
 pub(crate) const fn renewed(word: u64, deadline_ns: u64) -> u64 {
-    (word & (STATE_MASK | TAG_MASK)) | LEASED | (deadline_ns.div_ceil(DEADLINE_UNIT_NS) << DEADLINE_SHIFT)
+    (word & (STATE_MASK | TAG_MASK | EXCL)) | LEASED | (deadline_ns.div_ceil(DEADLINE_UNIT_NS) << DEADLINE_SHIFT)
 }
 
 /// The same held lease (state, deadline) for the holding with `token`: an upgrade, which is a new
@@ -140,6 +184,16 @@ mod tests {
                 assert!(d >= deadline && d < deadline + DEADLINE_UNIT_NS, "{deadline} stored as {d}");
                 assert!(d == 0 || !is_due(w, d - 1));
                 assert!(is_due(w, d));
+                assert!(!is_exclusive(w) && !is_held_exclusive_by(w, token));
+                let x = exclusive(w);
+                assert_eq!(held_exclusive(token, Some(deadline)), x);
+                assert!(is_exclusive(x) && is_held_by(x, token) && is_held_exclusive_by(x, token));
+                assert!(!is_held_exclusive_by(x, token.wrapping_add(1)));
+                assert_eq!(deadline_ns(x), d);
+                assert!(is_exclusive(renewed(x, deadline + 64)), "a renewal keeps EXCL");
+                assert!(is_exclusive(retagged(x, token.wrapping_add(1))), "an upgrade keeps EXCL");
+                assert_eq!(not_exclusive(x), w);
+                assert!(!is_held_exclusive_by(expiring(x), token));
                 let e = expiring(w);
                 assert_eq!(state(e), EXPIRING);
                 assert!(!is_held_by(e, token));
@@ -160,6 +214,7 @@ mod tests {
         let w = plain(0x1234, meta);
         assert_eq!(state(w), PLAIN);
         assert_eq!(tag(w), 0x34);
+        assert!(!is_exclusive(w));
         assert_eq!(plain_meta(w), meta);
         assert!(!is_leased(w) && !is_due(w, u64::MAX) && !is_held_by(w, 0x1234));
     }

@@ -14,7 +14,9 @@
 //! - A holding is *plain* (no lease, no owner) or *managed*. Only its guard ends a plain holding,
 //!   so a plain release is one `fetch_sub` on the word. A managed holding may also be ended by an
 //!   expirer or a revoker; whoever wins the compare-exchange on its lease word (`lease.rs`) ends it
-//!   and returns its units, so units are returned exactly once.
+//!   and returns its units, so units are returned exactly once. An exclusive lease's guard
+//!   skips that race (`release_exclusive_lease`: one compare-exchange on the word); an ender marks
+//!   the word first and checks the holding against it (`force_end`).
 //! - The slot lock (`inner`) guards the wait queue, owner labels and overflow records. The word's
 //!   `WAITERS` and `EXCL_WAITING` flags change only under it. Lock order: shard lock, then slot
 //!   lock, then the timer wheel's lock.
@@ -570,8 +572,11 @@ impl<K> Slot<K> {
             rec.acquired_ns.store(stamp, Ordering::Relaxed);
         }
         let deadline = ttl_ns.map(|ttl| stamp.saturating_add(ttl).min(lease::MAX_DEADLINE_NS));
+        // An exclusive holding's release needs only the word (`release_exclusive_lease`).
+        let held =
+            if mode.is_exclusive() { lease::held_exclusive(token, deadline) } else { lease::held(token, deadline) };
         // Release: an expirer or reader that sees HELD also sees the token, meta and owner.
-        rec.lease.store(lease::held(token, deadline), Ordering::Release);
+        rec.lease.store(held, Ordering::Release);
         if let Some(deadline) = deadline {
             self.watch_claim(core, deadline);
         }
@@ -815,6 +820,61 @@ impl<K> Slot<K> {
         Ok(())
     }
 
+    /// `release_exclusive_lease` inlined into the guard's release, for the common case: a lease
+    /// word that is this holding's `EXCL` word, a deadline ahead (`ClockSource::passed`: the
+    /// coarse clock, the exact one only within a second of it), a word without waiters, and the
+    /// compare-exchange won. False, having changed nothing, for anything else: the caller then
+    /// takes its out-of-line path, which loads both words again.
+    #[inline(always)]
+    pub(crate) fn try_release_exclusive_lease(&self, core: &Core, h: &Holding) -> bool {
+        // Acquire, both, and in this order: as in `release_exclusive_lease`.
+        let w = self.word.load(Ordering::Acquire);
+        let rec = self.record(h);
+        let l = rec.lease.load(Ordering::Acquire);
+        w & (word::WAITERS | word::MATRIX) == 0
+            && lease::is_held_exclusive_by(l, h.token)
+            && (!lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none())
+            && rec.token.load(Ordering::Relaxed) == h.token
+            // Release, and Relaxed on failure: as in `release_exclusive_lease`.
+            && self.word.compare_exchange(w, w - h.release_delta(), Ordering::Release, Ordering::Relaxed).is_ok()
+    }
+
+    /// `release_lease` of an exclusive holding whose lease word is `EXCL` (`lease.rs`): one
+    /// read-modify-write, on the state word, and the lease word left as it is. `w` is the state
+    /// word and `seen` the lease word, loaded in that order (both Acquire).
+    ///
+    /// An ender (`force_end`) marks the state word (`WAITERS`, a read-modify-write) before it
+    /// reads a lease word, keeps the mark until it is done (under the slot lock), and ends an
+    /// `EXCL` holding only if the word it marked still shows that holding. So if this release's
+    /// compare-exchange from a `w` without `WAITERS` succeeds, it came before the mark in the
+    /// word's order, and the ender's marked word shows the holding gone (no units, or a later
+    /// counter); otherwise the mark came first and this compare-exchange fails: the release then
+    /// takes the lease-word race (`release_lease`), which an ender that won makes fail. A mark
+    /// already cleared when `w` was loaded was an ender that had finished: `w`'s Acquire load
+    /// synchronises with the clearing, so `seen` shows its `EXPIRING` (or a later holding's).
+    #[inline(always)]
+    pub(crate) fn release_exclusive_lease(
+        &self,
+        core: &Core,
+        h: &Holding,
+        w: u64,
+        seen: u64,
+    ) -> Result<(), AlreadyEnded> {
+        if w & (word::WAITERS | word::MATRIX) == 0
+            && lease::is_held_exclusive_by(seen, h.token)
+            && self.record(h).token.load(Ordering::Relaxed) == h.token
+            // Release: publishes the holder's critical section to the next claimer's Acquire (as
+            // the plain release's `fetch_sub`). Relaxed on failure: `release_lease` goes on from
+            // the lease word, which it has.
+            && self.word.compare_exchange(w, w - h.release_delta(), Ordering::Release, Ordering::Relaxed).is_ok()
+        {
+            return Ok(());
+        }
+        // Waiters to wake, an ender at work, a word that moved (the reaper's `WATCHED`), a
+        // holding without `EXCL` (an upgraded one) or one ended already: the general path.
+        self.release_lease(core, h, seen)
+    }
+
     /// Returns units (and an inline record's bit, folded into `delta`) to the word, waking
     /// whoever can now proceed. `mode` is the holding's `Mode::code`, for a matrix key's census.
     #[inline(always)]
@@ -977,11 +1037,36 @@ impl<K> Slot<K> {
     /// Ends a managed holding that is not the caller's guard's doing: an expiry (only if its
     /// deadline has passed) or a revocation, as `ending` says. Returns the token and units of the
     /// holding ended.
+    ///
+    /// Under the slot lock. The word carries the ender's mark (`WAITERS`) from before the lease
+    /// word is read until the units are back or nothing was ended, so that an exclusive lease's
+    /// one-RMW release (`release_exclusive_lease`) and this never both end the holding.
     pub(crate) fn force_end(
         &self,
         core: &Core,
         record: RecordRef,
         ending: Ending,
+        inner: &mut SlotInner,
+        on_end: &mut dyn FnMut(&Ended),
+    ) -> Option<(u64, u32)> {
+        // Acquire: a release that returned units before the mark is seen (through the word's
+        // release sequence), with everything it stored before.
+        let marked = self.word.fetch_or(word::WAITERS, Ordering::Acquire) | word::WAITERS;
+        let ended = self.force_end_marked(core, record, ending, marked, inner, on_end);
+        if ended.is_none() {
+            // No unit went back (whose wake-up clears the mark): the flags as the queue says.
+            self.sync_queue_flags(inner);
+        }
+        ended
+    }
+
+    /// `force_end` with the word marked (`marked`: the word as the mark left it).
+    fn force_end_marked(
+        &self,
+        core: &Core,
+        record: RecordRef,
+        ending: Ending,
+        marked: u64,
         inner: &mut SlotInner,
         on_end: &mut dyn FnMut(&Ended),
     ) -> Option<(u64, u32)> {
@@ -1001,6 +1086,13 @@ impl<K> Slot<K> {
         let t = rec.token.load(Ordering::Relaxed);
         // A tag that does not match the token is a record between holdings: leave it.
         if lease::tag_of(t) != lease::tag(l) || token.is_some_and(|want| want != t) {
+            return None;
+        }
+        // An exclusive holding's word may be left by a release that gave its units back before
+        // the mark (`release_exclusive_lease`): it is this holding's only while the marked word
+        // still shows it. The counter cannot move on while it holds (it is alone), and no such
+        // release can come after the mark.
+        if lease::is_exclusive(l) && (word::units(marked) == 0 || self.token_of(marked) != t) {
             return None;
         }
         if let Some(now) = due_at {

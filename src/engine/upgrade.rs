@@ -247,6 +247,20 @@ impl<K> Slot<K> {
         } else {
             0
         };
+        if take == 0 {
+            // A managed holding's word loses `EXCL` before the downgrade admits anyone: an ender
+            // reads an `EXCL` word as its holding's only while the word shows that holding alone
+            // (`force_end`), and the guard's one-RMW release is for exclusive holdings only.
+            // A compare-exchange: a renewal may move the deadline meanwhile (enders are excluded
+            // by the slot lock, which we hold). AcqRel as the upgrade's retag.
+            let mut l = rec.lease.load(Ordering::Acquire);
+            while lease::state(l) == lease::HELD && lease::is_exclusive(l) {
+                match rec.lease.compare_exchange(l, lease::not_exclusive(l), Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(actual) => l = actual,
+                }
+            }
+        }
         if self.downgrade_word(capacity, to == Mode::Upgradable, take) & word::MATRIX != 0 {
             inner.census_mut().reclassify(Granule::X, to.granule());
         }

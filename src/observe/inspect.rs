@@ -111,13 +111,16 @@ pub(crate) fn describe<K>(slot: &Slot<K>, inner: &SlotInner) -> Option<Descripti
         return None;
     }
     let mut holders = Vec::new();
+    // The token of the exclusive holding the word shows, if it shows one: an `EXCL` lease word is
+    // its holding's only then (engine/lease.rs).
+    let shown = if word::units(w) != 0 { slot.bare_token(w) } else { None };
     for idx in 0..INLINE_RECORDS as RecordIdx {
         if word::holds_record(w, idx) {
-            holders.extend(holder(&slot.records[idx as usize], RecordRef::Inline(idx), capacity, inner));
+            holders.extend(holder(&slot.records[idx as usize], RecordRef::Inline(idx), capacity, shown, inner));
         }
     }
     for (i, rec) in inner.overflow_in_use() {
-        holders.extend(holder(rec, RecordRef::Overflow(i), capacity, inner));
+        holders.extend(holder(rec, RecordRef::Overflow(i), capacity, shown, inner));
     }
     let bare = capacity == MAX_UNITS && word::units(w) == MAX_UNITS && word::records(w) == 0;
     if bare && inner.overflow_in_use().next().is_none() {
@@ -169,11 +172,12 @@ fn word_shows_exclusive(w: u64, capacity: u32) -> bool {
 }
 
 /// One record's holding, if it is published and consistent (a record between two holdings, or
-/// being claimed, is skipped).
-fn holder(rec: &Record, at: RecordRef, capacity: u32, inner: &SlotInner) -> Option<HolderInfo> {
+/// being claimed, is skipped). `shown`: the token of the exclusive holding the word shows.
+fn holder(rec: &Record, at: RecordRef, capacity: u32, shown: Option<u64>, inner: &SlotInner) -> Option<HolderInfo> {
     let l = rec.lease.load(Ordering::Acquire);
     let token = rec.token.load(Ordering::Relaxed);
-    if lease::tag(l) != lease::tag_of(token) {
+    let stale_exclusive = lease::state(l) == lease::HELD && lease::is_exclusive(l) && shown != Some(token);
+    if lease::tag(l) != lease::tag_of(token) || stale_exclusive {
         return None;
     }
     match lease::state(l) {

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use super::{LockGuard, HAS_SERVICE};
-use crate::engine::holding::{IN_OVERFLOW, MANAGED, OWNED, UP_HELD};
+use crate::engine::holding::{IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, UP_HELD};
 use crate::engine::lease;
 use crate::engine::slot::AlreadyEnded;
 use crate::observe::events::EventKind;
@@ -28,9 +28,18 @@ impl<K, S> LockGuard<'_, K, S> {
         {
             // As `end_holding`, whose deadline test this is: its lease word loaded once, for the
             // deadline and as the compare-exchange's expected value.
+            // An exclusive holding: one read-modify-write, on the state word
+            // (`release_exclusive_lease`, which takes the word loaded before the lease word).
+            let exclusive = h.bits & MODE_BITS == 0;
+            let w = if exclusive { self.slot.word.load(Ordering::Acquire) } else { 0 };
             let l = self.slot.lease_word(&h);
             if !lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none() {
-                return match self.slot.release_lease(core, &h, l) {
+                let released = if exclusive {
+                    self.slot.release_exclusive_lease(core, &h, w, l)
+                } else {
+                    self.slot.release_lease(core, &h, l)
+                };
+                return match released {
                     Ok(()) => Ok(()),
                     Err(AlreadyEnded) => self.leave_zombie(),
                 };
