@@ -235,6 +235,72 @@ impl<K> Shard<K> {
         }
     }
 
+    /// Under the shard lock: the key's slot, or else the position of the first empty entry of its
+    /// probe run, where a slot created for it goes (`place_at`, under the same lock hold, with no
+    /// index change in between). One probe for the creation's lookup and its insert.
+    #[inline(always)]
+    pub(crate) fn find_or_vacancy<Q>(&self, _g: &ShardInner<K>, hash: u64, key: &Q) -> Result<&Slot<K>, usize>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let table = self.table();
+        let mut i = hash as usize;
+        loop {
+            let entry = table.entry(i);
+            let p = entry.slot.load(Ordering::Relaxed);
+            if p.is_null() {
+                return Err(i);
+            }
+            if entry.hash.load(Ordering::Relaxed) == hash {
+                // SAFETY: slots are type-stable (module ground rules).
+                let slot = unsafe { &*p };
+                // SAFETY: slots in the index are live while we hold the shard lock (reclamation
+                // needs it), so their keys are initialised and stay put.
+                if unsafe { slot.key() }.borrow() == key {
+                    return Ok(slot);
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// Grows the table if one more slot would take it past a load of 1/4 (before a
+    /// `find_or_vacancy` whose position a slot from the pool then takes).
+    #[inline(always)]
+    pub(crate) fn make_room(&self, g: &mut ShardInner<K>) {
+        if (g.present + 1) * 4 > self.table().mask + 1 {
+            self.grow(g);
+        }
+    }
+
+    /// Publishes a slot (already initialised) at position `i` of the current table, an empty entry
+    /// that `find_or_vacancy` returned under this lock hold. `new`: a slot from the pool (counted
+    /// here, with room made by `make_room`), not one reclaimed for reuse in place (still counted).
+    #[inline(always)]
+    pub(crate) fn place_at(&self, g: &mut ShardInner<K>, i: usize, hash: u64, slot: &Slot<K>, new: bool) {
+        let entry = self.table().entry(i);
+        debug_assert!(entry.slot.load(Ordering::Relaxed).is_null());
+        entry.hash.store(hash, Ordering::Relaxed);
+        // Release: a reader that loads the pointer sees the hash and the slot's initialisation.
+        entry.slot.store(slot as *const Slot<K> as *mut Slot<K>, Ordering::Release);
+        if new {
+            g.present += 1;
+            self.locked.count.store(g.present, untracked::Ordering::Relaxed);
+        }
+    }
+
+    /// Puts back in the pool a dead slot that a creation took and did not use (the key had a slot
+    /// after all): `counted`, one reclaimed for reuse in place, still counted in `present`.
+    #[cold]
+    pub(crate) fn unused(&self, g: &mut ShardInner<K>, slot: &Slot<K>, counted: bool) {
+        if counted {
+            g.present -= 1;
+            self.locked.count.store(g.present, untracked::Ordering::Relaxed);
+        }
+        g.free.push(slot as *const Slot<K> as *mut Slot<K>);
+    }
+
     /// Takes a dead slot from the pool (allocating a chunk if it is empty).
     pub(crate) fn alloc(&self, g: &mut ShardInner<K>) -> &Slot<K> {
         if g.free.is_empty() {
