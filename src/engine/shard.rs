@@ -25,7 +25,7 @@ use crate::primitives::sync::untracked;
 use crate::primitives::sync::{AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Smallest table, in entries.
-const MIN_TABLE: usize = 16;
+pub(crate) const MIN_TABLE: usize = 16;
 /// Most slots allocated at once when a pool runs dry.
 const MAX_CHUNK: usize = 64;
 
@@ -481,36 +481,38 @@ impl<K> Shard<K> {
     /// (`reinsert`) under the same lock hold.
     #[inline(always)]
     pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
-        g.last_sweep_found_idle = false;
-        if g.present == 0 || budget == 0 {
-            return None;
-        }
+        // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
+        // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
+        debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
         let table = self.table(); // only this thread (holding the lock) could swap it
-        let mut left = budget.min(2 * (table.mask + 1));
-        // The hand in a local, written back once: most entries it passes are empty (the table is
-        // at most 1/4 full). `present` changes only when a slot is reclaimed, which ends the loop.
-        let mut hand = g.hand;
         let (entries, mask) = (&*table.entries, table.mask);
+        // The hand in a local (kept within the table), written back once: most entries it passes
+        // are empty (the table is at most 1/4 full). `present` changes only when a slot is
+        // reclaimed, which ends the loop.
+        let mut hand = g.hand & mask;
+        let mut left = budget;
+        let mut found_idle = false;
         let reused = loop {
-            // SAFETY: `entries.len() == mask + 1`, a power of two (`Table::with_capacity`).
-            let p = unsafe { entries.get_unchecked(hand & mask) }.slot.load(Ordering::Relaxed);
+            // SAFETY: `hand <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
+            let p = unsafe { entries.get_unchecked(hand) }.slot.load(Ordering::Relaxed);
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
                 match self.try_reclaim_at(g, table, hand, slot, core, true) {
                     // The hand stays: the shift may have moved another entry into position i.
                     Reclaim::Done => break Some(slot),
-                    Reclaim::Spared => g.last_sweep_found_idle = true,
+                    Reclaim::Spared => found_idle = true,
                     Reclaim::Busy => {}
                 }
             }
-            hand = hand.wrapping_add(1);
+            hand = (hand + 1) & mask;
             left -= 1;
             if left == 0 {
                 break None;
             }
         };
         g.hand = hand;
+        g.last_sweep_found_idle = found_idle;
         reused
     }
 

@@ -16,6 +16,8 @@ use crate::primitives::sync::{AtomicU64, Ordering};
 /// new key) or, in a shard over its bound, two, so that under a churn of new keys the shard stays
 /// at its bound and shrinks back to it after a burst.
 pub(crate) const SWEEP_ON_INSERT: usize = 32;
+// `Shard::reclaim_for_reuse` relies on it: its budget needs no bound of two turns of the table.
+const _: () = assert!(SWEEP_ON_INSERT <= 2 * crate::engine::shard::MIN_TABLE);
 /// Default budget of the idle-slot cache per shard, in bytes of slot and index memory
 /// (`Builder::idle_bytes` sets the whole table's): 20 KiB, 64 slots of a `u64` key (`slot_cost`,
 /// 320 bytes), so 1.25 MiB at the default 64 shards. A shard keeps at most
