@@ -82,7 +82,7 @@ where
             }
         });
         shard.place_at(&mut g, vacancy, hash, slot, matches!(place, Place::New));
-        self.born(g);
+        self.born(g, place);
         let h = if let Mode::Exclusive = mode {
             slot.finish_bare(&self.core, claim.word)
         } else {
@@ -152,10 +152,11 @@ where
         }
     }
 
-    /// After a birth: releases the shard lock and wakes the driver for a shard's first slot.
+    /// After a birth: releases the shard lock and wakes the driver for a shard's first slot (a
+    /// slot from the pool: one reclaimed for reuse in place replaced another of the shard's).
     #[inline(always)]
-    pub(super) fn born(&self, g: MutexGuard<'_, ShardInner<K>>) {
-        let first_in_shard = g.present == 1;
+    pub(super) fn born(&self, g: MutexGuard<'_, ShardInner<K>>, place: Place) {
+        let first_in_shard = matches!(place, Place::New) && g.present == 1;
         drop(g);
         if first_in_shard && self.wake_driver_on_first {
             // The reaper sleeps without a sweep timer while the table is empty.

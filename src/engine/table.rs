@@ -335,7 +335,7 @@ where
                         claim
                     });
                     Self::publish(shard, &mut g, hash, slot, place);
-                    self.born(g);
+                    self.born(g, place);
                     let h = slot.finish_claim(&self.core, ask, claim, None);
                     return Attempt::Acquired(slot, h);
                 }
