@@ -315,9 +315,7 @@ where
             let hash = locks.table.hash(key);
             let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
                 Ok(claimed) => claimed,
-                Err(found) => {
-                    acquire_slow_plain(locks, key, mode, hash, found, deadline)?
-                }
+                Err(found) => acquire_slow_plain(locks, key, mode, hash, found, deadline)?,
             };
             locks.emit_acquired(slot, &h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));

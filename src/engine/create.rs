@@ -7,9 +7,9 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 
 use crate::engine::holding::Holding;
-use crate::engine::shard::{Shard, ShardInner};
+use crate::engine::shard::{Shard, ShardInner, Walk};
 use crate::engine::slot::Slot;
-use crate::engine::sweep::sweep_on_insert;
+use crate::engine::sweep::{back_off, sweep_on_insert, SWEEP_ON_INSERT};
 use crate::engine::table::Table;
 use crate::engine::word;
 use crate::primitives::sync::{MutexGuard, Ordering};
@@ -51,19 +51,43 @@ where
         let mut g = shard.lock();
         // Before anything changes: a panic in the key's conversion leaves the shard as it was.
         let owned = K::from(key.to_owned());
-        // The dead slot first, then one probe that both looks the key up and finds where its new
-        // slot goes: the insert-time sweep's removal may move entries of the key's probe run, so
-        // a position found before it could be wrong. (An idle slot of this very key may be
-        // reclaimed first: the key then gets a new one, its tokens continuing above the shard's
-        // high-water mark.)
-        let (slot, place) = self.dead_slot(shard, &mut g)?;
-        let vacancy = match shard.find_or_vacancy(&g, hash, key) {
-            Err(i) => i,
-            Ok(_) => {
+        // At the idle bound (a shard over it shrinks back through `dead_slot`'s sweep), one walk
+        // from the key's home looks the key up and reclaims an idle slot for it, in its probe run
+        // if it can (the entry is then reused in place).
+        let walked = if g.present == self.idle_per_shard && g.sweep_skip == 0 {
+            match shard.creation_walk(&mut g, hash, key, SWEEP_ON_INSERT, &self.core) {
                 // The key has a slot after all (a creator or a reader's miss raced ours).
-                shard.unused(&mut g, slot, matches!(place, Place::Reused));
-                self.note_reclaimed(1);
-                return None;
+                Walk::Found => return None,
+                Walk::Reused { slot, at } => {
+                    back_off(&mut g, true);
+                    Some((slot, at))
+                }
+                Walk::Vacant => {
+                    back_off(&mut g, false);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (slot, vacancy, place) = match walked {
+            Some((slot, at)) => (slot, at, Place::Reused),
+            // Else the dead slot first, then one probe that both looks the key up and finds
+            // where its new slot goes: the insert-time sweep's removal may move entries of the
+            // key's probe run, so a position found before it could be wrong. (An idle slot of
+            // this very key may be reclaimed first: the key then gets a new one, its tokens
+            // continuing above the shard's high-water mark.)
+            None => {
+                let (slot, place) = self.dead_slot(shard, &mut g)?;
+                match shard.find_or_vacancy(&g, hash, key) {
+                    Err(i) => (slot, i, place),
+                    Ok(_) => {
+                        // The key has a slot after all.
+                        shard.unused(&mut g, slot, matches!(place, Place::Reused));
+                        self.note_reclaimed(1);
+                        return None;
+                    }
+                }
             }
         };
         let capacity = mode.capacity();

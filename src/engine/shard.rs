@@ -16,6 +16,9 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 
+mod walk;
+pub(crate) use walk::Walk;
+
 use crossbeam_utils::CachePadded;
 
 use crate::engine::core::Core;
@@ -275,12 +278,16 @@ impl<K> Shard<K> {
     }
 
     /// Publishes a slot (already initialised) at position `i` of the current table, an empty entry
-    /// that `find_or_vacancy` returned under this lock hold. `new`: a slot from the pool (counted
+    /// that `find_or_vacancy` returned under this lock hold, or (`creation_walk`) the slot's own
+    /// entry, reclaimed in place, whose hash changes to the new key's. `new`: a slot from the pool (counted
     /// here, with room made by `make_room`), not one reclaimed for reuse in place (still counted).
     #[inline(always)]
     pub(crate) fn place_at(&self, g: &mut ShardInner<K>, i: usize, hash: u64, slot: &Slot<K>, new: bool) {
         let entry = self.table().entry(i);
-        debug_assert!(entry.slot.load(Ordering::Relaxed).is_null());
+        debug_assert!({
+            let p = entry.slot.load(Ordering::Relaxed);
+            p.is_null() || std::ptr::eq(p, slot)
+        });
         entry.hash.store(hash, Ordering::Relaxed);
         // Release: a reader that loads the pointer sees the hash and the slot's initialisation.
         entry.slot.store(slot as *const Slot<K> as *mut Slot<K>, Ordering::Release);
@@ -363,9 +370,10 @@ impl<K> Shard<K> {
     }
 
     /// Removes the slot at index position `i` (of the current table), shifting later entries of
-    /// its probe run back. `present` is the caller's to change.
+    /// its probe run back. `present` is the caller's to change. Returns the one entry it empties
+    /// (the last one it moved an entry from, or `i`).
     #[inline(always)]
-    fn remove_at(&self, table: &Table<K>, i: usize) {
+    fn remove_at(&self, table: &Table<K>, i: usize) -> usize {
         let mut hole = i & table.mask;
         let mut j = (hole + 1) & table.mask;
         loop {
@@ -385,21 +393,15 @@ impl<K> Shard<K> {
             j = (j + 1) & table.mask;
         }
         table.entry(hole).slot.store(std::ptr::null_mut(), Ordering::Release);
+        hole
     }
 
-    /// Tries to reclaim `slot`, found at index position `i` of the current table (under the shard
-    /// lock): an idle slot with no zombies becomes dead, its key is dropped, and it leaves the
-    /// index. The caller puts it back in the pool (and uncounts it from `present`) or reuses it.
+    /// Tries to reclaim `slot`, an indexed slot (under the shard lock): an idle slot with no
+    /// zombies becomes dead and its key is dropped. Its entry stays: the caller removes it
+    /// (`remove_at`) or reuses it in place for a new key under the same lock hold, and puts the
+    /// slot back in the pool (uncounting it from `present`) or reuses it.
     #[inline(always)]
-    fn try_reclaim_at(
-        &self,
-        g: &mut ShardInner<K>,
-        table: &Table<K>,
-        i: usize,
-        slot: &Slot<K>,
-        core: &Core,
-        second_chance: bool,
-    ) -> Reclaim {
+    fn try_reclaim(&self, g: &mut ShardInner<K>, slot: &Slot<K>, core: &Core, second_chance: bool) -> Reclaim {
         // Acquire: pairs with the last release's Release, so the zombie count read below includes
         // every expirer that returned units before the slot went idle.
         let w = slot.word.load(Ordering::Acquire);
@@ -424,7 +426,6 @@ impl<K> Shard<K> {
         // it continues from): a plain field under the lock we hold, not a locked RMW.
         g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
-        self.remove_at(table, i);
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
         Reclaim::Done
@@ -457,9 +458,10 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim_at(g, table, g.hand, slot, core, !thorough) {
+            match self.try_reclaim(g, slot, core, !thorough) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
+                    self.remove_at(table, g.hand);
                     reclaimed += 1;
                     g.present -= 1;
                     self.locked.count.store(g.present, untracked::Ordering::Relaxed);
@@ -477,10 +479,15 @@ impl<K> Shard<K> {
 
     /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
     /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
-    /// with no trip through the pool. It stays counted in `present`: the caller reinserts it
+    /// with no trip through the pool, with the entry its removal emptied (`remove_at`). It stays counted in `present`: the caller reinserts it
     /// (`reinsert`) under the same lock hold.
     #[inline(always)]
-    pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
+    pub(crate) fn reclaim_for_reuse(
+        &self,
+        g: &mut ShardInner<K>,
+        budget: usize,
+        core: &Core,
+    ) -> Option<(&Slot<K>, usize)> {
         // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
         // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
         debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
@@ -498,9 +505,9 @@ impl<K> Shard<K> {
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
-                match self.try_reclaim_at(g, table, hand, slot, core, true) {
+                match self.try_reclaim(g, slot, core, true) {
                     // The hand stays: the shift may have moved another entry into position i.
-                    Reclaim::Done => break Some(slot),
+                    Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
                     Reclaim::Spared => found_idle = true,
                     Reclaim::Busy => {}
                 }
