@@ -182,3 +182,60 @@ fn a_waiter_never_waits_on_a_slot_reborn_for_another_key() {
         assert_eq!(locks.slot_count(), 0);
     });
 }
+
+static REUSED_IN_ITS_RUN: Seen = Seen::new();
+static CLAIMED_BEFORE_ITS_RUN: Seen = Seen::new();
+
+/// A key other than `KEY` whose home in the index (16 entries: one idle slot never grows it) is
+/// `KEY`'s: a creation for it at the idle bound walks its probe run through `KEY`'s entry.
+fn near_key() -> u8 {
+    use std::hash::BuildHasher;
+    let home = |k: u8| common::Fixed::default().hash_one(k) & 15;
+    (0..=u8::MAX).find(|&k| k != KEY && home(k) == home(KEY)).expect("some u8 shares a home of 16")
+}
+
+/// A creation that finds an idle slot in its own probe run reclaims it and reuses its index entry
+/// in place (`Shard::creation_walk`: the entry's hash changes, its slot pointer stays), racing an
+/// acquire of the slot's old key, whose lock-free lookup may hold the slot's pointer or read the
+/// entry's old hash: each guard holds its own key, the old key's tokens keep growing, both keys
+/// are found afterwards, and both slots go once idle.
+#[test]
+fn creation_reusing_an_entry_in_its_probe_run_races_its_old_key() {
+    let near = near_key();
+    loom::model(move || {
+        let locks = one_idle_slot();
+        let first = locks.exclusive(&KEY).acquire().expect("a free key").token();
+        let creator = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&near).acquire().expect("a free key");
+                assert_eq!(*g.key(), near);
+                g.token()
+            })
+        };
+        let g = locks.exclusive(&KEY).acquire().expect("nobody else takes this key");
+        assert_eq!(*g.key(), KEY);
+        let second = g.token();
+        assert!(second > first, "token {second} after {first}");
+        let other = creator.join().expect("the creator finished");
+        // The reclaimed slot continues from the shard's high-water mark (KEY's first token), a
+        // pool slot from the floor.
+        if other > first {
+            REUSED_IN_ITS_RUN.mark();
+        } else {
+            CLAIMED_BEFORE_ITS_RUN.mark();
+        }
+        assert!(locks.slot_count() <= 2, "{}", locks.debug_state(&KEY));
+        assert_eq!(locks.exclusive(&near).try_acquire().map(|g| *g.key()), Ok(near));
+        drop(g);
+        let third = locks.exclusive(&KEY).acquire().expect("a free key").token();
+        assert!(third > second, "token {third} after {second}");
+        assert_eq!(locks.exclusive(&near).try_acquire().map(|g| *g.key()), Ok(near));
+        locks.reclaim_idle();
+        assert_eq!(locks.slot_count(), 0);
+    });
+    assert!(
+        REUSED_IN_ITS_RUN.get() && CLAIMED_BEFORE_ITS_RUN.get(),
+        "the creation and the acquire never raced both ways"
+    );
+}

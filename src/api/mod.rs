@@ -9,6 +9,8 @@ pub(crate) mod backend;
 pub(crate) mod backend_local;
 pub(crate) mod board;
 pub(crate) mod builder;
+#[cfg(all(test, not(leasehold_loom)))]
+mod create_tests;
 pub(crate) mod deadlocks;
 pub(crate) mod detector;
 pub(crate) mod downgrade;

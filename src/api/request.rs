@@ -315,9 +315,7 @@ where
             let hash = locks.table.hash(key);
             let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
                 Ok(claimed) => claimed,
-                Err(found) => {
-                    acquire_slow_plain(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)?
-                }
+                Err(found) => acquire_slow_plain(locks, key, mode, hash, found, deadline)?,
             };
             let h = locks.emit_acquired(slot, h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
@@ -387,14 +385,14 @@ where
 /// `acquire_slow` for a plain request (`Request::acquire_until`: `ask` has neither lease nor
 /// owner): a miss (no slot found by the lock-free lookup) creates the key's slot directly, without
 /// the waiter factory and the locked path's plumbing (`Table::create_plain`; `None`: the key has a
-/// slot after all, or something unusual, and `acquire_slow` decides). The same arguments as
-/// `acquire_slow`, so that the inlined caller passes them the same way.
+/// slot after all, or something unusual, and `acquire_slow` decides). The mode comes by value
+/// (a register), not in an `Ask` built in the caller's frame: `acquire_slow`'s is built here.
 #[cold]
 #[inline(never)]
 fn acquire_slow_plain<'m, K, Q, S>(
     locks: &'m State<K, S>,
     key: &Q,
-    ask: Ask,
+    mode: Mode,
     hash: u64,
     found: Option<&'m Slot<K>>,
     deadline: Option<Instant>,
@@ -407,18 +405,15 @@ where
 {
     if found.is_none() {
         // Exclusive, the common case, on a path of its own where the mode is a constant.
-        let created = match ask.mode {
+        let created = match mode {
             Mode::Exclusive => locks.table.create_plain(hash, key, Mode::Exclusive),
             mode => locks.table.create_plain(hash, key, mode),
         };
         if let Some(created) = created {
-            // Nothing to drop: a plain request's `Ask` has no owner (`acquire_until`).
-            debug_assert!(ask.owner.is_none());
-            std::mem::forget(ask);
             return Ok(created);
         }
     }
-    acquire_slow(locks, key, ask, hash, found, deadline)
+    acquire_slow(locks, key, Ask { mode, ttl_ns: None, owner: None }, hash, found, deadline)
 }
 
 /// Past the fast path: spin a little on a held slot, then the locked path, and park if queued.

@@ -6,6 +6,7 @@
 pub(crate) mod capacity;
 pub(crate) mod census;
 pub(crate) mod core;
+pub(crate) mod create;
 pub(crate) mod holding;
 pub(crate) mod lease;
 pub(crate) mod matrix;

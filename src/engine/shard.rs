@@ -17,6 +17,9 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 
+mod walk;
+pub(crate) use walk::Walk;
+
 use crossbeam_utils::CachePadded;
 
 use crate::engine::core::Core;
@@ -26,7 +29,7 @@ use crate::primitives::sync::untracked;
 use crate::primitives::sync::{AtomicPtr, AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Smallest table, in entries.
-const MIN_TABLE: usize = 16;
+pub(crate) const MIN_TABLE: usize = 16;
 /// Most slots allocated at once when a pool runs dry.
 const MAX_CHUNK: usize = 64;
 
@@ -263,6 +266,76 @@ impl<K> Shard<K> {
         }
     }
 
+    /// Under the shard lock: the key's slot, or else the position of the first empty entry of its
+    /// probe run, where a slot created for it goes (`place_at`, under the same lock hold, with no
+    /// index change in between). One probe for the creation's lookup and its insert.
+    #[inline(always)]
+    pub(crate) fn find_or_vacancy<Q>(&self, _g: &ShardInner<K>, hash: u64, key: &Q) -> Result<&Slot<K>, usize>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let table = self.table();
+        let mut i = hash as usize;
+        loop {
+            let entry = table.entry(i);
+            let p = entry.slot.load(Ordering::Relaxed);
+            if p.is_null() {
+                return Err(i);
+            }
+            if entry.hash.load(Ordering::Relaxed) == hash {
+                // SAFETY: slots are type-stable (module ground rules).
+                let slot = unsafe { &*p };
+                // SAFETY: slots in the index are live while we hold the shard lock (reclamation
+                // needs it), so their keys are initialised and stay put.
+                if unsafe { slot.key() }.borrow() == key {
+                    return Ok(slot);
+                }
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+
+    /// Grows the table if one more slot would take it past a load of 1/4 (before a
+    /// `find_or_vacancy` whose position a slot from the pool then takes).
+    #[inline(always)]
+    pub(crate) fn make_room(&self, g: &mut ShardInner<K>) {
+        if (g.present + 1) * 4 > self.table().mask + 1 {
+            self.grow(g);
+        }
+    }
+
+    /// Publishes a slot (already initialised) at position `i` of the current table, an empty entry
+    /// that `find_or_vacancy` returned under this lock hold, or (`creation_walk`) the slot's own
+    /// entry, reclaimed in place, whose hash changes to the new key's. `new`: a slot from the pool (counted
+    /// here, with room made by `make_room`), not one reclaimed for reuse in place (still counted).
+    #[inline(always)]
+    pub(crate) fn place_at(&self, g: &mut ShardInner<K>, i: usize, hash: u64, slot: &Slot<K>, new: bool) {
+        let entry = self.table().entry(i);
+        debug_assert!({
+            let p = entry.slot.load(Ordering::Relaxed);
+            p.is_null() || std::ptr::eq(p, slot)
+        });
+        entry.hash.store(hash, Ordering::Relaxed);
+        // Release: a reader that loads the pointer sees the hash and the slot's initialisation.
+        entry.slot.store(slot as *const Slot<K> as *mut Slot<K>, Ordering::Release);
+        if new {
+            g.present += 1;
+            self.locked.count.store(g.present, untracked::Ordering::Relaxed);
+        }
+    }
+
+    /// Puts back in the pool a dead slot that a creation took and did not use (the key had a slot
+    /// after all): `counted`, one reclaimed for reuse in place, still counted in `present`.
+    #[cold]
+    pub(crate) fn unused(&self, g: &mut ShardInner<K>, slot: &Slot<K>, counted: bool) {
+        if counted {
+            g.present -= 1;
+            self.locked.count.store(g.present, untracked::Ordering::Relaxed);
+        }
+        g.free.push(slot as *const Slot<K> as *mut Slot<K>);
+    }
+
     /// Takes a dead slot from the pool (allocating a chunk if it is empty).
     pub(crate) fn alloc(&self, g: &mut ShardInner<K>) -> &Slot<K> {
         if g.free.is_empty() {
@@ -332,9 +405,10 @@ impl<K> Shard<K> {
     }
 
     /// Removes the slot at index position `i` (of the current table), shifting later entries of
-    /// its probe run back. `present` is the caller's to change.
+    /// its probe run back. `present` is the caller's to change. Returns the one entry it empties
+    /// (the last one it moved an entry from, or `i`).
     #[inline(always)]
-    fn remove_at(&self, table: &Table<K>, i: usize) {
+    fn remove_at(&self, table: &Table<K>, i: usize) -> usize {
         let mut hole = i & table.mask;
         let mut j = (hole + 1) & table.mask;
         loop {
@@ -354,21 +428,15 @@ impl<K> Shard<K> {
             j = (j + 1) & table.mask;
         }
         table.entry(hole).slot.store(std::ptr::null_mut(), Ordering::Release);
+        hole
     }
 
-    /// Tries to reclaim `slot`, found at index position `i` of the current table (under the shard
-    /// lock): an idle slot with no zombies becomes dead, its key is dropped, and it leaves the
-    /// index. The caller puts it back in the pool (and uncounts it from `present`) or reuses it.
+    /// Tries to reclaim `slot`, an indexed slot (under the shard lock): an idle slot with no
+    /// zombies becomes dead and its key is dropped. Its entry stays: the caller removes it
+    /// (`remove_at`) or reuses it in place for a new key under the same lock hold, and puts the
+    /// slot back in the pool (uncounting it from `present`) or reuses it.
     #[inline(always)]
-    fn try_reclaim_at(
-        &self,
-        g: &mut ShardInner<K>,
-        table: &Table<K>,
-        i: usize,
-        slot: &Slot<K>,
-        core: &Core,
-        second_chance: bool,
-    ) -> Reclaim {
+    fn try_reclaim(&self, g: &mut ShardInner<K>, slot: &Slot<K>, core: &Core, second_chance: bool) -> Reclaim {
         // Acquire: pairs with the last release's Release, so the zombie count read below includes
         // every expirer that returned units before the slot went idle.
         let w = slot.word.load(Ordering::Acquire);
@@ -393,7 +461,6 @@ impl<K> Shard<K> {
         // it continues from): a plain field under the lock we hold, not a locked RMW.
         g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
         g.high_water = g.high_water.max(slot.last_token_dead(w));
-        self.remove_at(table, i);
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
         Reclaim::Done
@@ -426,9 +493,10 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim_at(g, table, g.hand, slot, core, !thorough) {
+            match self.try_reclaim(g, slot, core, !thorough) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
+                    self.remove_at(table, g.hand);
                     reclaimed += 1;
                     g.present -= 1;
                     self.locked.count.store(g.present, untracked::Ordering::Relaxed);
@@ -446,40 +514,47 @@ impl<K> Shard<K> {
 
     /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
     /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
-    /// with no trip through the pool. It stays counted in `present`: the caller reinserts it
+    /// with no trip through the pool, with the entry its removal emptied (`remove_at`). It stays counted in `present`: the caller reinserts it
     /// (`reinsert`) under the same lock hold.
     #[inline(always)]
-    pub(crate) fn reclaim_for_reuse(&self, g: &mut ShardInner<K>, budget: usize, core: &Core) -> Option<&Slot<K>> {
-        g.last_sweep_found_idle = false;
-        if g.present == 0 || budget == 0 {
-            return None;
-        }
+    pub(crate) fn reclaim_for_reuse(
+        &self,
+        g: &mut ShardInner<K>,
+        budget: usize,
+        core: &Core,
+    ) -> Option<(&Slot<K>, usize)> {
+        // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
+        // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
+        debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
         let table = self.table(); // only this thread (holding the lock) could swap it
-        let mut left = budget.min(2 * (table.mask + 1));
-        // The hand in a local, written back once: most entries it passes are empty (the table is
-        // at most 1/4 full). `present` changes only when a slot is reclaimed, which ends the loop.
-        let mut hand = g.hand;
         let (entries, mask) = (&*table.entries, table.mask);
+        // The hand in a local (kept within the table), written back once: most entries it passes
+        // are empty (the table is at most 1/4 full). `present` changes only when a slot is
+        // reclaimed, which ends the loop.
+        let mut hand = g.hand & mask;
+        let mut left = budget;
+        let mut found_idle = false;
         let reused = loop {
-            // SAFETY: `entries.len() == mask + 1`, a power of two (`Table::with_capacity`).
-            let p = unsafe { entries.get_unchecked(hand & mask) }.slot.load(Ordering::Relaxed);
+            // SAFETY: `hand <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
+            let p = unsafe { entries.get_unchecked(hand) }.slot.load(Ordering::Relaxed);
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
-                match self.try_reclaim_at(g, table, hand, slot, core, true) {
+                match self.try_reclaim(g, slot, core, true) {
                     // The hand stays: the shift may have moved another entry into position i.
-                    Reclaim::Done => break Some(slot),
-                    Reclaim::Spared => g.last_sweep_found_idle = true,
+                    Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
+                    Reclaim::Spared => found_idle = true,
                     Reclaim::Busy => {}
                 }
             }
-            hand = hand.wrapping_add(1);
+            hand = (hand + 1) & mask;
             left -= 1;
             if left == 0 {
                 break None;
             }
         };
         g.hand = hand;
+        g.last_sweep_found_idle = found_idle;
         reused
     }
 

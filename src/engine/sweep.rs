@@ -16,6 +16,8 @@ use crate::primitives::sync::{AtomicU64, Ordering};
 /// new key) or, in a shard over its bound, two, so that under a churn of new keys the shard stays
 /// at its bound and shrinks back to it after a burst.
 pub(crate) const SWEEP_ON_INSERT: usize = 32;
+// `Shard::reclaim_for_reuse` relies on it: its budget needs no bound of two turns of the table.
+const _: () = assert!(SWEEP_ON_INSERT <= 2 * crate::engine::shard::MIN_TABLE);
 /// Default budget of the idle-slot cache per shard, in bytes of slot and index memory
 /// (`Builder::idle_bytes` sets the whole table's): 20 KiB, 64 slots of a `u64` key (`slot_cost`,
 /// 320 bytes), so 1.25 MiB at the default 64 shards. A shard keeps at most
@@ -89,7 +91,7 @@ pub(crate) fn sweep_on_insert<'s, K>(
         g.sweep_skip -= 1;
         (None, 0)
     } else {
-        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core);
+        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core).map(|(slot, _)| slot);
         // Over the bound (after a burst): one more into the pool, so the shard shrinks back. (The
         // reused slot is still in `present`: without it the shard has `present - 1`.)
         let pooled = if reused.is_some() && g.present > idle_per_shard {
@@ -97,11 +99,19 @@ pub(crate) fn sweep_on_insert<'s, K>(
         } else {
             0
         };
-        let fruitless = reused.is_none() && !g.last_sweep_found_idle;
-        g.sweep_backoff = if fruitless { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
-        g.sweep_skip = g.sweep_backoff;
+        back_off(g, reused.is_some());
         (reused, pooled)
     }
+}
+
+/// After an insert-time sweep (`sweep_on_insert`, `Shard::creation_walk`): one that reclaimed
+/// nothing and saw no idle slot (a shard full of held slots) doubles the creations to let pass
+/// before the next, any other resets it.
+#[inline(always)]
+pub(crate) fn back_off<K>(g: &mut ShardInner<K>, reused: bool) {
+    let fruitless = !reused && !g.last_sweep_found_idle;
+    g.sweep_backoff = if fruitless { (g.sweep_backoff * 2 + 1).min(MAX_SWEEP_BACKOFF) } else { 0 };
+    g.sweep_skip = g.sweep_backoff;
 }
 
 /// When the next periodic sweep is due (clock nanoseconds).

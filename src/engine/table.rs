@@ -13,15 +13,13 @@ use crate::engine::census::Census;
 use crate::engine::core::Core;
 use crate::engine::holding::{Ask, Holding, RecordPtr};
 use crate::engine::queue::Waiter;
-use crate::engine::shard::{key_matches, Shard, ShardInner};
+use crate::engine::shard::{key_matches, Shard};
 use crate::engine::slot::{Blocked, Ended, Slot, SlotInner};
-use crate::engine::sweep::{
-    idle_per_shard, slot_cost, sweep_on_insert, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT,
-};
+use crate::engine::sweep::{idle_per_shard, slot_cost, IdleBound, SweepTimer, IDLE_BYTES_PER_SHARD, SWEEP_ON_INSERT};
 use crate::engine::word;
 use crate::primitives::counters::{shard_of, ShardStats, SHARD_HASH_SHIFT};
 use crate::primitives::sync::untracked::AtomicUsize;
-use crate::primitives::sync::{Arc as SyncArc, MutexGuard, Ordering};
+use crate::primitives::sync::{Arc as SyncArc, Ordering};
 use crate::vocab::{LockError, Mode};
 
 /// The hasher a manager uses unless told otherwise: foldhash's, seeded per process (fast, and
@@ -58,7 +56,7 @@ pub(crate) struct Table<K, S> {
     pub(crate) sweep_timer: SweepTimer,
     /// A driver thread sleeps without a sweep timer while the table is empty: the first slot
     /// created in a shard wakes it.
-    wake_driver_on_first: bool,
+    pub(super) wake_driver_on_first: bool,
 }
 
 /// How a table is sized (checked by the builder).
@@ -120,16 +118,6 @@ impl<K, S> Table<K, S> {
     pub(crate) fn total_slots(&self) -> usize {
         self.shards.iter().map(Shard::count).sum()
     }
-}
-
-/// Where `birth` publishes a slot from `dead_slot`.
-#[derive(Clone, Copy)]
-enum Place {
-    /// A slot from the pool: a new index entry (`Shard::insert`, which may grow the table and
-    /// counts it).
-    New,
-    /// A slot reclaimed for reuse in place, still counted (`Shard::reinsert`).
-    Reused,
 }
 
 /// What the locked path did.
@@ -289,122 +277,6 @@ where
         });
     }
 
-    /// A plain request's miss (no slot found by the lock-free lookup): creates the key's slot
-    /// under the shard lock, claimed for `mode`, without the locked path's waiter and `Attempt`
-    /// plumbing. `None` (nothing done) if the key has a slot after all, at the slot bound, or for
-    /// a mode the plain fast path does not take: the caller then takes the locked path. An
-    /// exclusive creator holds a bare holding, like the lock-free path's exclusive claims.
-    #[inline(always)]
-    pub(crate) fn create_plain<Q>(&self, hash: u64, key: &Q, mode: Mode) -> Option<(&Slot<K>, Holding)>
-    where
-        K: Borrow<Q> + From<Q::Owned>,
-        Q: ?Sized + Hash + Eq + ToOwned,
-    {
-        let need = match mode {
-            Mode::Exclusive | Mode::Shared | Mode::Semaphore(_) => {
-                word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: false }
-            }
-            _ => return None,
-        };
-        let shard = self.shard(hash);
-        let mut g = shard.lock();
-        if shard.find_locked(&g, hash, key).is_some() {
-            return None;
-        }
-        // Before anything changes: a panic in the key's conversion leaves the shard as it was.
-        let key = K::from(key.to_owned());
-        let (slot, place) = self.dead_slot(shard, &mut g)?;
-        let capacity = mode.capacity();
-        let claim = self.birth(shard, &mut g, slot, place, hash, key, capacity, |start| {
-            if let Mode::Exclusive = mode {
-                // A bare holding (word.rs), as the lock-free path claims one: every unit of a
-                // read/write key and no record, so no record is written. `try_claim_bare`'s claim
-                // without its tests: `start` is idle and its counter below the limit (`birth`
-                // starts a spent counter from zero, and the limit is at least 1).
-                let word = start + word::MAX_UNITS as u64 + word::COUNTER_ONE;
-                debug_assert_eq!(word::try_claim_bare(start, self.core.counter_limit), Ok(word));
-                word::Claim { word, record: 0, units: word::MAX_UNITS }
-            } else {
-                word::try_claim(start, capacity, need, self.core.counter_limit)
-                    .expect("a fresh slot admits any request")
-            }
-        });
-        self.born(g);
-        let h = if let Mode::Exclusive = mode {
-            slot.finish_bare(&self.core, claim.word)
-        } else {
-            slot.finish_plain(&self.core, mode, claim)
-        };
-        Some((slot, h))
-    }
-
-    /// A dead slot for a new key, under the shard lock, and where `birth` publishes it: at the
-    /// idle bound an idle slot reclaimed for reuse in place (`sweep_on_insert`; still counted
-    /// against `max_slots` and in the shard's `present`), else one from the pool, counted first.
-    /// `None` at the slot bound.
-    #[inline(always)]
-    fn dead_slot<'s>(&self, shard: &'s Shard<K>, g: &mut ShardInner<K>) -> Option<(&'s Slot<K>, Place)> {
-        let (reused, pooled) = sweep_on_insert(shard, g, self.idle_per_shard, &self.core);
-        self.note_reclaimed(pooled);
-        match reused {
-            Some(slot) => Some((slot, Place::Reused)),
-            // Counted before it is made (a compare-exchange against the bound), so creators
-            // racing on different shards cannot exceed it.
-            None if self.reserve_slot() => Some((shard.alloc(g), Place::New)),
-            None => None,
-        }
-    }
-
-    /// Brings `slot` (dead, from `dead_slot`) to life for `key`, holding the creator's claim
-    /// (`claim_of` the word it starts from), and publishes it in the index (`place`, from
-    /// `dead_slot`). Under the shard lock.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn birth(
-        &self,
-        shard: &Shard<K>,
-        g: &mut ShardInner<K>,
-        slot: &Slot<K>,
-        place: Place,
-        hash: u64,
-        key: K,
-        capacity: u32,
-        claim_of: impl FnOnce(u64) -> word::Claim,
-    ) -> word::Claim {
-        // The new incarnation continues the dead slot's counter (word.rs: no word repeats), with
-        // its token base lowered so that its first token is just above the shard's high-water
-        // mark. A spent counter starts again from zero.
-        let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
-        if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
-            start = 0;
-        }
-        let base = g.high_water - word::counter(start);
-        // The counter it continues from was counted when the dead slot was reclaimed.
-        g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
-        let claim = claim_of(start);
-        // SAFETY: `dead_slot` gave a dead slot of this shard, not in the index; we hold the lock.
-        unsafe { slot.init(key, hash, capacity, base, claim.word) };
-        // A key used once since its creation gets no second chance from the sweep; one claimed
-        // again since (a hot key) does.
-        slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
-        match place {
-            Place::New => shard.insert(g, hash, slot),
-            Place::Reused => shard.reinsert(g, hash, slot),
-        }
-        claim
-    }
-
-    /// After a birth: releases the shard lock and wakes the driver for a shard's first slot.
-    #[inline(always)]
-    fn born(&self, g: MutexGuard<'_, ShardInner<K>>) {
-        let first_in_shard = g.present == 1;
-        drop(g);
-        if first_in_shard && self.wake_driver_on_first {
-            // The reaper sleeps without a sweep timer while the table is empty.
-            self.core.wheel.wake_driver_if_idle();
-        }
-    }
-
     /// The locked path's body (see [`attempt`](Table::attempt)).
     fn attempt_locked<Q>(
         &self,
@@ -448,7 +320,7 @@ where
                         return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                     };
                     let capacity = ask.mode.capacity();
-                    let claim = self.birth(shard, &mut g, slot, place, hash, owned, capacity, |start| {
+                    let claim = self.birth(&mut g, slot, hash, owned, capacity, |start| {
                         let mut claim = ask
                             .claim(start, capacity, false, self.core.counter_limit)
                             .expect("a fresh slot admits any request");
@@ -462,7 +334,8 @@ where
                         }
                         claim
                     });
-                    self.born(g);
+                    Self::publish(shard, &mut g, hash, slot, place);
+                    self.born(g, place);
                     let h = slot.finish_claim(&self.core, ask, claim, None);
                     return Attempt::Acquired(slot, h);
                 }

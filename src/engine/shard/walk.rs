@@ -1,0 +1,106 @@
+//! The creation walk: at the idle bound, one walk from a new key's home both looks the key up and
+//! finds an idle slot in the key's own probe run, whose entry its creation then reuses in place
+//! (no removal, no shift, no insert probe); else the hand's sweep reclaims one.
+
+use std::borrow::Borrow;
+
+use super::{Reclaim, Shard, ShardInner};
+use crate::engine::core::Core;
+use crate::engine::slot::Slot;
+use crate::engine::word;
+use crate::primitives::sync::Ordering;
+
+/// What `Shard::creation_walk` found.
+pub(crate) enum Walk<'a, K> {
+    /// The key has a slot (nothing was reclaimed).
+    Found,
+    /// An idle slot reclaimed for the new key (dead, its key dropped, still counted in
+    /// `present`), and the entry where the new slot goes (`Shard::place_at`): the reclaimed slot's
+    /// own, when it was in the key's probe run, or else the empty entry that ends the run.
+    Reused { slot: &'a Slot<K>, at: usize },
+    /// Nothing reclaimed (the caller takes a slot from the pool, and probes again: the table may
+    /// grow first).
+    Vacant,
+}
+
+impl<K> Shard<K> {
+    /// The insert-time sweep of a creation at the idle bound, under the shard lock. Walks the
+    /// key's probe run from its home: the key, if it has a slot (then nothing changes), and the
+    /// first idle slot there. That slot, if it has no zombies and the second chance lets it go,
+    /// is reclaimed and its entry kept for the new key: every other key's probe run still passes
+    /// it. Else the hand sweeps as `sweep_on_insert` does (`reclaim_for_reuse`, up to `budget`
+    /// entries) and the slot it reclaims leaves the index. A slot spared is marked
+    /// (`Slot::swept`) either way; `last_sweep_found_idle` tells the backoff whether an idle slot
+    /// was seen.
+    ///
+    /// So about one creation in four (the share of homes that are taken at a load of at most 1/4)
+    /// reclaims a slot in its own probe run rather than at the hand, with the same second chance:
+    /// a key's home is random, so this is a CLOCK whose hand sometimes jumps.
+    #[inline(always)]
+    pub(crate) fn creation_walk<Q>(
+        &self,
+        g: &mut ShardInner<K>,
+        hash: u64,
+        key: &Q,
+        budget: usize,
+        core: &Core,
+    ) -> Walk<'_, K>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let table = self.table(); // only this thread (holding the lock) could swap it
+                                  // In locals: the atomic accesses below would otherwise have them loaded again per entry.
+        let (entries, mask) = (&*table.entries, table.mask);
+        // SAFETY (of every `get_unchecked` below): the index is masked, and
+        // `entries.len() == mask + 1` (`Table::with_capacity`).
+        let entry_at = |i: usize| unsafe { entries.get_unchecked(i & mask) };
+        let home = hash as usize & mask;
+        let mut i = home;
+        let mut candidate = None;
+        loop {
+            let entry = entry_at(i);
+            let p = entry.slot.load(Ordering::Relaxed);
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: slots are type-stable, and those in the index are live while we hold the
+            // shard lock (reclamation needs it), so their keys are initialised and stay put.
+            let slot = unsafe { &*p };
+            if entry.hash.load(Ordering::Relaxed) == hash && unsafe { slot.key() }.borrow() == key {
+                return Walk::Found;
+            }
+            // A first look (Relaxed: `try_reclaim` loads the word again, with Acquire).
+            if candidate.is_none() && word::is_idle(slot.word.load(Ordering::Relaxed)) {
+                candidate = Some((i, slot));
+            }
+            i = (i + 1) & mask;
+        }
+        let vacancy = i;
+        let mut found_idle = false;
+        if let Some((at, slot)) = candidate {
+            // Kept in the index: the entry stays occupied, so no probe run is cut.
+            match self.try_reclaim(g, slot, core, true) {
+                Reclaim::Done => {
+                    g.last_sweep_found_idle = false;
+                    return Walk::Reused { slot, at };
+                }
+                Reclaim::Spared => found_idle = true,
+                Reclaim::Busy => {}
+            }
+        }
+        // Else CLOCK from the hand, as `sweep_on_insert` sweeps. Its removal shifts back the rest
+        // of the removed entry's cluster, which may be the cluster of the key's run: the one entry
+        // it empties is then the run's first empty, where the new slot goes.
+        let reused = self.reclaim_for_reuse(g, budget, core).map(|(slot, hole)| {
+            let in_run = (hole.wrapping_sub(home) & mask) < (vacancy.wrapping_sub(home) & mask);
+            (slot, if in_run { hole } else { vacancy })
+        });
+        // Whether either looked at an idle slot it spared (the backoff's question).
+        g.last_sweep_found_idle |= found_idle;
+        match reused {
+            Some((slot, at)) => Walk::Reused { slot, at },
+            None => Walk::Vacant,
+        }
+    }
+}
