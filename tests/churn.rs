@@ -96,3 +96,23 @@ fn string_keys_are_dropped_with_their_slots() {
     drop(locks);
     assert_eq!(alive.load(Ordering::SeqCst), 0, "dropping the manager drops the cached keys");
 }
+
+/// A shard whose index grew sparse in a burst (tables only grow) keeps its idle bound under a
+/// churn of new keys: the insert-time sweep's hand, in a window of empty entries only, goes on
+/// until it has looked at a slot, instead of backing off and growing the shard past its bound.
+#[test]
+fn a_sparse_index_keeps_the_idle_bound_under_churn() {
+    let locks: LockManager<u64> =
+        LockManager::builder().shards(1).idle_slots(8).reaper(false).build().expect("a valid configuration");
+    // The burst: 2,000 keys held at once grow the shard's index to thousands of entries.
+    let burst: Vec<_> = (0..2_000_u64).map(|k| locks.exclusive(&k).try_acquire().expect("a free key")).collect();
+    drop(burst);
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0);
+    let mut most = 0;
+    for k in 1_000_000..1_020_000_u64 {
+        drop(locks.exclusive(&k).acquire().expect("a free key"));
+        most = most.max(locks.slot_count());
+    }
+    assert!(most <= 8, "{most} slots cached with an idle bound of 8");
+}

@@ -509,53 +509,13 @@ impl<K> Shard<K> {
                 Reclaim::Busy => g.hand = g.hand.wrapping_add(1),
             }
         }
+        if reclaimed > 0 {
+            // The shard has idle slots again (a burst's keys released): the insert-time sweep's
+            // backoff from when they were all held ends, or the next creations would grow the
+            // shard past its bound for up to `MAX_SWEEP_BACKOFF` of them.
+            (g.sweep_backoff, g.sweep_skip) = (0, 0);
+        }
         reclaimed
-    }
-
-    /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
-    /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
-    /// with no trip through the pool, with the entry its removal emptied (`remove_at`). It stays counted in `present`: the caller reinserts it
-    /// (`reinsert`) under the same lock hold.
-    #[inline(always)]
-    pub(crate) fn reclaim_for_reuse(
-        &self,
-        g: &mut ShardInner<K>,
-        budget: usize,
-        core: &Core,
-    ) -> Option<(&Slot<K>, usize)> {
-        // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
-        // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
-        debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
-        let table = self.table(); // only this thread (holding the lock) could swap it
-        let (entries, mask) = (&*table.entries, table.mask);
-        // The hand in a local (kept within the table), written back once: most entries it passes
-        // are empty (the table is at most 1/4 full). `present` changes only when a slot is
-        // reclaimed, which ends the loop.
-        let mut hand = g.hand & mask;
-        let mut left = budget;
-        let mut found_idle = false;
-        let reused = loop {
-            // SAFETY: `hand <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
-            let p = unsafe { entries.get_unchecked(hand) }.slot.load(Ordering::Relaxed);
-            if !p.is_null() {
-                // SAFETY: slots are type-stable.
-                let slot = unsafe { &*p };
-                match self.try_reclaim(g, slot, core, true) {
-                    // The hand stays: the shift may have moved another entry into position i.
-                    Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
-                    Reclaim::Spared => found_idle = true,
-                    Reclaim::Busy => {}
-                }
-            }
-            hand = (hand + 1) & mask;
-            left -= 1;
-            if left == 0 {
-                break None;
-            }
-        };
-        g.hand = hand;
-        g.last_sweep_found_idle = found_idle;
-        reused
     }
 
     /// Every slot in the index (under the shard lock, where indexed slots are live).

@@ -1,10 +1,11 @@
 //! The creation walk: at the idle bound, one walk from a new key's home both looks the key up and
 //! finds an idle slot in the key's own probe run, whose entry its creation then reuses in place
-//! (no removal, no shift, no insert probe); else the hand's sweep reclaims one.
+//! (no removal, no shift, no insert probe); else the hand's sweep (`reclaim_for_reuse`, here too)
+//! reclaims one.
 
 use std::borrow::Borrow;
 
-use super::{Reclaim, Shard, ShardInner};
+use super::{Reclaim, Shard, ShardInner, MIN_TABLE};
 use crate::engine::core::Core;
 use crate::engine::slot::Slot;
 use crate::engine::word;
@@ -102,5 +103,58 @@ impl<K> Shard<K> {
             Some((slot, at)) => Walk::Reused { slot, at },
             None => Walk::Vacant,
         }
+    }
+
+    /// The insert-time sweep: like [`sweep`](Shard::sweep) of one slot, but the slot it reclaims
+    /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
+    /// with no trip through the pool, with the entry its removal emptied (`remove_at`). It stays
+    /// counted in `present`: the caller reinserts it (`reinsert`) under the same lock hold.
+    #[inline(always)]
+    pub(crate) fn reclaim_for_reuse(
+        &self,
+        g: &mut ShardInner<K>,
+        budget: usize,
+        core: &Core,
+    ) -> Option<(&Slot<K>, usize)> {
+        // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
+        // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
+        debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
+        let table = self.table(); // only this thread (holding the lock) could swap it
+        let (entries, mask) = (&*table.entries, table.mask);
+        // The hand in a local (kept within the table), written back once: most entries it passes
+        // are empty (the table is at most 1/4 full). `present` changes only when a slot is
+        // reclaimed, which ends the loop.
+        let mut hand = g.hand & mask;
+        let mut left = budget;
+        // A window of empty entries only says nothing about the shard (a sparse table, a gap the
+        // creation walk left): the hand then goes on to one turn. Else the creation backs off and
+        // grows the shard past its bound (lockbench W4 saw 4,097 slots cached).
+        let (mut rest, mut busy) = ((mask + 1).saturating_sub(budget), false);
+        let mut found_idle = false;
+        let reused = loop {
+            // SAFETY: `hand <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
+            let p = unsafe { entries.get_unchecked(hand) }.slot.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: slots are type-stable.
+                let slot = unsafe { &*p };
+                match self.try_reclaim(g, slot, core, true) {
+                    // The hand stays: the shift may have moved another entry into position i.
+                    Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
+                    Reclaim::Spared => found_idle = true,
+                    Reclaim::Busy => busy = true,
+                }
+            }
+            hand = (hand + 1) & mask;
+            left -= 1;
+            if left == 0 {
+                if found_idle || busy || rest == 0 {
+                    break None;
+                }
+                (left, rest) = (rest, 0);
+            }
+        };
+        g.hand = hand;
+        g.last_sweep_found_idle = found_idle;
+        reused
     }
 }
