@@ -12,9 +12,10 @@ use crate::primitives::clock::duration_ns;
 use crate::primitives::sync::{AtomicU64, Ordering};
 
 /// The idle sweep on a slot creation in a shard that already has `idle_per_shard` slots: it looks
-/// at up to this many index entries, and stops once it has reclaimed one slot (to reuse for the
-/// new key) or, in a shard over its bound, two, so that under a churn of new keys the shard stays
-/// at its bound and shrinks back to it after a burst.
+/// at up to this many index entries (more, to one turn of the table, while it has seen no slot
+/// at all), and stops once it has reclaimed one slot (to reuse for the new key) or, in a shard
+/// over its bound, two, so that under a churn of new keys the shard stays at its bound and
+/// shrinks back to it after a burst.
 pub(crate) const SWEEP_ON_INSERT: usize = 32;
 // `Shard::reclaim_for_reuse` relies on it: its budget needs no bound of two turns of the table.
 const _: () = assert!(SWEEP_ON_INSERT <= 2 * crate::engine::shard::MIN_TABLE);
