@@ -19,7 +19,7 @@ type Locks = LockManager<u64, FixedState>;
 /// One uncontended acquire and release of a key.
 type Op = fn(&Locks, u64);
 
-/// One key per shard (`shard_of`: `log2(SHARDS)` bits from bit 48 of the hash), from `base` on.
+/// One key per shard (`shard_of`: `log2(SHARDS)` hash bits from `SHARD_HASH_SHIFT`), from `base` on.
 fn one_key_per_shard(hasher: &FixedState, base: u64) -> Vec<u64> {
     let mut by_shard = vec![None; SHARDS];
     let mut k = base;
