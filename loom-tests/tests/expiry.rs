@@ -8,11 +8,33 @@ mod common;
 
 use std::time::Duration;
 
-use common::{manager, Seen, KEY};
+use common::{manager, Locks, Seen, KEY};
 use leasehold::LockError;
+use leasehold::ManualClock;
+use loom::sync::Arc;
 use loom::thread;
 
 const TTL: Duration = Duration::from_millis(10);
+
+/// The expirer of the races below: moves the clock past a `TTL` lease's deadline and runs
+/// `expire_due`, returning how many holdings it ended.
+fn spawn_expirer(locks: &Arc<Locks>, clock: &ManualClock) -> thread::JoinHandle<usize> {
+    let (locks, clock) = (locks.clone(), clock.clone());
+    thread::spawn(move || {
+        clock.advance(TTL);
+        locks.expire_due()
+    })
+}
+
+/// After a race that ended `KEY`'s holding: its unit came back exactly once, so the key can be
+/// taken exclusively again, and afterwards the slot is idle (no unit returned twice, no record bit
+/// or zombie count left behind) and is reclaimed.
+fn assert_unit_back_once(locks: &Locks) {
+    let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
+    drop(again);
+    assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
+    assert_eq!(locks.slot_count(), 0);
+}
 
 static RELEASE_WON: Seen = Seen::new();
 static EXPIRY_WON: Seen = Seen::new();
@@ -41,10 +63,7 @@ fn release_races_expiry_one_winner() {
             (released, expired) => panic!("release {released:?} and expire_due {expired}: not exactly one winner"),
         }
         assert_eq!(locks.metrics().expiries, 1);
-        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
-        drop(again);
-        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
-        assert_eq!(locks.slot_count(), 0);
+        assert_unit_back_once(&locks);
     });
     assert!(RELEASE_WON.get(), "no execution had the release win");
     assert!(EXPIRY_WON.get(), "no execution had the expiry win");
@@ -75,10 +94,7 @@ fn release_races_revocation_one_winner() {
             (Err(LockError::Expired), Ok(())) => REVOKE_BEAT_RELEASE.mark(),
             (released, revoked) => panic!("release {released:?} and revoke {revoked:?}: not exactly one winner"),
         }
-        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
-        drop(again);
-        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
-        assert_eq!(locks.slot_count(), 0);
+        assert_unit_back_once(&locks);
     });
     assert!(RELEASE_BEAT_REVOKE.get(), "no execution had the release win");
     assert!(REVOKE_BEAT_RELEASE.get(), "no execution had the revocation win");
@@ -101,13 +117,7 @@ fn exclusive_lease_release_races_expiry_and_a_new_claim() {
     loom::model(|| {
         let (locks, clock) = manager();
         let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
-        let expirer = {
-            let (locks, clock) = (locks.clone(), clock.clone());
-            thread::spawn(move || {
-                clock.advance(TTL);
-                locks.expire_due()
-            })
-        };
+        let expirer = spawn_expirer(&locks, &clock);
         let claimer = {
             let locks = locks.clone();
             thread::spawn(move || match locks.exclusive(&KEY).lease(TTL * 100).try_acquire() {
@@ -134,10 +144,7 @@ fn exclusive_lease_release_races_expiry_and_a_new_claim() {
             Some(other) => panic!("the new holding was ended by someone else: {other:?}"),
             None => {}
         }
-        let again = locks.exclusive(&KEY).try_acquire().expect("the unit came back");
-        drop(again);
-        assert_eq!(locks.reclaim_idle(), 1, "the slot is not idle: {}", locks.debug_state(&KEY));
-        assert_eq!(locks.slot_count(), 0);
+        assert_unit_back_once(&locks);
     });
     assert!(FAST_RELEASE_WON.get(), "no execution had the release win");
     assert!(EXPIRY_BEAT_FAST_RELEASE.get(), "no execution had the expiry win");
@@ -156,13 +163,7 @@ fn renew_races_expiry_one_winner() {
     loom::model(|| {
         let (locks, clock) = manager();
         let g = locks.exclusive(&KEY).lease(TTL).try_acquire().expect("a free key");
-        let expirer = {
-            let (locks, clock) = (locks.clone(), clock.clone());
-            thread::spawn(move || {
-                clock.advance(TTL);
-                locks.expire_due()
-            })
-        };
+        let expirer = spawn_expirer(&locks, &clock);
         let renewed = g.renew(TTL * 10);
         let expired = expirer.join().expect("expire_due finished");
         match renewed {

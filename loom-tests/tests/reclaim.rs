@@ -113,14 +113,23 @@ fn one_idle_slot() -> Arc<Locks> {
 /// tokens keep growing, and both slots go once idle.
 #[test]
 fn creation_reusing_a_slot_races_its_old_key() {
-    loom::model(|| {
+    creation_races_the_old_key(OTHER, &REUSED_IN_PLACE, &CLAIMED_BEFORE_REUSE);
+}
+
+/// The race of the two creation models: `KEY` held and released once, then a creation for
+/// `other` (which at the idle bound reclaims `KEY`'s idle slot for itself) against an acquire of
+/// `KEY`. Marks `reused` where the creation got the reclaimed slot (its token continues from the
+/// shard's high-water mark, `KEY`'s first token; a pool slot's starts from the floor), `before`
+/// where the acquire claimed `KEY`'s slot first; the model fails unless both happened.
+fn creation_races_the_old_key(other_key: u8, reused: &'static Seen, before: &'static Seen) {
+    loom::model(move || {
         let locks = one_idle_slot();
         let first = locks.exclusive(&KEY).acquire().expect("a free key").token();
         let creator = {
             let locks = locks.clone();
             thread::spawn(move || {
-                let g = locks.exclusive(&OTHER).acquire().expect("a free key");
-                assert_eq!(*g.key(), OTHER);
+                let g = locks.exclusive(&other_key).acquire().expect("a free key");
+                assert_eq!(*g.key(), other_key);
                 g.token()
             })
         };
@@ -129,22 +138,21 @@ fn creation_reusing_a_slot_races_its_old_key() {
         let second = g.token();
         assert!(second > first, "token {second} after {first}");
         let other = creator.join().expect("the creator finished");
-        // The creator's token tells which slot it got: the reclaimed slot continues from the
-        // shard's high-water mark (KEY's first token), a pool slot from the floor.
         if other > first {
-            REUSED_IN_PLACE.mark();
+            reused.mark();
         } else {
-            CLAIMED_BEFORE_REUSE.mark();
+            before.mark();
         }
         assert!(locks.slot_count() <= 2, "{}", locks.debug_state(&KEY));
-        assert_eq!(locks.exclusive(&OTHER).try_acquire().map(|g| *g.key()), Ok(OTHER));
+        assert_eq!(locks.exclusive(&other_key).try_acquire().map(|g| *g.key()), Ok(other_key));
         drop(g);
         let third = locks.exclusive(&KEY).acquire().expect("a free key").token();
         assert!(third > second, "token {third} after {second}");
+        assert_eq!(locks.exclusive(&other_key).try_acquire().map(|g| *g.key()), Ok(other_key));
         locks.reclaim_idle();
         assert_eq!(locks.slot_count(), 0);
     });
-    assert!(REUSED_IN_PLACE.get() && CLAIMED_BEFORE_REUSE.get(), "the creation and the acquire never raced both ways");
+    assert!(reused.get() && before.get(), "the creation and the acquire never raced both ways");
 }
 
 /// A waiter of a key races its holder's release and a creation at the idle bound, which reclaims
@@ -201,41 +209,5 @@ fn near_key() -> u8 {
 /// are found afterwards, and both slots go once idle.
 #[test]
 fn creation_reusing_an_entry_in_its_probe_run_races_its_old_key() {
-    let near = near_key();
-    loom::model(move || {
-        let locks = one_idle_slot();
-        let first = locks.exclusive(&KEY).acquire().expect("a free key").token();
-        let creator = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&near).acquire().expect("a free key");
-                assert_eq!(*g.key(), near);
-                g.token()
-            })
-        };
-        let g = locks.exclusive(&KEY).acquire().expect("nobody else takes this key");
-        assert_eq!(*g.key(), KEY);
-        let second = g.token();
-        assert!(second > first, "token {second} after {first}");
-        let other = creator.join().expect("the creator finished");
-        // The reclaimed slot continues from the shard's high-water mark (KEY's first token), a
-        // pool slot from the floor.
-        if other > first {
-            REUSED_IN_ITS_RUN.mark();
-        } else {
-            CLAIMED_BEFORE_ITS_RUN.mark();
-        }
-        assert!(locks.slot_count() <= 2, "{}", locks.debug_state(&KEY));
-        assert_eq!(locks.exclusive(&near).try_acquire().map(|g| *g.key()), Ok(near));
-        drop(g);
-        let third = locks.exclusive(&KEY).acquire().expect("a free key").token();
-        assert!(third > second, "token {third} after {second}");
-        assert_eq!(locks.exclusive(&near).try_acquire().map(|g| *g.key()), Ok(near));
-        locks.reclaim_idle();
-        assert_eq!(locks.slot_count(), 0);
-    });
-    assert!(
-        REUSED_IN_ITS_RUN.get() && CLAIMED_BEFORE_ITS_RUN.get(),
-        "the creation and the acquire never raced both ways"
-    );
+    creation_races_the_old_key(near_key(), &REUSED_IN_ITS_RUN, &CLAIMED_BEFORE_ITS_RUN);
 }

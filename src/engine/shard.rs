@@ -240,30 +240,12 @@ impl<K> Shard<K> {
     }
 
     /// Authoritative lookup under the shard lock.
-    pub(crate) fn find_locked<Q>(&self, _g: &ShardInner<K>, hash: u64, key: &Q) -> Option<&Slot<K>>
+    pub(crate) fn find_locked<Q>(&self, g: &ShardInner<K>, hash: u64, key: &Q) -> Option<&Slot<K>>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
     {
-        let table = self.table();
-        let mut i = hash as usize;
-        loop {
-            let entry = table.entry(i);
-            let p = entry.slot.load(Ordering::Relaxed);
-            if p.is_null() {
-                return None;
-            }
-            if entry.hash.load(Ordering::Relaxed) == hash {
-                // SAFETY: slots are type-stable (module ground rules).
-                let slot = unsafe { &*p };
-                // SAFETY: slots in the index are live while we hold the shard lock (reclamation
-                // needs it), so their keys are initialised and stay put.
-                if unsafe { slot.key() }.borrow() == key {
-                    return Some(slot);
-                }
-            }
-            i = i.wrapping_add(1);
-        }
+        self.find_or_vacancy(g, hash, key).ok()
     }
 
     /// Under the shard lock: the key's slot, or else the position of the first empty entry of its

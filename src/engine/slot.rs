@@ -831,11 +831,21 @@ impl<K> Slot<K> {
         let w = self.word.load(Ordering::Acquire);
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
+        (!lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none())
+            && self.release_exclusive_cas(h, w, l)
+    }
+
+    /// The one read-modify-write of `release_exclusive_lease`: true if the word `w` has no
+    /// waiters or ender's mark, `seen` is this holding's `EXCL` lease word, and the state word's
+    /// compare-exchange from `w` won. The caller has tested the deadline.
+    #[inline(always)]
+    fn release_exclusive_cas(&self, h: &Holding, w: u64, seen: u64) -> bool {
         w & (word::WAITERS | word::MATRIX) == 0
-            && lease::is_held_exclusive_by(l, h.token)
-            && (!lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none())
-            && rec.token.load(Ordering::Relaxed) == h.token
-            // Release, and Relaxed on failure: as in `release_exclusive_lease`.
+            && lease::is_held_exclusive_by(seen, h.token)
+            && self.record(h).token.load(Ordering::Relaxed) == h.token
+            // Release: publishes the holder's critical section to the next claimer's Acquire (as
+            // the plain release's `fetch_sub`). Relaxed on failure: the caller goes on from the
+            // lease word, which it has.
             && self.word.compare_exchange(w, w - h.release_delta(), Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
@@ -860,14 +870,7 @@ impl<K> Slot<K> {
         w: u64,
         seen: u64,
     ) -> Result<(), AlreadyEnded> {
-        if w & (word::WAITERS | word::MATRIX) == 0
-            && lease::is_held_exclusive_by(seen, h.token)
-            && self.record(h).token.load(Ordering::Relaxed) == h.token
-            // Release: publishes the holder's critical section to the next claimer's Acquire (as
-            // the plain release's `fetch_sub`). Relaxed on failure: `release_lease` goes on from
-            // the lease word, which it has.
-            && self.word.compare_exchange(w, w - h.release_delta(), Ordering::Release, Ordering::Relaxed).is_ok()
-        {
+        if self.release_exclusive_cas(h, w, seen) {
             return Ok(());
         }
         // Waiters to wake, an ender at work, a word that moved (the reaper's `WATCHED`), a

@@ -65,10 +65,13 @@ impl<K> Shard<K> {
             if p.is_null() {
                 break;
             }
-            // SAFETY: slots are type-stable, and those in the index are live while we hold the
-            // shard lock (reclamation needs it), so their keys are initialised and stay put.
+            // SAFETY: slots are type-stable (the module ground rules of `shard.rs`).
             let slot = unsafe { &*p };
-            if entry.hash.load(Ordering::Relaxed) == hash && unsafe { slot.key() }.borrow() == key {
+            if entry.hash.load(Ordering::Relaxed) == hash
+                // SAFETY: slots in the index are live while we hold the shard lock (reclamation
+                // needs it), so their keys are initialised and stay put.
+                && unsafe { slot.key() }.borrow() == key
+            {
                 return Walk::Found;
             }
             // A first look (Relaxed: `try_reclaim` loads the word again, with Acquire).
