@@ -300,6 +300,29 @@ fn a_subscriber_hears_the_release_of_every_holding_it_heard_acquired() {
     assert_eq!(late.drain().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Released]);
 }
 
+/// The same for exclusive leases without owner (their own fast path and one-CAS release): each
+/// one acquired while someone listens is heard begin and end, also on a key whose slot exists and
+/// is idle (the lock-free claim's case); one begun before the subscription ends unheard.
+#[test]
+fn a_subscriber_hears_every_lease_it_heard_begin_end() {
+    let (_clock, locks) = manual();
+    let before = locks.exclusive("early").lease(MS * 100).try_acquire().unwrap();
+    drop(locks.exclusive("l").lease(MS * 100).try_acquire().unwrap());
+    let events = locks.subscribe(64);
+    for _ in 0..2 {
+        drop(locks.exclusive("l").lease(MS * 100).acquire().unwrap());
+        locks.exclusive("l").lease(MS * 100).try_acquire().unwrap().release().unwrap();
+    }
+    before.release().unwrap();
+    let kinds: Vec<_> = events.drain().map(|e| (e.kind, e.key)).collect();
+    let pair = [(EventKind::Acquired, "l".to_owned()), (EventKind::Released, "l".to_owned())];
+    assert_eq!(
+        kinds,
+        [pair.clone(), pair.clone(), pair.clone(), pair].concat(),
+        "four pairs on \"l\", nothing of \"early\""
+    );
+}
+
 #[test]
 fn events_cover_every_kind_in_order() {
     let (clock, locks) = manual();

@@ -414,7 +414,7 @@ where
         let state = Arc::new_cyclic(|me| State {
             me: me.clone(),
             table: Table::new(core, self.hasher, config),
-            events: EventBus::new(),
+            events: EventBus::new(self.counter_limit),
             describe_key: self.describe_key,
             shutdown: AtomicBool::new(false),
             reaper_thread: std::sync::Mutex::new(None),

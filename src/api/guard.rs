@@ -12,7 +12,7 @@ use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
 use crate::engine::holding::{
-    Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, SAMPLED, TOLD, UP_HELD,
+    Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, PLAIN_BARE, SAMPLED, TOLD, UP_HELD,
 };
 use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
@@ -512,6 +512,11 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // line for all the rest keeps this small; the mask is one constant, so the extra bits
         // cost nothing.) A subscriber hears the end of every holding it heard begin; of one that
         // began before anyone listened, only if it ends on the slow path (`subscribe`).
+        // A plain bare holding (the exclusive fast path's) first: its bits are one constant, its
+        // release one compare-exchange (`Slot::release_bare`).
+        if h.bits == PLAIN_BARE && self.slot.release_bare() {
+            return Ok(());
+        }
         if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED | TOLD) == 0 && self.slot.release_plain(&h)
         {
             return Ok(());
@@ -535,11 +540,12 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         bits: u64,
         service: *mut OnceLock<GuardService<K>>,
     ) -> Result<(), AlreadyEnded> {
-        // An exclusive lease (no owner, inline, not sampled, nobody listening, its deadline
+        // An exclusive lease (no owner, inline, not sampled, its start untold, its deadline
         // ahead): one compare-exchange on the word, before any guard is built in memory
         // (bench/perf5-lease.md, Phase 7). Anything else, or a compare-exchange lost, goes on.
-        if bits & (MANAGED | OWNED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED | MODE_BITS) == MANAGED
-            && !locks.events.is_active()
+        // As for a plain holding, `TOLD` stands for the event flag: subscribers hear the end of
+        // the holdings whose start they heard (`subscribe`).
+        if bits & (MANAGED | OWNED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED | TOLD | MODE_BITS) == MANAGED
             && slot.try_release_exclusive_lease(&locks.table.core, &Holding { rec, token, bits })
         {
             return Ok(());

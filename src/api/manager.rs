@@ -372,9 +372,11 @@ where
     /// the receiver unsubscribes.
     ///
     /// A subscriber hears of the end of every holding whose start it heard of. Of a holding that
-    /// began while nobody was subscribed, it may not hear the release: a plain holding (no lease,
-    /// no owner) released by its guard is told only if its start was, so that with nobody
-    /// subscribed a release does not look at the subscriptions at all.
+    /// began while nobody was subscribed, it may not hear the release: a plain holding, or an
+    /// exclusive lease without owner, released by its guard is told only if its start was, so
+    /// that with nobody subscribed such a release does not look at the subscriptions at all.
+    /// (Nor does such an acquisition: while anyone is subscribed, acquisitions leave the
+    /// lock-free path, which is how they are told.)
     ///
     /// # Examples
     ///

@@ -233,10 +233,11 @@ where
         if let Some(mode) = self.plain_mode() {
             let (locks, key) = (self.locks, self.key);
             let hash = locks.table.hash(key);
-            if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode) {
+            // With anyone listening to events the claim fails (`EventBus::claim_limit`), and the
+            // slow path tells them: nothing to tell here.
+            if let Ok((slot, h)) = locks.table.try_fast_plain(hash, key, mode, locks.events.claim_limit()) {
                 // Nothing to drop: a plain request has no owner and no service (`plain_mode`).
                 std::mem::forget(self);
-                let h = locks.emit_acquired(slot, h, mode, None);
                 return Ok(LockGuard::new(locks, slot, h));
             }
         }
@@ -313,11 +314,15 @@ where
             // Nothing to drop: a plain request has no owner and no service (`plain_mode`).
             std::mem::forget(self);
             let hash = locks.table.hash(key);
-            let (slot, h) = match locks.table.try_fast_plain(hash, key, mode) {
+            // With anyone listening to events the claim fails (`EventBus::claim_limit`): only the
+            // slow path's holding is told of.
+            let (slot, h) = match locks.table.try_fast_plain(hash, key, mode, locks.events.claim_limit()) {
                 Ok(claimed) => claimed,
-                Err(found) => acquire_slow_plain(locks, key, mode, hash, found, deadline)?,
+                Err(found) => {
+                    let (slot, h) = acquire_slow_plain(locks, key, mode, hash, found, deadline)?;
+                    (slot, locks.emit_acquired(slot, h, mode, None))
+                }
             };
-            let h = locks.emit_acquired(slot, h, mode, None);
             return Ok(LockGuard::new(locks, slot, h));
         }
         if self.owner.is_none() && self.service.is_none() {
@@ -357,13 +362,16 @@ where
         // Nothing to drop: no owner and no service (tested by the caller).
         std::mem::forget(self);
         let hash = locks.table.hash(key);
-        let (slot, h) = match locks.table.try_fast_lease(hash, key, mode, ttl_ns) {
+        // As the plain fast path: with anyone listening the claim fails (`EventBus::claim_limit`),
+        // and only the slow path's holding is told of.
+        let (slot, h) = match locks.table.try_fast_lease(hash, key, mode, ttl_ns, locks.events.claim_limit()) {
             Ok(claimed) => claimed,
             Err(found) => {
-                acquire_slow(locks, key, Ask { mode, ttl_ns: Some(ttl_ns), owner: None }, hash, found, deadline)?
+                let ask = Ask { mode, ttl_ns: Some(ttl_ns), owner: None };
+                let (slot, h) = acquire_slow(locks, key, ask, hash, found, deadline)?;
+                (slot, locks.emit_acquired(slot, h, mode, None))
             }
         };
-        let h = locks.emit_acquired(slot, h, mode, None);
         Ok(LockGuard::new(locks, slot, h))
     }
 

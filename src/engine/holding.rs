@@ -134,6 +134,11 @@ const MODE_SHIFT: u32 = 61;
 /// "exclusive" is one more bit in a release's mask test.
 pub(crate) const MODE_BITS: u64 = Mode::CODE_MASK << MODE_SHIFT;
 const _: () = assert!(Mode::Exclusive.code() == 0);
+/// The whole `Holding::bits` of a bare holding that is nothing more (`bare_unsampled`): every unit
+/// and nothing else, so neither sampled, told, managed nor upgradable. Its release is one
+/// compare-exchange that subtracts its units (`Slot::release_bare`), and a guard tells it by one
+/// compare of its bits.
+pub(crate) const PLAIN_BARE: u64 = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
 
 impl Holding {
     /// Packs a holding; `mode` is `Mode::code`.
@@ -202,8 +207,7 @@ impl Holding {
     /// `bare` without the `SAMPLED` bit (as `unsampled`).
     #[inline(always)]
     pub(crate) fn bare_unsampled(rec: *const Record, token: u64) -> Holding {
-        let bits = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
-        Holding { rec: RecordPtr(rec), token, bits }
+        Holding { rec: RecordPtr(rec), token, bits: PLAIN_BARE }
     }
 
     /// A plain holding of one unit in the inline record whose bit in the state word is `bit`

@@ -157,14 +157,14 @@ impl SlotInner {
 /// One key's lock.
 ///
 /// Laid out so that an uncontended acquire and release of the first holder touch one cache line
-/// (the word, hash, token base, capacity and record 0), and aligned so that two slots never share
-/// a line: threads working on different keys do not disturb each other.
+/// (the word, token base, capacity, the key, and record 0, for a key of up to 8 bytes; up to 24,
+/// the part of record 0 a plain holding writes), and aligned so that two slots never share a
+/// line: threads working on different keys do not disturb each other, and a thread cycling
+/// through many keys misses one line per key, not two (bench/perf5-hotpath.md, Phase 8).
 #[repr(C, align(64))]
 pub(crate) struct Slot<K> {
     /// The state word (`word.rs`).
     pub(crate) word: AtomicU64,
-    /// The key's hash; written while the slot is dead, before it is published.
-    pub(crate) hash: AtomicU64,
     /// Tokens of this incarnation are `token_base + counter`.
     pub(crate) token_base: AtomicU64,
     /// The key's capacity: `MAX_UNITS` for a read/write key, `n` for a semaphore. Changed only
@@ -173,17 +173,21 @@ pub(crate) struct Slot<K> {
     /// Guards of expired or revoked holdings that are still alive: they may read the key, so a
     /// slot with zombies is not reclaimed. May dip below zero for a moment (wrapping).
     pub(crate) zombies: AtomicU32,
+    /// The key; initialised exactly while the slot is live (between `init` and `drop_key`). On
+    /// the first line: every lock-free claim compares it.
+    key: UnsafeCell<MaybeUninit<K>>,
     /// Inline holder records, one per bit of the word's record bitmap.
     pub(crate) records: [Record; INLINE_RECORDS],
+    /// The key's hash; written while the slot is dead, before it is published. Not read by the
+    /// lock-free path (the index entry has it).
+    pub(crate) hash: AtomicU64,
+    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
+    /// since is spared once (second chance). Only touched under the shard lock; next to the hash,
+    /// so that a reclamation and a rebirth touch two lines: the first and this one.
+    pub(crate) swept: AtomicU64,
     /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,
     pub(crate) inner: Mutex<SlotInner>,
-    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
-    /// since is spared once (second chance). Only touched under the shard lock; next to the key,
-    /// so that a reclamation and a rebirth touch the slot's first and last lines only.
-    pub(crate) swept: AtomicU64,
-    /// The key; initialised exactly while the slot is live (between `init` and `drop_key`).
-    key: UnsafeCell<MaybeUninit<K>>,
 }
 
 // SAFETY: the key is written only under the shard lock while the slot is dead and read only while
@@ -320,9 +324,14 @@ impl<K> Slot<K> {
     /// `try_claim` for a plain request (no lease, no owner): no `Ask`, and the record written by
     /// `finish_plain`, so nothing of the managed lane is on this path.
     #[inline(always)]
-    pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode) -> Result<Holding, Blocked> {
+    ///
+    /// `limit` is the counter limit of this claim: the manager's (`Core::counter_limit`), or lower
+    /// (0 refuses every claim: the façade's way to send plain acquisitions to its slow path while
+    /// anyone listens to events, `EventBus::claim_limit`).
+    pub(crate) fn try_claim_plain(&self, core: &Core, mode: Mode, limit: u64) -> Result<Holding, Blocked> {
+        debug_assert!(limit <= core.counter_limit);
         if let Mode::Exclusive = mode {
-            return self.try_claim_bare(core);
+            return self.try_claim_bare(core, limit);
         }
         // Only the capacity the mode expects is claimed here (one compare); any other case
         // (reshape, mismatch, a read/write mode on a semaphore key) is sent to the slow path,
@@ -343,7 +352,7 @@ impl<K> Slot<K> {
             }
             // The limit is read inside the loop: a compare with a memory operand. Every refusal
             // goes to the slow path, which finds the reason itself: one test for all of them here.
-            let Some((next, bit)) = word::try_claim_unit_bit(w, expected, core.counter_limit) else {
+            let Some((next, bit)) = word::try_claim_unit_bit(w, expected, limit) else {
                 return Err(Blocked::Busy);
             };
             // Acquire on success: as in `claim_with` (pairs with the previous holder's Release).
@@ -378,7 +387,9 @@ impl<K> Slot<K> {
     /// `WATCHED` in the claim, the record published by `publish_lease`. `mode` is exclusive,
     /// shared or a valid semaphore, as for `try_claim_plain`.
     #[inline(always)]
-    pub(crate) fn try_claim_lease(&self, core: &Core, mode: Mode, ttl_ns: u64) -> Result<Holding, Blocked> {
+    /// `limit` is the claim's counter limit, as for `try_claim_plain`.
+    pub(crate) fn try_claim_lease(&self, core: &Core, mode: Mode, ttl_ns: u64, limit: u64) -> Result<Holding, Blocked> {
+        debug_assert!(limit <= core.counter_limit);
         let need = word::Need { exclusive: mode.is_exclusive(), privileged: false, watch: true };
         let expected = match mode {
             Mode::Semaphore(n) => n,
@@ -398,12 +409,12 @@ impl<K> Slot<K> {
             |w, cap| match mode {
                 // Record 0, as a constant: the record's address and bit fold (the mode is a
                 // constant where the request is inlined).
-                Mode::Exclusive => word::try_claim_exclusive_watched(w, core.counter_limit).map(|next| Claim {
+                Mode::Exclusive => word::try_claim_exclusive_watched(w, limit).map(|next| Claim {
                     word: next,
                     record: 0,
                     units: MAX_UNITS,
                 }),
-                _ => word::try_claim(w, cap, need, core.counter_limit),
+                _ => word::try_claim(w, cap, need, limit),
             },
             #[inline(always)]
             |claim| {
@@ -425,7 +436,7 @@ impl<K> Slot<K> {
     /// `try_claim_plain` for an exclusive request: a bare holding (`word.rs`), every unit and no
     /// record, so nothing but the word is written.
     #[inline(always)]
-    fn try_claim_bare(&self, core: &Core) -> Result<Holding, Blocked> {
+    fn try_claim_bare(&self, core: &Core, limit: u64) -> Result<Holding, Blocked> {
         // Acquire: as in `claim_with`.
         let w = self.word.load(Ordering::Acquire);
         // Relaxed: as in `check_capacity`. Any other capacity goes to the slow path.
@@ -433,12 +444,12 @@ impl<K> Slot<K> {
             return Err(Blocked::Unstable);
         }
         // Every refusal goes to the slow path, which finds the reason itself (the caller drops it).
-        if !word::bare_claimable(w, core.counter_limit) {
+        if !word::bare_claimable(w, limit) {
             return Err(Blocked::Busy);
         }
         // `try_claim_bare`'s word (debug-checked against it).
         let next = w + MAX_UNITS as u64 + word::COUNTER_ONE;
-        debug_assert_eq!(word::try_claim_bare(w, core.counter_limit), Ok(next));
+        debug_assert_eq!(word::try_claim_bare(w, limit), Ok(next));
         // One attempt, no loop: the word changed under us (another holder, a flag), and the slow
         // path, which retries, decides. An exclusive claim that lost its compare-exchange rarely
         // wins a second one: the word it lost to holds units, most likely.
@@ -890,6 +901,28 @@ impl<K> Slot<K> {
         if prev & (word::WAITERS | word::MATRIX) != 0 {
             self.wake_after_release(prev, mode);
         }
+    }
+
+    /// The release of a plain bare holding (`holding::PLAIN_BARE`): one compare-exchange that
+    /// takes its units off a word without `WAITERS` or `MATRIX`. Returns false, having done
+    /// nothing, if the word has either or changed under us; the caller then releases as any
+    /// plain holding (`release_plain`, or its slow path).
+    ///
+    /// It leaves record 0 as it is: a bare holding has no record, and record 0's lease word is
+    /// `FREE` while it holds (its claim found no record bit, and no finished lease lingers). A bare
+    /// holding that a renewal or a downgrade gave record 0 has other bits and does not come here.
+    /// The compare-exchange from a word without `WAITERS` is `release_plain`'s pre-test and
+    /// `fetch_sub` in one: a waiter that queues after our load changes the word, so we fail and the
+    /// caller goes on to the path that wakes it. The word cannot come back to `w` while we hold:
+    /// our units keep every claim out, and the counter only grows (word.rs).
+    #[inline(always)]
+    pub(crate) fn release_bare(&self) -> bool {
+        // Relaxed: only the compare-exchange's expected value.
+        let w = self.word.load(Ordering::Relaxed);
+        w & (word::WAITERS | word::MATRIX) == 0
+            // Release: publishes the holder's critical section to the next claimer's Acquire.
+            // Relaxed on failure: the caller starts again from a fresh load.
+            && self.word.compare_exchange(w, w - MAX_UNITS as u64, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`. Returns
@@ -1391,10 +1424,15 @@ mod layout {
     fn the_fast_path_fits_one_cache_line() {
         assert_eq!(std::mem::size_of::<Record>(), 32);
         assert_eq!(std::mem::align_of::<Slot<u64>>(), 64);
+        // With a `u64` key: the word, base, capacity, key and record 0 on the first line.
         assert!(std::mem::offset_of!(Slot<u64>, records) + std::mem::size_of::<Record>() <= 64);
+        assert!(std::mem::offset_of!(Slot<u64>, key) + 8 <= 64);
+        // With a `String` key: the key and the token and lease words of record 0 (what a plain
+        // holding writes) still there.
+        assert!(std::mem::offset_of!(Slot<String>, records) + 16 <= 64);
         let size = std::mem::size_of::<Slot<String>>();
         assert!(size <= 256, "a slot grew to {size} bytes");
-        // A reclamation and a rebirth touch the first line and the one with `swept` and the key.
-        assert_eq!(std::mem::offset_of!(Slot<u64>, swept) / 64, std::mem::offset_of!(Slot<u64>, key) / 64);
+        // A reclamation and a rebirth touch the first line and the one with `swept` and the hash.
+        assert_eq!(std::mem::offset_of!(Slot<u64>, swept) / 64, std::mem::offset_of!(Slot<u64>, hash) / 64);
     }
 }

@@ -166,13 +166,14 @@ where
     }
 
     /// `try_fast` for a plain request: the slot and holding, or the slot found (if any) for the
-    /// slow path.
+    /// slow path. `limit` is the claim's counter limit (`Slot::try_claim_plain`).
     #[inline(always)]
     pub(crate) fn try_fast_plain<Q>(
         &self,
         hash: u64,
         key: &Q,
         mode: Mode,
+        limit: u64,
     ) -> Result<(&Slot<K>, Holding), Option<&Slot<K>>>
     where
         K: Borrow<Q>,
@@ -181,7 +182,7 @@ where
         let Some(slot) = self.shard(hash).find(hash) else {
             return Err(None);
         };
-        let h = slot.try_claim_plain(&self.core, mode).map_err(|_| Some(slot))?;
+        let h = slot.try_claim_plain(&self.core, mode, limit).map_err(|_| Some(slot))?;
         // SAFETY: our claim pins the slot, so it is live and its key stays put.
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))
@@ -191,7 +192,8 @@ where
         }
     }
 
-    /// `try_fast_plain` for a lease without owner (`Slot::try_claim_lease`).
+    /// `try_fast_plain` for a lease without owner (`Slot::try_claim_lease`), with the same
+    /// `limit`.
     #[inline(always)]
     pub(crate) fn try_fast_lease<Q>(
         &self,
@@ -199,6 +201,7 @@ where
         key: &Q,
         mode: Mode,
         ttl_ns: u64,
+        limit: u64,
     ) -> Result<(&Slot<K>, Holding), Option<&Slot<K>>>
     where
         K: Borrow<Q>,
@@ -207,7 +210,7 @@ where
         let Some(slot) = self.shard(hash).find(hash) else {
             return Err(None);
         };
-        let h = slot.try_claim_lease(&self.core, mode, ttl_ns).map_err(|_| Some(slot))?;
+        let h = slot.try_claim_lease(&self.core, mode, ttl_ns, limit).map_err(|_| Some(slot))?;
         // SAFETY: our claim pins the slot, so it is live and its key stays put.
         if unsafe { key_matches(slot, key) } {
             Ok((slot, h))

@@ -172,8 +172,13 @@ struct Subscriber<K> {
 
 /// The manager's subscribers.
 pub(crate) struct EventBus<K> {
-    /// Any subscriber at all: the only thing the hot path reads.
+    /// Any subscriber at all: what the slow paths read.
     active: AtomicBool,
+    /// The counter limit of a lock-free plain claim (`claim_limit`): the manager's counter limit
+    /// while nobody listens, 0 while anyone does. Changed with `active`, under `subscribers`'
+    /// write lock.
+    claim_limit: AtomicU64,
+    counter_limit: u64,
     subscribers: parking_lot::RwLock<Vec<Subscriber<K>>>,
     /// How to clone a key, set by the first `subscribe` (which requires `K: Clone`), so that the
     /// manager itself does not.
@@ -182,9 +187,12 @@ pub(crate) struct EventBus<K> {
 }
 
 impl<K> EventBus<K> {
-    pub(crate) fn new() -> Self {
+    /// A bus with no subscriber, for a manager whose counter limit is `counter_limit`.
+    pub(crate) fn new(counter_limit: u64) -> Self {
         EventBus {
             active: AtomicBool::new(false),
+            claim_limit: AtomicU64::new(counter_limit),
+            counter_limit,
             subscribers: parking_lot::RwLock::new(Vec::new()),
             clone_key: OnceLock::new(),
             dropped: AtomicU64::new(0),
@@ -197,6 +205,18 @@ impl<K> EventBus<K> {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// The counter limit that the lock-free plain claim (`Table::try_fast_plain`) is given: the
+    /// manager's own while nobody listens, and 0 while anyone does, so that every plain claim then
+    /// fails there and takes the slow path, which tells the subscribers. The hot path's one test
+    /// for events is thus the claim's counter compare, which it makes anyway: a plain acquisition
+    /// that nobody listens to neither loads the event flag nor tests it. (An acquisition racing
+    /// `subscribe` may load the old limit and go untold: it is concurrent with the subscription.)
+    #[inline(always)]
+    pub(crate) fn claim_limit(&self) -> u64 {
+        // Relaxed: a limit, not a publication; see above for a racing subscription.
+        self.claim_limit.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn subscribe(&self, capacity: usize) -> EventReceiver<K>
     where
         K: Clone,
@@ -207,6 +227,7 @@ impl<K> EventBus<K> {
         let mut subs = self.subscribers.write();
         subs.push(Subscriber { tx, dropped: Arc::clone(&dropped), gone: AtomicBool::new(false) });
         self.active.store(true, Ordering::Relaxed);
+        self.claim_limit.store(0, Ordering::Relaxed);
         EventReceiver { rx, dropped }
     }
 
@@ -269,7 +290,34 @@ impl<K> EventBus<K> {
             subs.retain(|s| !s.gone.load(Ordering::Relaxed));
             if subs.is_empty() {
                 self.active.store(false, Ordering::Relaxed);
+                self.claim_limit.store(self.counter_limit, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(leasehold_loom)))]
+mod tests {
+    use super::*;
+
+    /// The lock-free plain claim is refused (limit 0) exactly while anyone listens, and gets the
+    /// manager's limit back once the last subscriber is found gone.
+    #[test]
+    fn the_claim_limit_follows_the_subscriptions() {
+        let bus: EventBus<u64> = EventBus::new(1000);
+        assert_eq!(bus.claim_limit(), 1000);
+        let first = bus.subscribe(4);
+        let second = bus.subscribe(4);
+        assert_eq!(bus.claim_limit(), 0);
+        drop(first);
+        bus.emit(EventKind::Acquired, &1, Mode::Exclusive, 1, None, 0);
+        assert!(bus.is_active());
+        assert_eq!(bus.claim_limit(), 0, "one subscriber is left");
+        drop(second);
+        bus.emit(EventKind::Released, &1, Mode::Exclusive, 1, None, 0);
+        assert!(!bus.is_active());
+        assert_eq!(bus.claim_limit(), 1000);
+        let _third = bus.subscribe(4);
+        assert_eq!(bus.claim_limit(), 0);
     }
 }
