@@ -70,6 +70,7 @@ where
         } else {
             None
         };
+        let continued = walked.is_some();
         let (slot, vacancy, place) = match walked {
             Some((slot, at)) => (slot, at, Place::Reused),
             // Else the dead slot first, then one probe that both looks the key up and finds
@@ -91,7 +92,7 @@ where
             }
         };
         let capacity = mode.capacity();
-        let claim = self.birth(&mut g, slot, hash, owned, capacity, |start| {
+        let claim = self.birth(&mut g, slot, hash, owned, capacity, continued, |start| {
             if let Mode::Exclusive = mode {
                 // A bare holding (word.rs), as the lock-free path claims one: every unit of a
                 // read/write key and no record, so no record is written. `try_claim_bare`'s claim
@@ -137,8 +138,11 @@ where
 
     /// Brings `slot` (dead, from `dead_slot`) to life for `key`, holding the creator's claim
     /// (`claim_of` the word it starts from). Under the shard lock; the caller then publishes it in
-    /// the index (`publish`, or `Shard::place_at`).
+    /// the index (`publish`, or `Shard::place_at`). `continued`: reclaimed under this lock hold
+    /// by the creation walk, which left its counter out of `retired_acquisitions`
+    /// (`Shard::try_reclaim`'s `retire`) and raised the high-water mark to its last token.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn birth(
         &self,
         g: &mut ShardInner<K>,
@@ -146,18 +150,30 @@ where
         hash: u64,
         key: K,
         capacity: u32,
+        continued: bool,
         claim_of: impl FnOnce(u64) -> word::Claim,
     ) -> word::Claim {
         // The new incarnation continues the dead slot's counter (word.rs: no word repeats), with
         // its token base lowered so that its first token is just above the shard's high-water
         // mark. A spent counter starts again from zero.
         let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
-        if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
-            start = 0;
+        let counter = word::counter(start);
+        if continued {
+            // Its last token is at most the high-water mark (the reclaim raised the mark to it),
+            // so only a spent counter starts again, and its acquisitions then retire here.
+            debug_assert!(counter <= g.high_water);
+            if counter >= self.core.counter_limit {
+                start = 0;
+                g.retired_acquisitions = g.retired_acquisitions.wrapping_add(counter);
+            }
+        } else {
+            if counter >= self.core.counter_limit || counter > g.high_water {
+                start = 0;
+            }
+            // The counter it continues from was counted when the dead slot was reclaimed.
+            g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
         }
         let base = g.high_water - word::counter(start);
-        // The counter it continues from was counted when the dead slot was reclaimed.
-        g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
         let claim = claim_of(start);
         // SAFETY: `dead_slot` gave a dead slot of this shard, not in the index; we hold the lock.
         unsafe { slot.init(key, hash, capacity, base, claim.word) };

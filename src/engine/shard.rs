@@ -416,9 +416,19 @@ impl<K> Shard<K> {
     /// Tries to reclaim `slot`, an indexed slot (under the shard lock): an idle slot with no
     /// zombies becomes dead and its key is dropped. Its entry stays: the caller removes it
     /// (`remove_at`) or reuses it in place for a new key under the same lock hold, and puts the
-    /// slot back in the pool (uncounting it from `present`) or reuses it.
+    /// slot back in the pool (uncounting it from `present`) or reuses it. `retire`: its counter
+    /// goes into `retired_acquisitions` (which the next incarnation's `birth` takes back); a
+    /// creation that reborns it under this lock hold (`creation_walk`) passes `false` and births
+    /// it with `continued` instead, so the add and the subtraction do not both happen.
     #[inline(always)]
-    fn try_reclaim(&self, g: &mut ShardInner<K>, slot: &Slot<K>, core: &Core, second_chance: bool) -> Reclaim {
+    fn try_reclaim(
+        &self,
+        g: &mut ShardInner<K>,
+        slot: &Slot<K>,
+        core: &Core,
+        second_chance: bool,
+        retire: bool,
+    ) -> Reclaim {
         // Acquire: pairs with the last release's Release, so the zombie count read below includes
         // every expirer that returned units before the slot went idle.
         let w = slot.word.load(Ordering::Acquire);
@@ -441,7 +451,9 @@ impl<K> Shard<K> {
         }
         // Its acquisitions move into the shard's total (the next incarnation subtracts the counter
         // it continues from): a plain field under the lock we hold, not a locked RMW.
-        g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
+        if retire {
+            g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
+        }
         g.high_water = g.high_water.max(slot.last_token_dead(w));
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
@@ -475,7 +487,7 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim(g, slot, core, !thorough) {
+            match self.try_reclaim(g, slot, core, !thorough, true) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
                     self.remove_at(table, g.hand);

@@ -92,7 +92,7 @@ pub(crate) fn sweep_on_insert<'s, K>(
         g.sweep_skip -= 1;
         (None, 0)
     } else {
-        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core).map(|(slot, _)| slot);
+        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core, true).map(|(slot, _)| slot);
         // Over the bound (after a burst): one more into the pool, so the shard shrinks back. (The
         // reused slot is still in `present`: without it the shard has `present - 1`.)
         let pooled = if reused.is_some() && g.present > idle_per_shard {

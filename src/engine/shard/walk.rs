@@ -84,7 +84,8 @@ impl<K> Shard<K> {
         let mut found_idle = false;
         if let Some((at, slot)) = candidate {
             // Kept in the index: the entry stays occupied, so no probe run is cut.
-            match self.try_reclaim(g, slot, core, true) {
+            // Not retired: the creation births it `continued` (`Table::birth`).
+            match self.try_reclaim(g, slot, core, true, false) {
                 Reclaim::Done => {
                     g.last_sweep_found_idle = false;
                     return Walk::Reused { slot, at };
@@ -96,7 +97,7 @@ impl<K> Shard<K> {
         // Else CLOCK from the hand, as `sweep_on_insert` sweeps. Its removal shifts back the rest
         // of the removed entry's cluster, which may be the cluster of the key's run: the one entry
         // it empties is then the run's first empty, where the new slot goes.
-        let reused = self.reclaim_for_reuse(g, budget, core).map(|(slot, hole)| {
+        let reused = self.reclaim_for_reuse(g, budget, core, false).map(|(slot, hole)| {
             let in_run = (hole.wrapping_sub(home) & mask) < (vacancy.wrapping_sub(home) & mask);
             (slot, if in_run { hole } else { vacancy })
         });
@@ -112,12 +113,14 @@ impl<K> Shard<K> {
     /// is returned (dead, out of the index, its key dropped) for the caller to reuse in place,
     /// with no trip through the pool, with the entry its removal emptied (`remove_at`). It stays
     /// counted in `present`: the caller reinserts it (`reinsert`) under the same lock hold.
+    /// `retire`: as `try_reclaim`'s (`false`: the caller births it `continued`).
     #[inline(always)]
     pub(crate) fn reclaim_for_reuse(
         &self,
         g: &mut ShardInner<K>,
         budget: usize,
         core: &Core,
+        retire: bool,
     ) -> Option<(&Slot<K>, usize)> {
         // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
         // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
@@ -140,7 +143,7 @@ impl<K> Shard<K> {
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
-                match self.try_reclaim(g, slot, core, true) {
+                match self.try_reclaim(g, slot, core, true, retire) {
                     // The hand stays: the shift may have moved another entry into position i.
                     Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
                     Reclaim::Spared => found_idle = true,
