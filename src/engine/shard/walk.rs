@@ -127,19 +127,26 @@ impl<K> Shard<K> {
         debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
         let table = self.table(); // only this thread (holding the lock) could swap it
         let (entries, mask) = (&*table.entries, table.mask);
-        // The hand in a local (kept within the table), written back once: most entries it passes
-        // are empty (the table is at most 1/4 full). `present` changes only when a slot is
+        // The hand in a local, unmasked (every use masks it), written back once: most entries it
+        // passes are empty (the table is at most 1/4 full). `present` changes only when a slot is
         // reclaimed, which ends the loop.
-        let mut hand = g.hand & mask;
-        let mut left = budget;
+        let mut hand = g.hand;
+        let mut stop = hand.wrapping_add(budget);
         // A window of empty entries only says nothing about the shard (a sparse table, a gap the
         // creation walk left): the hand then goes on to one turn. Else the creation backs off and
         // grows the shard past its bound (lockbench W4 saw 4,097 slots cached).
-        let (mut rest, mut busy) = ((mask + 1).saturating_sub(budget), false);
-        let mut found_idle = false;
+        let (mut extended, mut busy, mut found_idle) = (false, false, false);
         let reused = loop {
-            // SAFETY: `hand <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
-            let p = unsafe { entries.get_unchecked(hand) }.slot.load(Ordering::Relaxed);
+            if hand == stop {
+                if found_idle || busy || extended {
+                    break None;
+                }
+                extended = true;
+                stop = hand.wrapping_add((mask + 1).saturating_sub(budget));
+                continue;
+            }
+            // SAFETY: `hand & mask <= mask` and `entries.len() == mask + 1` (`Table::with_capacity`).
+            let p = unsafe { entries.get_unchecked(hand & mask) }.slot.load(Ordering::Relaxed);
             if !p.is_null() {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
@@ -150,14 +157,7 @@ impl<K> Shard<K> {
                     Reclaim::Busy => busy = true,
                 }
             }
-            hand = (hand + 1) & mask;
-            left -= 1;
-            if left == 0 {
-                if found_idle || busy || rest == 0 {
-                    break None;
-                }
-                (left, rest) = (rest, 0);
-            }
+            hand = hand.wrapping_add(1);
         };
         g.hand = hand;
         g.last_sweep_found_idle = found_idle;
