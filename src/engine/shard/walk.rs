@@ -31,8 +31,8 @@ impl<K> Shard<K> {
     /// is reclaimed and its entry kept for the new key: every other key's probe run still passes
     /// it. Else the hand sweeps as `sweep_on_insert` does (`reclaim_for_reuse`, up to `budget`
     /// entries) and the slot it reclaims leaves the index. A slot spared is marked
-    /// (`Slot::swept`) either way; `last_sweep_found_idle` tells the backoff whether an idle slot
-    /// was seen.
+    /// (`Slot::swept`) either way; when nothing was reclaimed, `last_sweep_found_idle` tells the
+    /// backoff whether an idle slot was seen (after a reclaim the backoff does not read it).
     ///
     /// So about one creation in four (the share of homes that are taken at a load of at most 1/4)
     /// reclaims a slot in its own probe run rather than at the hand, with the same second chance:
@@ -86,10 +86,9 @@ impl<K> Shard<K> {
             // Kept in the index: the entry stays occupied, so no probe run is cut.
             // Not retired: the creation births it `continued` (`Table::birth`).
             match self.try_reclaim(g, slot, core, true, false) {
-                Reclaim::Done => {
-                    g.last_sweep_found_idle = false;
-                    return Walk::Reused { slot, at };
-                }
+                // (`last_sweep_found_idle` is left as it is: only the backoff after a sweep that
+                // reclaimed nothing reads it, and every sweep writes it first.)
+                Reclaim::Done => return Walk::Reused { slot, at },
                 Reclaim::Spared => found_idle = true,
                 Reclaim::Busy => {}
             }
@@ -97,15 +96,18 @@ impl<K> Shard<K> {
         // Else CLOCK from the hand, as `sweep_on_insert` sweeps. Its removal shifts back the rest
         // of the removed entry's cluster, which may be the cluster of the key's run: the one entry
         // it empties is then the run's first empty, where the new slot goes.
-        let reused = self.reclaim_for_reuse(g, budget, core, false).map(|(slot, hole)| {
-            let in_run = (hole.wrapping_sub(home) & mask) < (vacancy.wrapping_sub(home) & mask);
-            (slot, if in_run { hole } else { vacancy })
-        });
-        // Whether either looked at an idle slot it spared (the backoff's question).
-        g.last_sweep_found_idle |= found_idle;
-        match reused {
-            Some((slot, at)) => Walk::Reused { slot, at },
-            None => Walk::Vacant,
+        match self.reclaim_for_reuse(g, budget, core, false) {
+            Some((slot, hole)) => {
+                // An empty home (the key's run is empty) is not in any cluster the removal
+                // shifted: the new slot goes there.
+                let in_run = vacancy != home && (hole.wrapping_sub(home) & mask) < (vacancy.wrapping_sub(home) & mask);
+                Walk::Reused { slot, at: if in_run { hole } else { vacancy } }
+            }
+            None => {
+                // Whether either looked at an idle slot it spared (the backoff's question).
+                g.last_sweep_found_idle |= found_idle;
+                Walk::Vacant
+            }
         }
     }
 
