@@ -128,7 +128,9 @@ pub(crate) struct ShardInner<K> {
     /// does not pay a fruitless scan per new key.
     pub(crate) sweep_backoff: u32,
     pub(crate) sweep_skip: u32,
-    /// The last sweep saw an idle slot it spared (so it was not fruitless).
+    /// The last sweep saw an idle slot it spared (so it was not fruitless). Read only by the
+    /// insert-time backoff after a sweep that reclaimed nothing, so the insert-time sweeps write
+    /// it only then (`reclaim_for_reuse`, `creation_walk`).
     pub(crate) last_sweep_found_idle: bool,
     /// Dead slots ready for reuse.
     free: Vec<*mut Slot<K>>,

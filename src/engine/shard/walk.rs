@@ -162,7 +162,10 @@ impl<K> Shard<K> {
             hand = hand.wrapping_add(1);
         };
         g.hand = hand;
-        g.last_sweep_found_idle = found_idle;
+        if reused.is_none() {
+            // Only the backoff after a sweep that reclaimed nothing reads it.
+            g.last_sweep_found_idle = found_idle;
+        }
         reused
     }
 }
