@@ -153,8 +153,15 @@ impl<K> Shard<K> {
                 // SAFETY: slots are type-stable.
                 let slot = unsafe { &*p };
                 match self.try_reclaim(g, slot, core, true, retire) {
-                    // The hand stays: the shift may have moved another entry into position i.
-                    Reclaim::Done => break Some((slot, self.remove_at(table, hand))),
+                    // The hand stays if the shift moved another entry into position i, else
+                    // it passes the entry the removal emptied.
+                    Reclaim::Done => {
+                        let hole = self.remove_at(table, hand);
+                        if hole == hand & mask {
+                            hand = hand.wrapping_add(1);
+                        }
+                        break Some((slot, hole));
+                    }
                     Reclaim::Spared => found_idle = true,
                     Reclaim::Busy => busy = true,
                 }
