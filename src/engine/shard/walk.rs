@@ -5,7 +5,7 @@
 
 use std::borrow::Borrow;
 
-use super::{Reclaim, Shard, ShardInner, MIN_TABLE};
+use super::{Reclaim, Shard, ShardInner, Table, MIN_TABLE};
 use crate::engine::core::Core;
 use crate::engine::slot::Slot;
 use crate::engine::word;
@@ -96,7 +96,7 @@ impl<K> Shard<K> {
         // Else CLOCK from the hand, as `sweep_on_insert` sweeps. Its removal shifts back the rest
         // of the removed entry's cluster, which may be the cluster of the key's run: the one entry
         // it empties is then the run's first empty, where the new slot goes.
-        match self.reclaim_for_reuse(g, budget, core, false) {
+        match self.reclaim_for_reuse_in(g, table, budget, core, false) {
             Some((slot, hole)) => {
                 // An empty home (the key's run is empty) is not in any cluster the removal
                 // shifted: the new slot goes there.
@@ -124,10 +124,23 @@ impl<K> Shard<K> {
         core: &Core,
         retire: bool,
     ) -> Option<(&Slot<K>, usize)> {
+        self.reclaim_for_reuse_in(g, self.table(), budget, core, retire)
+    }
+
+    /// `reclaim_for_reuse` in `table`, the current table (only this thread, holding the lock,
+    /// could swap it), which the creation walk has loaded already.
+    #[inline(always)]
+    fn reclaim_for_reuse_in(
+        &self,
+        g: &mut ShardInner<K>,
+        table: &Table<K>,
+        budget: usize,
+        core: &Core,
+        retire: bool,
+    ) -> Option<(&Slot<K>, usize)> {
         // The caller's budget is at most twice the smallest table (`sweep.rs`), so it needs no
         // bound of two turns of the table (`sweep`), and the caller sweeps a shard with slots.
         debug_assert!(budget <= 2 * MIN_TABLE && budget > 0 && g.present > 0);
-        let table = self.table(); // only this thread (holding the lock) could swap it
         let (entries, mask) = (&*table.entries, table.mask);
         // The hand in a local, unmasked (every use masks it), written back once: most entries it
         // passes are empty (the table is at most 1/4 full). `present` changes only when a slot is
