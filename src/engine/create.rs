@@ -177,7 +177,7 @@ where
         unsafe { slot.init(key, hash, capacity, base, claim.word) };
         // A key used once since its creation gets no second chance from the sweep; one claimed
         // again since (a hot key) does.
-        slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
+        slot.swept.store(claim.word & word::COUNTER_MASK, Ordering::Relaxed);
         claim
     }
 

@@ -438,14 +438,18 @@ impl<K> Shard<K> {
             return Reclaim::Busy;
         }
         // Second chance: a slot claimed since the sweep last looked is spared this time. The
-        // counter tells, so the sweep writes nothing into the word (claimers own it).
-        if second_chance && slot.swept.load(Ordering::Relaxed) != word::counter(w) {
-            slot.swept.store(word::counter(w), Ordering::Relaxed);
+        // counter tells, so the sweep writes nothing into the word (claimers own it). (Its bits
+        // in place, `Slot::swept`: the dead word below keeps exactly them.)
+        let counted = w & word::COUNTER_MASK;
+        if second_chance && slot.swept.load(Ordering::Relaxed) != counted {
+            slot.swept.store(counted, Ordering::Relaxed);
             return Reclaim::Spared;
         }
         // Only from idle: a claim racing this compare-exchange either wins (and the slot stays) or
         // finds it dead and looks the key up again under the shard lock we hold.
-        if slot.word.compare_exchange(w, word::dead_from(w), Ordering::Acquire, Ordering::Relaxed).is_err() {
+        let dead = word::DEAD | counted;
+        debug_assert_eq!(dead, word::dead_from(w));
+        if slot.word.compare_exchange(w, dead, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return Reclaim::Busy;
         }
         if w & word::WATCHED != 0 {

@@ -178,7 +178,8 @@ pub(crate) struct Slot<K> {
     /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,
     pub(crate) inner: Mutex<SlotInner>,
-    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
+    /// The acquisition counter the idle sweep saw last (or the creator's claim), as its bits in
+    /// the word (`word & COUNTER_MASK`, unshifted: `Shard::try_reclaim`): a slot claimed
     /// since is spared once (second chance). Only touched under the shard lock; next to the key,
     /// so that a reclamation and a rebirth touch the slot's first and last lines only.
     pub(crate) swept: AtomicU64,
