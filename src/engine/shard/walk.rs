@@ -92,6 +92,28 @@ impl<K> Shard<K> {
                 Reclaim::Spared => found_idle = true,
                 Reclaim::Busy => {}
             }
+        } else if vacancy == home {
+            // The key's run is empty (its home is free): the entry just before the home, if it
+            // holds a slot, ends its cluster, so its removal shifts nothing (a null store, as
+            // `remove_at` ends). An idle slot there is reclaimed as the hand would reclaim it,
+            // without the hand's walk to it and its removal's scan; the new slot goes to the home.
+            let before = entry_at(home.wrapping_sub(1));
+            let p = before.slot.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: slots are type-stable.
+                let slot = unsafe { &*p };
+                // Not retired: the creation births it `continued` (`Table::birth`).
+                match self.try_reclaim(g, slot, core, true, false) {
+                    Reclaim::Done => {
+                        // Release, as `remove_at`'s: a reader that loads the null and probes on
+                        // misses, and takes the locked path.
+                        before.slot.store(std::ptr::null_mut(), Ordering::Release);
+                        return Walk::Reused { slot, at: home };
+                    }
+                    Reclaim::Spared => found_idle = true,
+                    Reclaim::Busy => {}
+                }
+            }
         }
         // Else CLOCK from the hand, as `sweep_on_insert` sweeps. Its removal shifts back the rest
         // of the removed entry's cluster, which may be the cluster of the key's run: the one entry
