@@ -1,6 +1,7 @@
 //! The creation walk: at the idle bound, one walk from a new key's home both looks the key up and
 //! finds an idle slot in the key's own probe run, whose entry its creation then reuses in place
-//! (no removal, no shift, no insert probe); else the hand's sweep (`reclaim_for_reuse`, here too)
+//! (no removal, no shift, no insert probe), or, when the home is free, an idle slot just before
+//! it (removed by a null store: no shift); else the hand's sweep (`reclaim_for_reuse`, here too)
 //! reclaims one.
 
 use std::borrow::Borrow;
@@ -29,14 +30,20 @@ impl<K> Shard<K> {
     /// key's probe run from its home: the key, if it has a slot (then nothing changes), and the
     /// first idle slot there. That slot, if it has no zombies and the second chance lets it go,
     /// is reclaimed and its entry kept for the new key: every other key's probe run still passes
-    /// it. Else the hand sweeps as `sweep_on_insert` does (`reclaim_for_reuse`, up to `budget`
-    /// entries) and the slot it reclaims leaves the index. A slot spared is marked
+    /// it. A key whose run is empty (its home is free) looks at the entry just before its home
+    /// instead: that entry ends its cluster, so a slot there that the second chance lets go is
+    /// reclaimed and its entry nulled with no shift (no key's run crosses it but into the free
+    /// home), and the new slot goes to the home. Else the hand sweeps as `sweep_on_insert` does
+    /// (`reclaim_for_reuse`, up to `budget` entries) and the slot it reclaims leaves the index
+    /// (`remove_at`). A slot spared is marked
     /// (`Slot::swept`) either way; when nothing was reclaimed, `last_sweep_found_idle` tells the
     /// backoff whether an idle slot was seen (after a reclaim the backoff does not read it).
     ///
     /// So about one creation in four (the share of homes that are taken at a load of at most 1/4)
-    /// reclaims a slot in its own probe run rather than at the hand, with the same second chance:
-    /// a key's home is random, so this is a CLOCK whose hand sometimes jumps.
+    /// reclaims a slot in its own probe run, and about one in five (a free home with a slot just
+    /// before it) the slot before its home, rather than at the hand, with the same second chance:
+    /// a key's home is random, so this is a CLOCK whose hand often jumps (bench/perf5-churn.md,
+    /// phase 8).
     #[inline(always)]
     pub(crate) fn creation_walk<Q>(
         &self,
