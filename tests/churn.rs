@@ -116,3 +116,40 @@ fn a_sparse_index_keeps_the_idle_bound_under_churn() {
     }
     assert!(most <= 8, "{most} slots cached with an idle bound of 8");
 }
+
+/// At the idle bound, a creation whose home is free reclaims an idle slot in the entry just
+/// before its home and removes that entry with a null store: right only because the free home
+/// ends that entry's cluster. Here the new key's home is taken by a key displaced from that
+/// entry's home (`b`, probed past `a`), so the creation must leave `a`'s entry to the hand's
+/// removal, which shifts `b` back: `b` stays found (its holder stays alone), and every key and
+/// slot is accounted for afterwards.
+#[test]
+fn a_creation_never_cuts_a_displaced_key_off_its_run() {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    type Fixed = BuildHasherDefault<DefaultHasher>;
+    let locks: LockManager<u64, Fixed> = LockManager::builder()
+        .shards(1)
+        .idle_slots(2)
+        .reaper(false)
+        .hasher(Fixed::default())
+        .build()
+        .expect("a valid configuration");
+    // Two slots never grow the index past its 16 entries.
+    let home = |k: u64| Fixed::default().hash_one(k) & 15;
+    let a = 0_u64;
+    let b = (1..).find(|&k| home(k) == home(a)).expect("some key shares a home of 16");
+    let c = (1..).find(|&k| k != b && home(k) == (home(a) + 1) & 15).expect("some key has each home");
+    drop(locks.exclusive(&a).acquire().expect("a free key"));
+    let held = locks.exclusive(&b).acquire().expect("a free key");
+    // At the bound (2 slots): `c`'s creation reclaims `a`'s idle slot.
+    let gc = locks.exclusive(&c).acquire().expect("a free key");
+    assert_eq!(locks.exclusive(&b).try_acquire().err(), Some(leasehold::LockError::WouldBlock));
+    assert_eq!(locks.slot_count(), 2);
+    drop((held, gc));
+    for k in [a, b, c] {
+        assert_eq!(locks.exclusive(&k).try_acquire().map(|g| *g.key()), Ok(k));
+    }
+    locks.reclaim_idle();
+    assert_eq!(locks.slot_count(), 0);
+}

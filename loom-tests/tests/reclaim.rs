@@ -1,5 +1,6 @@
 //! Reclamation: the idle sweep (`reclaim_idle`) racing a new acquire of the same key, and a
-//! creation that reuses an idle slot in place for a new key racing the slot's old key.
+//! creation that reuses an idle slot for a new key (in place, in its probe run, or just before its
+//! home) racing the slot's old key.
 
 #![cfg(leasehold_loom)]
 
@@ -210,4 +211,25 @@ fn near_key() -> u8 {
 #[test]
 fn creation_reusing_an_entry_in_its_probe_run_races_its_old_key() {
     creation_races_the_old_key(near_key(), &REUSED_IN_ITS_RUN, &CLAIMED_BEFORE_ITS_RUN);
+}
+
+static REUSED_BEFORE_ITS_HOME: Seen = Seen::new();
+static CLAIMED_BEFORE_ITS_HOME: Seen = Seen::new();
+
+/// A key whose home in the index (16 entries) is the entry just after `KEY`'s: a creation for it
+/// at the idle bound finds its home free and `KEY`'s entry just before it.
+fn next_key() -> u8 {
+    use std::hash::BuildHasher;
+    let home = |k: u8| common::Fixed::default().hash_one(k) & 15;
+    (0..=u8::MAX).find(|&k| home(k) == (home(KEY) + 1) & 15).expect("some u8 has each home of 16")
+}
+
+/// A creation whose home is free reclaims the idle slot in the entry just before its home (the end
+/// of that cluster: its removal is a null store, `Shard::creation_walk`) and puts the slot, reborn
+/// for its key, at its home, racing an acquire of the slot's old key, whose lock-free lookup may
+/// hold the slot's pointer or read the old entry before its null: each guard holds its own key,
+/// the old key's tokens keep growing, both keys are found afterwards, and both slots go once idle.
+#[test]
+fn creation_reusing_the_slot_before_its_home_races_its_old_key() {
+    creation_races_the_old_key(next_key(), &REUSED_BEFORE_ITS_HOME, &CLAIMED_BEFORE_ITS_HOME);
 }

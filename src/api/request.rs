@@ -319,7 +319,14 @@ where
             let (slot, h) = match locks.table.try_fast_plain(hash, key, mode, locks.events.claim_limit()) {
                 Ok(claimed) => claimed,
                 Err(found) => {
-                    let (slot, h) = acquire_slow_plain(locks, key, mode, hash, found, deadline)?;
+                    let (slot, h) = match found {
+                        // A plain exclusive miss creates the key's slot, its result in two registers.
+                        None if matches!(mode, Mode::Exclusive) => match create_bare_cold(locks, key, hash) {
+                            Some((slot, token)) => (slot, Holding::bare(&slot.records[0], token)),
+                            None => acquire_slow_plain(locks, key, mode, hash, None, deadline)?,
+                        },
+                        found => acquire_slow_plain(locks, key, mode, hash, found, deadline)?,
+                    };
                     (slot, locks.emit_acquired(slot, h, mode, None))
                 }
             };
@@ -388,6 +395,29 @@ where
         let ttl_ns = duration_ns(self.ttl?);
         (valid && ttl_ns != 0 && ttl_ns <= MAX_TTL_NS).then_some((self.mode, ttl_ns))
     }
+}
+
+/// A plain exclusive request's miss (`Request::acquire_until`): `Table::create_plain`, whose
+/// result comes back in two registers, not through memory: the slot and its bare holding's token,
+/// from which the caller rebuilds the holding (`Holding::bare`: record 0, every unit, sampled by
+/// the token, as `Slot::finish_bare` made it). Only scalars go in (no `found`, no deadline: the
+/// caller tested the miss). `None`: nothing done (the key has a slot after all, or the slot
+/// bound), and the caller takes `acquire_slow_plain`.
+#[cold]
+#[inline(never)]
+fn create_bare_cold<'m, K, Q, S>(locks: &'m State<K, S>, key: &Q, hash: u64) -> Option<(&'m Slot<K>, u64)>
+where
+    K: Hash + Eq + Send + Sync + 'static + Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    K: From<Q::Owned>,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let (slot, h) = locks.table.create_plain(hash, key, Mode::Exclusive)?;
+    debug_assert!({
+        let rebuilt = Holding::bare(&slot.records[0], h.token);
+        (rebuilt.rec.0, rebuilt.bits) == (h.rec.0, h.bits)
+    });
+    Some((slot, h.token))
 }
 
 /// `acquire_slow` for a plain request (`Request::acquire_until`: `ask` has neither lease nor

@@ -47,51 +47,8 @@ where
             }
             _ => return None,
         };
-        let shard = self.shard(hash);
-        let mut g = shard.lock();
-        // Before anything changes: a panic in the key's conversion leaves the shard as it was.
-        let owned = K::from(key.to_owned());
-        // At the idle bound (a shard over it shrinks back through `dead_slot`'s sweep), one walk
-        // from the key's home looks the key up and reclaims an idle slot for it, in its probe run
-        // if it can (the entry is then reused in place).
-        let walked = if g.present == self.idle_per_shard && g.sweep_skip == 0 {
-            match shard.creation_walk(&mut g, hash, key, SWEEP_ON_INSERT, &self.core) {
-                // The key has a slot after all (a creator or a reader's miss raced ours).
-                Walk::Found => return None,
-                Walk::Reused { slot, at } => {
-                    back_off(&mut g, true);
-                    Some((slot, at))
-                }
-                Walk::Vacant => {
-                    back_off(&mut g, false);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let (slot, vacancy, place) = match walked {
-            Some((slot, at)) => (slot, at, Place::Reused),
-            // Else the dead slot first, then one probe that both looks the key up and finds
-            // where its new slot goes: the insert-time sweep's removal may move entries of the
-            // key's probe run, so a position found before it could be wrong. (An idle slot of
-            // this very key may be reclaimed first: the key then gets a new one, its tokens
-            // continuing above the shard's high-water mark.)
-            None => {
-                let (slot, place) = self.dead_slot(shard, &mut g)?;
-                match shard.find_or_vacancy(&g, hash, key) {
-                    Err(i) => (slot, i, place),
-                    Ok(_) => {
-                        // The key has a slot after all.
-                        shard.unused(&mut g, slot, matches!(place, Place::Reused));
-                        self.note_reclaimed(1);
-                        return None;
-                    }
-                }
-            }
-        };
         let capacity = mode.capacity();
-        let claim = self.birth(&mut g, slot, hash, owned, capacity, |start| {
+        let claim_of = |start: u64| {
             if let Mode::Exclusive = mode {
                 // A bare holding (word.rs), as the lock-free path claims one: every unit of a
                 // read/write key and no record, so no record is written. `try_claim_bare`'s claim
@@ -104,14 +61,56 @@ where
                 word::try_claim(start, capacity, need, self.core.counter_limit)
                     .expect("a fresh slot admits any request")
             }
-        });
+        };
+        let finish = |slot: &Slot<K>, claim: word::Claim| {
+            if let Mode::Exclusive = mode {
+                slot.finish_bare(&self.core, claim.word)
+            } else {
+                slot.finish_plain(&self.core, mode, claim)
+            }
+        };
+        let shard = self.shard(hash);
+        let mut g = shard.lock();
+        // Before anything changes: a panic in the key's conversion leaves the shard as it was.
+        let owned = K::from(key.to_owned());
+        // At the idle bound (a shard over it shrinks back through `dead_slot`'s sweep), one walk
+        // from the key's home looks the key up and reclaims an idle slot for it, in its probe run
+        // if it can (the entry is then reused in place).
+        if g.present == self.idle_per_shard && g.sweep_skip == 0 {
+            match shard.creation_walk(&mut g, hash, key, SWEEP_ON_INSERT, &self.core) {
+                // The key has a slot after all (a creator or a reader's miss raced ours).
+                Walk::Found => return None,
+                Walk::Reused { slot, at } => {
+                    back_off(&mut g, true);
+                    let claim = self.birth(&mut g, slot, hash, owned, capacity, true, claim_of);
+                    // Still counted in `present`; the lock goes with no driver to wake (the slot
+                    // replaced one of the shard's, so it is not the shard's first).
+                    shard.place_at(&mut g, at, hash, slot, false);
+                    drop(g);
+                    return Some((slot, finish(slot, claim)));
+                }
+                Walk::Vacant => back_off(&mut g, false),
+            }
+        }
+        // Else the dead slot first, then one probe that both looks the key up and finds where
+        // its new slot goes: the insert-time sweep's removal may move entries of the key's probe
+        // run, so a position found before it could be wrong. (An idle slot of this very key may
+        // be reclaimed first: the key then gets a new one, its tokens continuing above the
+        // shard's high-water mark.)
+        let (slot, place) = self.dead_slot(shard, &mut g)?;
+        let vacancy = match shard.find_or_vacancy(&g, hash, key) {
+            Err(i) => i,
+            Ok(_) => {
+                // The key has a slot after all.
+                shard.unused(&mut g, slot, matches!(place, Place::Reused));
+                self.note_reclaimed(1);
+                return None;
+            }
+        };
+        let claim = self.birth(&mut g, slot, hash, owned, capacity, false, claim_of);
         shard.place_at(&mut g, vacancy, hash, slot, matches!(place, Place::New));
         self.born(g, place);
-        let h = if let Mode::Exclusive = mode {
-            slot.finish_bare(&self.core, claim.word)
-        } else {
-            slot.finish_plain(&self.core, mode, claim)
-        };
+        let h = finish(slot, claim);
         Some((slot, h))
     }
 
@@ -137,8 +136,11 @@ where
 
     /// Brings `slot` (dead, from `dead_slot`) to life for `key`, holding the creator's claim
     /// (`claim_of` the word it starts from). Under the shard lock; the caller then publishes it in
-    /// the index (`publish`, or `Shard::place_at`).
+    /// the index (`publish`, or `Shard::place_at`). `continued`: reclaimed under this lock hold
+    /// by the creation walk, which left its counter out of `retired_acquisitions`
+    /// (`Shard::try_reclaim`'s `retire`) and raised the high-water mark to its last token.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn birth(
         &self,
         g: &mut ShardInner<K>,
@@ -146,24 +148,36 @@ where
         hash: u64,
         key: K,
         capacity: u32,
+        continued: bool,
         claim_of: impl FnOnce(u64) -> word::Claim,
     ) -> word::Claim {
         // The new incarnation continues the dead slot's counter (word.rs: no word repeats), with
         // its token base lowered so that its first token is just above the shard's high-water
         // mark. A spent counter starts again from zero.
         let mut start = word::reborn(slot.word.load(Ordering::Relaxed));
-        if word::counter(start) >= self.core.counter_limit || word::counter(start) > g.high_water {
-            start = 0;
+        let counter = word::counter(start);
+        if continued {
+            // Its last token is at most the high-water mark (the reclaim raised the mark to it),
+            // so only a spent counter starts again, and its acquisitions then retire here.
+            debug_assert!(counter <= g.high_water);
+            if counter >= self.core.counter_limit {
+                start = 0;
+                g.retired_acquisitions = g.retired_acquisitions.wrapping_add(counter);
+            }
+        } else {
+            if counter >= self.core.counter_limit || counter > g.high_water {
+                start = 0;
+            }
+            // The counter it continues from was counted when the dead slot was reclaimed.
+            g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
         }
         let base = g.high_water - word::counter(start);
-        // The counter it continues from was counted when the dead slot was reclaimed.
-        g.retired_acquisitions = g.retired_acquisitions.wrapping_sub(word::counter(start));
         let claim = claim_of(start);
         // SAFETY: `dead_slot` gave a dead slot of this shard, not in the index; we hold the lock.
         unsafe { slot.init(key, hash, capacity, base, claim.word) };
         // A key used once since its creation gets no second chance from the sweep; one claimed
         // again since (a hot key) does.
-        slot.swept.store(word::counter(claim.word), Ordering::Relaxed);
+        slot.swept.store(claim.word & word::COUNTER_MASK, Ordering::Relaxed);
         claim
     }
 

@@ -198,8 +198,9 @@ impl Holding {
     }
 
     /// A bare holding of every unit of a read/write key, with `token` (`rec` is record 0). (The
-    /// claim builds it as `bare_unsampled(..).sampled_if(..)`, in its sampling branch.)
-    #[cfg(test)]
+    /// claim builds it as `bare_unsampled(..).sampled_if(..)`, in its sampling branch; a plain
+    /// exclusive creation's caller rebuilds it from the token, `api/request.rs`.)
+    #[inline(always)]
     pub(crate) fn bare(rec: *const Record, token: u64) -> Holding {
         Self::bare_unsampled(rec, token).sampled_if(token % HOLD_SAMPLE == 0)
     }

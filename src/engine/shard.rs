@@ -128,7 +128,9 @@ pub(crate) struct ShardInner<K> {
     /// does not pay a fruitless scan per new key.
     pub(crate) sweep_backoff: u32,
     pub(crate) sweep_skip: u32,
-    /// The last sweep saw an idle slot it spared (so it was not fruitless).
+    /// The last sweep saw an idle slot it spared (so it was not fruitless). Read only by the
+    /// insert-time backoff after a sweep that reclaimed nothing, so the insert-time sweeps write
+    /// it only then (`reclaim_for_reuse`, `creation_walk`).
     pub(crate) last_sweep_found_idle: bool,
     /// Dead slots ready for reuse.
     free: Vec<*mut Slot<K>>,
@@ -416,9 +418,19 @@ impl<K> Shard<K> {
     /// Tries to reclaim `slot`, an indexed slot (under the shard lock): an idle slot with no
     /// zombies becomes dead and its key is dropped. Its entry stays: the caller removes it
     /// (`remove_at`) or reuses it in place for a new key under the same lock hold, and puts the
-    /// slot back in the pool (uncounting it from `present`) or reuses it.
+    /// slot back in the pool (uncounting it from `present`) or reuses it. `retire`: its counter
+    /// goes into `retired_acquisitions` (which the next incarnation's `birth` takes back); a
+    /// creation that reborns it under this lock hold (`creation_walk`) passes `false` and births
+    /// it with `continued` instead, so the add and the subtraction do not both happen.
     #[inline(always)]
-    fn try_reclaim(&self, g: &mut ShardInner<K>, slot: &Slot<K>, core: &Core, second_chance: bool) -> Reclaim {
+    fn try_reclaim(
+        &self,
+        g: &mut ShardInner<K>,
+        slot: &Slot<K>,
+        core: &Core,
+        second_chance: bool,
+        retire: bool,
+    ) -> Reclaim {
         // Acquire: pairs with the last release's Release, so the zombie count read below includes
         // every expirer that returned units before the slot went idle.
         let w = slot.word.load(Ordering::Acquire);
@@ -426,14 +438,18 @@ impl<K> Shard<K> {
             return Reclaim::Busy;
         }
         // Second chance: a slot claimed since the sweep last looked is spared this time. The
-        // counter tells, so the sweep writes nothing into the word (claimers own it).
-        if second_chance && slot.swept.load(Ordering::Relaxed) != word::counter(w) {
-            slot.swept.store(word::counter(w), Ordering::Relaxed);
+        // counter tells, so the sweep writes nothing into the word (claimers own it). (Its bits
+        // in place, `Slot::swept`: the dead word below keeps exactly them.)
+        let counted = w & word::COUNTER_MASK;
+        if second_chance && slot.swept.load(Ordering::Relaxed) != counted {
+            slot.swept.store(counted, Ordering::Relaxed);
             return Reclaim::Spared;
         }
         // Only from idle: a claim racing this compare-exchange either wins (and the slot stays) or
         // finds it dead and looks the key up again under the shard lock we hold.
-        if slot.word.compare_exchange(w, word::dead_from(w), Ordering::Acquire, Ordering::Relaxed).is_err() {
+        let dead = word::DEAD | counted;
+        debug_assert_eq!(dead, word::dead_from(w));
+        if slot.word.compare_exchange(w, dead, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return Reclaim::Busy;
         }
         if w & word::WATCHED != 0 {
@@ -441,7 +457,9 @@ impl<K> Shard<K> {
         }
         // Its acquisitions move into the shard's total (the next incarnation subtracts the counter
         // it continues from): a plain field under the lock we hold, not a locked RMW.
-        g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
+        if retire {
+            g.retired_acquisitions = g.retired_acquisitions.wrapping_add(word::counter(w));
+        }
         g.high_water = g.high_water.max(slot.last_token_dead(w));
         // SAFETY: we hold the shard lock, moved the word from idle to dead, and saw no zombies.
         unsafe { slot.drop_key() };
@@ -475,7 +493,7 @@ impl<K> Shard<K> {
             }
             // SAFETY: slots are type-stable.
             let slot = unsafe { &*p };
-            match self.try_reclaim(g, slot, core, !thorough) {
+            match self.try_reclaim(g, slot, core, !thorough, true) {
                 // The shift may have moved another entry into position i: look at it next.
                 Reclaim::Done => {
                     self.remove_at(table, g.hand);

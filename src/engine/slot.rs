@@ -181,9 +181,10 @@ pub(crate) struct Slot<K> {
     /// The key's hash; written while the slot is dead, before it is published. Not read by the
     /// lock-free path (the index entry has it).
     pub(crate) hash: AtomicU64,
-    /// The acquisition counter the idle sweep saw last (or the creator's claim): a slot claimed
-    /// since is spared once (second chance). Only touched under the shard lock; next to the hash,
-    /// so that a reclamation and a rebirth touch two lines: the first and this one.
+    /// The acquisition counter the idle sweep saw last (or the creator's claim), as its bits in
+    /// the word (`word & COUNTER_MASK`, unshifted: `Shard::try_reclaim`): a slot claimed since is
+    /// spared once (second chance). Only touched under the shard lock; next to the hash, so that
+    /// a reclamation and a rebirth touch two lines: the first and this one.
     pub(crate) swept: AtomicU64,
     /// The timer wheel's view of this slot (`watch.rs`).
     pub(crate) watch: Watch,

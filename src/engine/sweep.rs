@@ -23,9 +23,10 @@ const _: () = assert!(SWEEP_ON_INSERT <= 2 * crate::engine::shard::MIN_TABLE);
 /// (`Builder::idle_bytes` sets the whole table's): 20 KiB, 64 slots of a `u64` key (`slot_cost`,
 /// 320 bytes), so 1.25 MiB at the default 64 shards. A shard keeps at most
 /// `budget / shards / slot_cost` slots before creations reclaim idle ones (CLOCK: the sweep's
-/// hand with a second chance for a slot claimed since its last visit), and the periodic sweep
-/// reclaims only what is beyond that bound. A key reused within a working set below the bound
-/// keeps its slot (no insert and remove per acquire).
+/// hand with a second chance for a slot claimed since its last visit; a creation at the bound
+/// also looks in its own probe run and just before its home, `Shard::creation_walk`), and the
+/// periodic sweep reclaims only what is beyond that bound. A key reused within a working set
+/// below the bound keeps its slot (no insert and remove per acquire).
 ///
 /// Why not larger by default (measured with lockbench, 1 thread, 5 repetitions, two runs each):
 /// a 32 MiB budget keeps W2's 100,000 Zipf keys resident, but W2 did not get faster (117-159 ns
@@ -92,7 +93,7 @@ pub(crate) fn sweep_on_insert<'s, K>(
         g.sweep_skip -= 1;
         (None, 0)
     } else {
-        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core).map(|(slot, _)| slot);
+        let reused = shard.reclaim_for_reuse(g, SWEEP_ON_INSERT, core, true).map(|(slot, _)| slot);
         // Over the bound (after a burst): one more into the pool, so the shard shrinks back. (The
         // reused slot is still in `present`: without it the shard has `present - 1`.)
         let pooled = if reused.is_some() && g.present > idle_per_shard {

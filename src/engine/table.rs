@@ -323,7 +323,7 @@ where
                         return Attempt::Failed(LockError::Capacity { max_slots: self.max_slots });
                     };
                     let capacity = ask.mode.capacity();
-                    let claim = self.birth(&mut g, slot, hash, owned, capacity, |start| {
+                    let claim = self.birth(&mut g, slot, hash, owned, capacity, false, |start| {
                         let mut claim = ask
                             .claim(start, capacity, false, self.core.counter_limit)
                             .expect("a fresh slot admits any request");
