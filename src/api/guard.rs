@@ -513,7 +513,7 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // cost nothing.) A subscriber hears the end of every holding it heard begin; of one that
         // began before anyone listened, only if it ends on the slow path (`subscribe`).
         // A plain bare holding (the exclusive fast path's) first: its bits are one constant, its
-        // release one compare-exchange (`Slot::release_bare`).
+        // release one `fetch_sub` and nothing else (`Slot::release_bare`).
         if h.bits == PLAIN_BARE && self.slot.release_bare() {
             return Ok(());
         }

@@ -136,7 +136,7 @@ pub(crate) const MODE_BITS: u64 = Mode::CODE_MASK << MODE_SHIFT;
 const _: () = assert!(Mode::Exclusive.code() == 0);
 /// The whole `Holding::bits` of a bare holding that is nothing more (`bare_unsampled`): every unit
 /// and nothing else, so neither sampled, told, managed nor upgradable. Its release is one
-/// compare-exchange that subtracts its units (`Slot::release_bare`), and a guard tells it by one
+/// `fetch_sub` of its units and no record store (`Slot::release_bare`), and a guard tells it by one
 /// compare of its bits.
 pub(crate) const PLAIN_BARE: u64 = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
 

@@ -904,26 +904,30 @@ impl<K> Slot<K> {
         }
     }
 
-    /// The release of a plain bare holding (`holding::PLAIN_BARE`): one compare-exchange that
-    /// takes its units off a word without `WAITERS` or `MATRIX`. Returns false, having done
-    /// nothing, if the word has either or changed under us; the caller then releases as any
-    /// plain holding (`release_plain`, or its slow path).
+    /// The release of a plain bare holding (`holding::PLAIN_BARE`): `release_plain` without the
+    /// record store and with its delta a constant (every unit, no record bit). Returns false,
+    /// having done nothing, if the word has `WAITERS` or `MATRIX`: the caller then releases on its
+    /// slow path.
     ///
     /// It leaves record 0 as it is: a bare holding has no record, and record 0's lease word is
     /// `FREE` while it holds (its claim found no record bit, and no finished lease lingers). A bare
     /// holding that a renewal or a downgrade gave record 0 has other bits and does not come here.
-    /// The compare-exchange from a word without `WAITERS` is `release_plain`'s pre-test and
-    /// `fetch_sub` in one: a waiter that queues after our load changes the word, so we fail and the
-    /// caller goes on to the path that wakes it. The word cannot come back to `w` while we hold:
-    /// our units keep every claim out, and the counter only grows (word.rs).
+    /// A `fetch_sub`, not a compare-exchange from the loaded word (two instructions fewer): with
+    /// the compare-exchange, one hot key on two threads (lockbench W3) ran about 10% slower
+    /// against the bare mutex, measured in alternated runs (bench/perf5-hotpath.md, Phase 8).
     #[inline(always)]
     pub(crate) fn release_bare(&self) -> bool {
-        // Relaxed: only the compare-exchange's expected value.
-        let w = self.word.load(Ordering::Relaxed);
-        w & (word::WAITERS | word::MATRIX) == 0
-            // Release: publishes the holder's critical section to the next claimer's Acquire.
-            // Relaxed on failure: the caller starts again from a fresh load.
-            && self.word.compare_exchange(w, w - MAX_UNITS as u64, Ordering::Release, Ordering::Relaxed).is_ok()
+        // Relaxed: a pre-test, as in `release_plain` (the `fetch_sub`'s previous word decides).
+        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+            return false;
+        }
+        // Release: publishes the holder's critical section to the next claimer's Acquire.
+        let prev = self.word.fetch_sub(MAX_UNITS as u64, Ordering::Release);
+        if prev & (word::WAITERS | word::MATRIX) != 0 {
+            // A waiter queued between the load and the subtraction: wake it (`release_plain`).
+            self.wake_after_release(prev, Mode::Exclusive.code());
+        }
+        true
     }
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`. Returns
