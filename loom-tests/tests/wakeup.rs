@@ -31,6 +31,52 @@ fn release_wakes_a_parked_waiter() {
     });
 }
 
+/// The same with a bare holding (the lock-free path's exclusive claim: the key exists and is
+/// idle), released by `Slot::release_bare`: a pre-test of the word, then a `fetch_sub`. A waiter
+/// that queues between the two (after the pre-test found no `WAITERS`) must be woken from the
+/// `fetch_sub`'s previous word: without that wake-up this model deadlocks.
+#[test]
+fn bare_release_wakes_a_parked_waiter() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
+        let g = locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)");
+        let first = g.token();
+        let waiter = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first, "token {} after {first}", g.token());
+            })
+        };
+        drop(g);
+        waiter.join().expect("the waiter got the lock");
+    });
+}
+
+/// The same for a plain reader (the lock-free path's shared claim, in record 0) and a writer
+/// waiting: `Slot::release_plain` frees the record, then subtracts with a `fetch_sub`, after a
+/// pre-test of the word; a writer that queues between the pre-test and the `fetch_sub` must be
+/// woken from the previous word.
+#[test]
+fn plain_reader_release_wakes_a_parked_writer() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        drop(locks.shared(&KEY).try_acquire().expect("a free key"));
+        let r = locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)");
+        let first = r.token();
+        let writer = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first, "token {} after {first}", g.token());
+            })
+        };
+        drop(r);
+        writer.join().expect("the writer got the lock");
+    });
+}
+
 /// The same with a managed holding (a lease: `release` goes through the lease word) releasing to
 /// a waiter that asks for a lease too.
 #[test]
