@@ -477,6 +477,14 @@ where
     // (Not under loom: a model explores the interleavings a spin would only wait through.)
     #[cfg(not(leasehold_loom))]
     if let Some(slot) = found {
+        // While anyone listens to events, plain and lease-only acquisitions come here with the key
+        // most likely free (their lock-free claim is refused then, `EventBus::claim_limit`): one
+        // try before the spin's first yield.
+        if locks.events.is_active() {
+            if let Some(h) = locks.table.claim_found(slot, key, &ask) {
+                return Ok((slot, h));
+            }
+        }
         if let Some(h) = spin_claim(deadline, || locks.table.claim_found(slot, key, &ask)) {
             return Ok((slot, h));
         }
