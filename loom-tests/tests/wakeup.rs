@@ -6,74 +6,59 @@
 
 mod common;
 
-use common::{manager, Seen, KEY};
+use common::{manager, Fixed, Locks, Seen, KEY};
+use leasehold::LockGuard;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
 
-/// The holder releases while another thread is somewhere in `acquire()`: before it looks, while
-/// it queues, or parked. The waiter must get the lock, with a larger token.
+/// The body of the models below: `hold` takes the key on the model's thread, a second thread
+/// waits for it in an exclusive `acquire()` (before it looks, while it queues, or parked), and
+/// the holder's guard is dropped. The waiter must get the lock, with a larger token.
+fn release_wakes_an_exclusive_waiter(hold: for<'a> fn(&'a Locks) -> LockGuard<'a, u8, Fixed>) {
+    loom::model(move || {
+        let (locks, _clock) = manager();
+        let g = hold(&locks);
+        let first = g.token();
+        let waiter = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first, "token {} after {first}", g.token());
+            })
+        };
+        drop(g);
+        waiter.join().expect("the waiter got the lock");
+    });
+}
+
+/// A holding from the slow path (a new slot: a holding with a record).
 #[test]
 fn release_wakes_a_parked_waiter() {
-    loom::model(|| {
-        let (locks, _clock) = manager();
-        let g = locks.exclusive(&KEY).try_acquire().expect("a free key");
-        let first = g.token();
-        let waiter = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
-                assert!(g.token() > first, "token {} after {first}", g.token());
-            })
-        };
-        drop(g);
-        waiter.join().expect("the waiter got the lock");
-    });
+    release_wakes_an_exclusive_waiter(|locks| locks.exclusive(&KEY).try_acquire().expect("a free key"));
 }
 
-/// The same with a bare holding (the lock-free path's exclusive claim: the key exists and is
-/// idle), released by `Slot::release_bare`: a pre-test of the word, then a `fetch_sub`. A waiter
-/// that queues between the two (after the pre-test found no `WAITERS`) must be woken from the
-/// `fetch_sub`'s previous word: without that wake-up this model deadlocks.
+/// A bare holding (the lock-free path's exclusive claim: the key exists and is idle), released
+/// by `Slot::release_bare`: a pre-test of the word, then a `fetch_sub`. A waiter that queues
+/// between the two (after the pre-test found no `WAITERS`) must be woken from the `fetch_sub`'s
+/// previous word: without that wake-up this model deadlocks.
 #[test]
 fn bare_release_wakes_a_parked_waiter() {
-    loom::model(|| {
-        let (locks, _clock) = manager();
+    release_wakes_an_exclusive_waiter(|locks| {
         drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
-        let g = locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)");
-        let first = g.token();
-        let waiter = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
-                assert!(g.token() > first, "token {} after {first}", g.token());
-            })
-        };
-        drop(g);
-        waiter.join().expect("the waiter got the lock");
+        locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)")
     });
 }
 
-/// The same for a plain reader (the lock-free path's shared claim, in record 0) and a writer
-/// waiting: `Slot::release_plain` frees the record, then subtracts with a `fetch_sub`, after a
-/// pre-test of the word; a writer that queues between the pre-test and the `fetch_sub` must be
-/// woken from the previous word.
+/// A plain reader (the lock-free path's shared claim, in record 0) and a writer waiting:
+/// `Slot::release_plain` frees the record, then subtracts with a `fetch_sub`, after a pre-test of
+/// the word; a writer that queues between the pre-test and the `fetch_sub` must be woken from the
+/// previous word.
 #[test]
 fn plain_reader_release_wakes_a_parked_writer() {
-    loom::model(|| {
-        let (locks, _clock) = manager();
+    release_wakes_an_exclusive_waiter(|locks| {
         drop(locks.shared(&KEY).try_acquire().expect("a free key"));
-        let r = locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)");
-        let first = r.token();
-        let writer = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
-                assert!(g.token() > first, "token {} after {first}", g.token());
-            })
-        };
-        drop(r);
-        writer.join().expect("the writer got the lock");
+        locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)")
     });
 }
 

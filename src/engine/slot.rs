@@ -905,9 +905,7 @@ impl<K> Slot<K> {
     }
 
     /// The release of a plain bare holding (`holding::PLAIN_BARE`): `release_plain` without the
-    /// record store and with its delta a constant (every unit, no record bit). Returns false,
-    /// having done nothing, if the word has `WAITERS` or `MATRIX`: the caller then releases on its
-    /// slow path.
+    /// record store and with its delta a constant (every unit, no record bit).
     ///
     /// It leaves record 0 as it is: a bare holding has no record, and record 0's lease word is
     /// `FREE` while it holds (its claim found no record bit, and no finished lease lingers). A bare
@@ -917,37 +915,37 @@ impl<K> Slot<K> {
     /// against the bare mutex, measured in alternated runs (bench/perf5-hotpath.md, Phase 8).
     #[inline(always)]
     pub(crate) fn release_bare(&self) -> bool {
-        // Relaxed: a pre-test, as in `release_plain` (the `fetch_sub`'s previous word decides).
-        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
-            return false;
-        }
-        // Release: publishes the holder's critical section to the next claimer's Acquire.
-        let prev = self.word.fetch_sub(MAX_UNITS as u64, Ordering::Release);
-        if prev & (word::WAITERS | word::MATRIX) != 0 {
-            // A waiter queued between the load and the subtraction: wake it (`release_plain`).
-            self.wake_after_release(prev, Mode::Exclusive.code());
-        }
-        true
+        self.return_plain_units(MAX_UNITS as u64, Mode::Exclusive.code(), || {})
     }
 
-    /// The release of a plain holding in an inline record: a store and one `fetch_sub`. Returns
-    /// false, having done nothing, if the word has `WAITERS` or `MATRIX`: the caller then releases
-    /// on its slow path (`release`, which takes the slot lock), so that this inlined path has one
-    /// call out of line fewer.
+    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
     #[inline(always)]
     pub(crate) fn release_plain(&self, h: &Holding) -> bool {
-        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
-            return false;
-        }
         // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
         // before the bit clears (lease.rs: no finished lease lingers). A bare holding has no
         // record: it writes `FREE` into record 0, which nobody else uses while it holds (word.rs)
         // and nobody reads without its bit, so that one store serves every plain holding.
-        self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
+        self.return_plain_units(h.release_delta(), h.mode_code(), || {
+            self.record(h).lease.store(lease::FREE, Ordering::Relaxed)
+        })
+    }
+
+    /// The plain releases' common part: `before` (the record's store), then one `fetch_sub` of
+    /// `delta`, waking whoever queued meanwhile. Returns false, having done nothing, if the word
+    /// has `WAITERS` or `MATRIX`: the caller then releases on its slow path (`release`, which
+    /// takes the slot lock), so that this inlined path has one call out of line fewer.
+    #[inline(always)]
+    fn return_plain_units(&self, delta: u64, mode: u64, before: impl FnOnce()) -> bool {
+        // Relaxed: a pre-test (the `fetch_sub`'s previous word decides).
+        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+            return false;
+        }
+        before();
         // Release: publishes the holder's critical section to the next claimer's Acquire.
-        let prev = self.word.fetch_sub(h.release_delta(), Ordering::Release);
+        let prev = self.word.fetch_sub(delta, Ordering::Release);
         if prev & (word::WAITERS | word::MATRIX) != 0 {
-            self.wake_after_release(prev, h.mode_code());
+            // A waiter queued between the pre-test and the subtraction: wake it.
+            self.wake_after_release(prev, mode);
         }
         true
     }

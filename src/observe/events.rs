@@ -172,11 +172,9 @@ struct Subscriber<K> {
 
 /// The manager's subscribers.
 pub(crate) struct EventBus<K> {
-    /// Any subscriber at all: what the slow paths read.
-    active: AtomicBool,
     /// The counter limit of a lock-free plain claim (`claim_limit`): the manager's counter limit
-    /// while nobody listens, 0 while anyone does. Changed with `active`, under `subscribers`'
-    /// write lock.
+    /// (at least 1) while nobody listens, 0 while anyone does, so also whether anyone does
+    /// (`is_active`). Changed under `subscribers`' write lock.
     claim_limit: AtomicU64,
     counter_limit: u64,
     subscribers: parking_lot::RwLock<Vec<Subscriber<K>>>,
@@ -189,8 +187,9 @@ pub(crate) struct EventBus<K> {
 impl<K> EventBus<K> {
     /// A bus with no subscriber, for a manager whose counter limit is `counter_limit`.
     pub(crate) fn new(counter_limit: u64) -> Self {
+        // A limit of 0 would read as "someone listens" (the builder clamps it to at least 1).
+        let counter_limit = counter_limit.max(1);
         EventBus {
-            active: AtomicBool::new(false),
             claim_limit: AtomicU64::new(counter_limit),
             counter_limit,
             subscribers: parking_lot::RwLock::new(Vec::new()),
@@ -202,7 +201,7 @@ impl<K> EventBus<K> {
     /// Whether anyone listens.
     #[inline]
     pub(crate) fn is_active(&self) -> bool {
-        self.active.load(Ordering::Relaxed)
+        self.claim_limit() == 0
     }
 
     /// The counter limit that the lock-free plain claim (`Table::try_fast_plain`) is given: the
@@ -226,7 +225,6 @@ impl<K> EventBus<K> {
         let dropped = Arc::new(AtomicU64::new(0));
         let mut subs = self.subscribers.write();
         subs.push(Subscriber { tx, dropped: Arc::clone(&dropped), gone: AtomicBool::new(false) });
-        self.active.store(true, Ordering::Relaxed);
         self.claim_limit.store(0, Ordering::Relaxed);
         EventReceiver { rx, dropped }
     }
@@ -289,7 +287,6 @@ impl<K> EventBus<K> {
             let mut subs = self.subscribers.write();
             subs.retain(|s| !s.gone.load(Ordering::Relaxed));
             if subs.is_empty() {
-                self.active.store(false, Ordering::Relaxed);
                 self.claim_limit.store(self.counter_limit, Ordering::Relaxed);
             }
         }
