@@ -30,6 +30,7 @@ use crate::engine::lease;
 use crate::engine::queue::{WaitQueue, Waiter};
 use crate::engine::watch::Watch;
 use crate::engine::word::{self, Claim, RecordIdx, Refusal, INLINE_RECORDS, MAX_UNITS, OVERFLOW};
+use crate::primitives::clock::surely_before;
 use crate::primitives::counters::{ShardStats, HOLD_SAMPLE};
 use crate::primitives::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, UnsafeCell};
 use crate::vocab::mode::{Mode, Owner};
@@ -839,11 +840,18 @@ impl<K> Slot<K> {
     /// takes its out-of-line path, which loads both words again.
     #[inline(always)]
     pub(crate) fn try_release_exclusive_lease(&self, core: &Core, h: &Holding) -> bool {
+        // `ClockSource::passed` in two parts: its cheap reading first, so that nothing loaded
+        // below lives across that call (the spills around it were 14 instructions), and its
+        // exact read only for a deadline within the lag bound. Read before the words, the reading
+        // still comes before the compare-exchange that decides, as `passed`'s did.
+        let (reading, lag) = core.clock.cheap_reading();
         // Acquire, both, and in this order: as in `release_exclusive_lease`.
         let w = self.word.load(Ordering::Acquire);
         let rec = self.record(h);
         let l = rec.lease.load(Ordering::Acquire);
-        (!lease::is_leased(l) || core.clock.passed(lease::deadline_ns(l)).is_none())
+        (!lease::is_leased(l)
+            || surely_before(reading, lag, lease::deadline_ns(l))
+            || core.clock.passed_exactly(lease::deadline_ns(l)).is_none())
             && self.release_exclusive_cas(h, w, l)
     }
 

@@ -304,20 +304,36 @@ impl ClockSource {
     /// cheap reading lags now by less than the bound).
     #[inline]
     pub(crate) fn passed(&self, deadline_ns: u64) -> Option<u64> {
-        let (reading, lag) = match self {
+        // For a manual clock the reading is exact already; the same test keeps one code path (and
+        // lets a manual clock test it).
+        let (reading, lag) = self.cheap_reading();
+        if surely_before(reading, lag, deadline_ns) {
+            return None;
+        }
+        self.passed_exactly(deadline_ns)
+    }
+
+    /// `passed` past its cheap reading: the exact now if `deadline_ns` has passed by it.
+    #[inline]
+    pub(crate) fn passed_exactly(&self, deadline_ns: u64) -> Option<u64> {
+        let now = self.now_ns();
+        (deadline_ns <= now).then_some(now)
+    }
+
+    /// A cheap reading and the most it may lag now, as `passed` takes them before its exact read:
+    /// a deadline `d` has surely not passed at the reading if `reading + lag < d`
+    /// ([`surely_before`]). For a caller that reads the clock before it loads what it tests, so
+    /// that nothing it loaded lives across the clock's call.
+    #[inline(always)]
+    pub(crate) fn cheap_reading(&self) -> (u64, u64) {
+        match self {
             ClockSource::Monotonic(c) => (c.coarse_ns(), LAG_BOUND_NS),
-            // Exact already; the same test keeps one code path (and lets a manual clock test it).
             ClockSource::Manual(c) => (c.now_ns(), LAG_BOUND_NS),
             ClockSource::Custom(c) => {
                 let (reading, lag) = c.now_coarse();
                 (duration_ns(reading), duration_ns(lag).max(LAG_BOUND_NS))
             }
-        };
-        if surely_before(reading, lag, deadline_ns) {
-            return None;
         }
-        let now = self.now_ns();
-        (deadline_ns <= now).then_some(now)
     }
 
     /// Whether time moves by itself (so a waiter may sleep until a holder's deadline).
@@ -339,7 +355,7 @@ pub(crate) const LAG_BOUND_NS: u64 = 1_000_000_000;
 
 /// Whether a deadline is surely ahead of now, given a reading at most `lag` behind now.
 #[inline]
-const fn surely_before(reading_ns: u64, lag_ns: u64, deadline_ns: u64) -> bool {
+pub(crate) const fn surely_before(reading_ns: u64, lag_ns: u64, deadline_ns: u64) -> bool {
     reading_ns.saturating_add(lag_ns) < deadline_ns
 }
 
