@@ -6,8 +6,9 @@
 //! project's x86-64 machine a coarse read costs 3.7 ns through glibc and 2.1 ns called directly,
 //! and a leased acquire and release read the coarse clock twice (`bench/perf5-lease.md`,
 //! Phase 9). With glibc the vDSO is a loaded object named `linux-vdso.so.1`, so `dlsym` finds its
-//! function; anywhere else (musl, another architecture, a process started without a vDSO, as
-//! under valgrind) the C library's `clock_gettime` is used, which is always correct.
+//! function; anywhere else (musl, a static glibc, another architecture, a process started
+//! without a vDSO, as under valgrind) the C library's `clock_gettime` is used, which is always
+//! correct.
 
 use std::sync::OnceLock;
 
@@ -30,7 +31,7 @@ const SYMBOL: Option<&std::ffi::CStr> = Some(c"__kernel_clock_gettime");
 const SYMBOL: Option<&std::ffi::CStr> = None;
 
 /// The vDSO's `clock_gettime`, if this process has a vDSO and the C library lets us name it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(target_feature = "crt-static")))]
 pub(crate) fn vdso_clock_gettime() -> Option<ClockGettime> {
     let symbol = SYMBOL?;
     // SAFETY: with RTLD_NOLOAD, dlopen only looks for an object already loaded (glibc registers
@@ -51,8 +52,9 @@ pub(crate) fn vdso_clock_gettime() -> Option<ClockGettime> {
     Some(unsafe { std::mem::transmute::<*mut libc::c_void, ClockGettime>(found) })
 }
 
-/// Without glibc there is no portable way to name the vDSO: the C library's wrapper it is.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+/// Without glibc there is no portable way to name the vDSO, and a static glibc's `dlopen` wants
+/// the shared libraries at run time (and warns at link time): the C library's wrapper it is.
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(target_feature = "crt-static"))))]
 pub(crate) fn vdso_clock_gettime() -> Option<ClockGettime> {
     let _ = SYMBOL;
     None
@@ -87,7 +89,12 @@ mod tests {
     /// Where the kernel mapped a vDSO and glibc is the C library, on the two architectures we name
     /// its symbol for, it is found (so the fast path is the one taken, not only the fallback).
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(target_feature = "crt-static"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     fn the_vdso_is_found_where_the_kernel_mapped_one() {
         // SAFETY: getauxval has no preconditions.
         let mapped = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } != 0;
