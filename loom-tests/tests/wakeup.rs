@@ -50,6 +50,36 @@ fn bare_release_wakes_a_parked_waiter() {
     });
 }
 
+/// A bare holding released after its waiter has queued: `WAITERS` is in the word before the
+/// release begins. `Slot::release_bare`'s compare-exchange from the word its claim installed
+/// (flagless) must then fail and leave the release to the path that wakes the queue; a release
+/// that returned the units whatever the flags (a compare-exchange from the word as loaded) leaves
+/// the waiter parked and this model deadlocks. (In `bare_release_wakes_a_parked_waiter` the waiter
+/// spins with `yield_now` before it queues, which hands the turn back to the holder: loom reaches
+/// a queued waiter there only after the release has begun.)
+#[test]
+fn bare_release_wakes_a_waiter_queued_before_it() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
+        let g = locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)");
+        let first = g.token();
+        let waiter = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first, "token {} after {first}", g.token());
+            })
+        };
+        // Until the waiter is in the queue (its claim set `WAITERS` before it queued).
+        while locks.inspect(&KEY).is_none_or(|info| info.waiters.is_empty()) {
+            thread::yield_now();
+        }
+        drop(g);
+        waiter.join().expect("the waiter got the lock");
+    });
+}
+
 /// A plain reader (the lock-free path's shared claim, in record 0) and a writer waiting:
 /// `Slot::release_plain` frees the record, then subtracts with a `fetch_sub`, after a pre-test of
 /// the word; a writer that queues between the pre-test and the `fetch_sub` must be woken from the

@@ -508,8 +508,9 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // a guard kept in registers has its whole holding as constants and the tests below fold.
         let h = Holding { rec: self.rec, token: self.token, bits: self.bits | *self.late.get_mut() };
         // A plain bare holding (the exclusive fast path's) first: its bits are one constant, its
-        // release one `fetch_sub` and nothing else (`Slot::release_bare`).
-        if h.bits == PLAIN_BARE && self.slot.release_bare() {
+        // release one compare-exchange from the word its claim installed (`Slot::release_bare`);
+        // if the word has moved (a flag), the plain release below takes it, as any plain holding.
+        if h.bits == PLAIN_BARE && self.slot.release_bare(h.token) {
             return Ok(());
         }
         // A plain holding in an inline record, not upgradable, no service, not sampled, whose

@@ -912,18 +912,38 @@ impl<K> Slot<K> {
         }
     }
 
-    /// The release of a plain bare holding (`holding::PLAIN_BARE`): `release_plain` without the
-    /// record store and with its delta a constant (every unit, no record bit).
+    /// The release of a plain bare holding (`holding::PLAIN_BARE`) with `token`: one
+    /// compare-exchange from the word its claim installed, which needs no load of the word.
+    ///
+    /// That word is the token's counter (`token - token_base`, in place) and every unit, nothing
+    /// else: what `try_claim_bare` installs on a word without flags, and what a creation's bare
+    /// claim installs on a reborn word (`Table::create_plain`). While the holding lasts, nothing
+    /// but a flag can change it (no other claim succeeds, so the counter stays; the base changes
+    /// only at a rebirth). So the compare-exchange succeeds exactly when the word is as claimed and
+    /// flagless, where `release_plain`'s pre-test would have found no `WAITERS` or `MATRIX`. Any
+    /// flag, one set at the claim included, makes it fail having changed nothing, and the guard
+    /// goes on to `release_plain` (whose `FREE` store into record 0 is harmless for a bare
+    /// holding: see there), as before. Only that second way is inlined once, for every plain
+    /// holding: a fallback of its own here made every plain loop 15-19 instructions longer.
+    ///
+    /// Why not the pre-test: it loads the word its own claim has just written with a locked
+    /// instruction, and the branch on that load stands before the `fetch_sub`. Without that load,
+    /// one hot key on one thread (lockbench W3) went from 1.68 to 1.36-1.44 F and on two threads
+    /// from 1.0 to 0.8-0.85 x the bare mutex (alternated runs, bench/perf5-hotpath.md, Phase 9).
+    /// (Phase 8's compare-exchange loaded the word first, and lost to the `fetch_sub`.)
     ///
     /// It leaves record 0 as it is: a bare holding has no record, and record 0's lease word is
     /// `FREE` while it holds (its claim found no record bit, and no finished lease lingers). A bare
     /// holding that a renewal or a downgrade gave record 0 has other bits and does not come here.
-    /// A `fetch_sub`, not a compare-exchange from the loaded word (two instructions fewer): with
-    /// the compare-exchange, one hot key on two threads (lockbench W3) ran about 10% slower
-    /// against the bare mutex, measured in alternated runs (bench/perf5-hotpath.md, Phase 8).
     #[inline(always)]
-    pub(crate) fn release_bare(&self) -> bool {
-        self.return_plain_units(MAX_UNITS as u64, Mode::Exclusive.code(), || {})
+    pub(crate) fn release_bare(&self, token: u64) -> bool {
+        // Relaxed: the base is written before the word's Release store at the slot's birth, and
+        // our claim's Acquire read that word (or a later one); it does not change while we hold.
+        let base = self.token_base.load(Ordering::Relaxed);
+        let claimed = ((token.wrapping_sub(base) << word::COUNTER_SHIFT) & word::COUNTER_MASK) | MAX_UNITS as u64;
+        // Release: publishes the holder's critical section to the next claimer's Acquire (as the
+        // plain release's `fetch_sub`). Relaxed on failure: the caller's next way loads the word.
+        self.word.compare_exchange(claimed, claimed - MAX_UNITS as u64, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
