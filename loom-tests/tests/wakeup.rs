@@ -92,6 +92,34 @@ fn plain_reader_release_wakes_a_parked_writer() {
     });
 }
 
+/// A plain reader released after a writer has queued behind it: `WAITERS` is in the word before
+/// the release begins, so `Slot::release_plain`'s pre-test must send the release to the slot
+/// lock, which wakes the writer; a release that returned its unit whatever the flags leaves the
+/// writer parked and this model deadlocks. (As `bare_release_wakes_a_waiter_queued_before_it`:
+/// the model above reaches a queued writer only after the release began.)
+#[test]
+fn plain_reader_release_wakes_a_writer_queued_before_it() {
+    loom::model(|| {
+        let (locks, _clock) = manager();
+        drop(locks.shared(&KEY).try_acquire().expect("a free key"));
+        let g = locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)");
+        let first = g.token();
+        let writer = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > first, "token {} after {first}", g.token());
+            })
+        };
+        // Until the writer is in the queue (its claim set `WAITERS` before it queued).
+        while locks.inspect(&KEY).is_none_or(|info| info.waiters.is_empty()) {
+            thread::yield_now();
+        }
+        drop(g);
+        writer.join().expect("the writer got the lock");
+    });
+}
+
 /// The same with a managed holding (a lease: `release` goes through the lease word) releasing to
 /// a waiter that asks for a lease too.
 #[test]
