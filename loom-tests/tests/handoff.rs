@@ -9,18 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{manager, Locks, KEY};
+use common::{manager, until_queued, KEY};
 use leasehold::LockError;
 use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
-
-/// Waits (yielding to loom) until `key` has a queued waiter.
-fn until_queued(locks: &Locks) {
-    while locks.inspect(&KEY).map_or(0, |i| i.waiters.len()) == 0 {
-        thread::yield_now();
-    }
-}
 
 /// An exclusive holder releases while a barger tries to take the key: the overdue waiter gets it,
 /// and the barger gets in only after the waiter has had it.

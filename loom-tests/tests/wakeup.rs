@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{manager, Fixed, Locks, Seen, KEY};
+use common::{manager, until_queued, Fixed, Locks, Seen, KEY};
 use leasehold::LockGuard;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::Arc;
@@ -72,9 +72,7 @@ fn bare_release_wakes_a_waiter_queued_before_it() {
             })
         };
         // Until the waiter is in the queue (its claim set `WAITERS` before it queued).
-        while locks.inspect(&KEY).is_none_or(|info| info.waiters.is_empty()) {
-            thread::yield_now();
-        }
+        until_queued(&locks);
         drop(g);
         waiter.join().expect("the waiter got the lock");
     });
@@ -112,9 +110,7 @@ fn plain_reader_release_wakes_a_writer_queued_before_it() {
             })
         };
         // Until the writer is in the queue (its claim set `WAITERS` before it queued).
-        while locks.inspect(&KEY).is_none_or(|info| info.waiters.is_empty()) {
-            thread::yield_now();
-        }
+        until_queued(&locks);
         drop(g);
         writer.join().expect("the writer got the lock");
     });

@@ -38,6 +38,15 @@ pub fn manager() -> (Arc<Locks>, ManualClock) {
     (Arc::new(locks), clock)
 }
 
+/// Waits (yielding to loom) until `KEY` has a queued waiter: a model whose release must find its
+/// waiter already queued calls it first, since a waiter spins with `yield_now` before it queues,
+/// which hands the turn back to the releasing thread.
+pub fn until_queued(locks: &Locks) {
+    while locks.inspect(&KEY).map_or(0, |i| i.waiters.len()) == 0 {
+        loom::thread::yield_now();
+    }
+}
+
 /// A flag set by some execution of a model and checked once loom has explored them all, so that
 /// a model cannot pass by never reaching the interleaving it exists for. A plain std atomic: it
 /// lives across loom's executions and is not part of any model.
