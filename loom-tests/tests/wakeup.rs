@@ -12,10 +12,21 @@ use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
 
+/// When the holder's guard is dropped, relative to its waiter.
+#[derive(Clone, Copy)]
+enum Release {
+    /// Whenever loom lets it: before the waiter looks, while it queues, or once it is parked
+    /// (though loom reaches a queued waiter only after the release began: the waiter spins with
+    /// `yield_now` first, which hands the turn back to the holder).
+    AnyTime,
+    /// Only once the waiter is in the queue: `WAITERS` is in the word before the release begins.
+    AfterItQueued,
+}
+
 /// The body of the models below: `hold` takes the key on the model's thread, a second thread
-/// waits for it in an exclusive `acquire()` (before it looks, while it queues, or parked), and
-/// the holder's guard is dropped. The waiter must get the lock, with a larger token.
-fn release_wakes_an_exclusive_waiter(hold: for<'a> fn(&'a Locks) -> LockGuard<'a, u8, Fixed>) {
+/// waits for it in an exclusive `acquire()`, and the holder's guard is dropped (`release`). The
+/// waiter must get the lock, with a larger token.
+fn release_wakes_an_exclusive_waiter(hold: for<'a> fn(&'a Locks) -> LockGuard<'a, u8, Fixed>, release: Release) {
     loom::model(move || {
         let (locks, _clock) = manager();
         let g = hold(&locks);
@@ -27,55 +38,53 @@ fn release_wakes_an_exclusive_waiter(hold: for<'a> fn(&'a Locks) -> LockGuard<'a
                 assert!(g.token() > first, "token {} after {first}", g.token());
             })
         };
+        if let Release::AfterItQueued = release {
+            until_queued(&locks);
+        }
         drop(g);
         waiter.join().expect("the waiter got the lock");
     });
 }
 
+/// A bare holding (the lock-free path's exclusive claim: the key exists and is idle).
+fn bare_holding(locks: &Locks) -> LockGuard<'_, u8, Fixed> {
+    drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
+    locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)")
+}
+
+/// A plain reader (the lock-free path's shared claim, in record 0).
+fn plain_reader(locks: &Locks) -> LockGuard<'_, u8, Fixed> {
+    drop(locks.shared(&KEY).try_acquire().expect("a free key"));
+    locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)")
+}
+
 /// A holding from the slow path (a new slot: a holding with a record).
 #[test]
 fn release_wakes_a_parked_waiter() {
-    release_wakes_an_exclusive_waiter(|locks| locks.exclusive(&KEY).try_acquire().expect("a free key"));
+    release_wakes_an_exclusive_waiter(
+        |locks| locks.exclusive(&KEY).try_acquire().expect("a free key"),
+        Release::AnyTime,
+    );
 }
 
-/// A bare holding (the lock-free path's exclusive claim: the key exists and is idle), released
-/// by `Slot::release_bare`: a pre-test of the word, then a `fetch_sub`. A waiter that queues
-/// between the two (after the pre-test found no `WAITERS`) must be woken from the `fetch_sub`'s
-/// previous word: without that wake-up this model deadlocks.
+/// A bare holding, released by `Slot::release_bare`'s compare-exchange, or, once a flag has
+/// moved the word, by the plain release: a pre-test of the word, then a `fetch_sub`. A waiter that
+/// queues between the two (after the pre-test found no `WAITERS`) must be woken from the
+/// `fetch_sub`'s previous word: without that wake-up this model deadlocks.
 #[test]
 fn bare_release_wakes_a_parked_waiter() {
-    release_wakes_an_exclusive_waiter(|locks| {
-        drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
-        locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)")
-    });
+    release_wakes_an_exclusive_waiter(bare_holding, Release::AnyTime);
 }
 
 /// A bare holding released after its waiter has queued: `WAITERS` is in the word before the
 /// release begins. `Slot::release_bare`'s compare-exchange from the word its claim installed
 /// (flagless) must then fail and leave the release to the path that wakes the queue; a release
 /// that returned the units whatever the flags (a compare-exchange from the word as loaded) leaves
-/// the waiter parked and this model deadlocks. (In `bare_release_wakes_a_parked_waiter` the waiter
-/// spins with `yield_now` before it queues, which hands the turn back to the holder: loom reaches
-/// a queued waiter there only after the release has begun.)
+/// the waiter parked and this model deadlocks (`bare_release_wakes_a_parked_waiter` never releases
+/// after its waiter queued: `Release::AnyTime`).
 #[test]
 fn bare_release_wakes_a_waiter_queued_before_it() {
-    loom::model(|| {
-        let (locks, _clock) = manager();
-        drop(locks.exclusive(&KEY).try_acquire().expect("a free key"));
-        let g = locks.exclusive(&KEY).try_acquire().expect("a free key (a bare holding)");
-        let first = g.token();
-        let waiter = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
-                assert!(g.token() > first, "token {} after {first}", g.token());
-            })
-        };
-        // Until the waiter is in the queue (its claim set `WAITERS` before it queued).
-        until_queued(&locks);
-        drop(g);
-        waiter.join().expect("the waiter got the lock");
-    });
+    release_wakes_an_exclusive_waiter(bare_holding, Release::AfterItQueued);
 }
 
 /// A plain reader (the lock-free path's shared claim, in record 0) and a writer waiting:
@@ -84,36 +93,16 @@ fn bare_release_wakes_a_waiter_queued_before_it() {
 /// previous word.
 #[test]
 fn plain_reader_release_wakes_a_parked_writer() {
-    release_wakes_an_exclusive_waiter(|locks| {
-        drop(locks.shared(&KEY).try_acquire().expect("a free key"));
-        locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)")
-    });
+    release_wakes_an_exclusive_waiter(plain_reader, Release::AnyTime);
 }
 
 /// A plain reader released after a writer has queued behind it: `WAITERS` is in the word before
 /// the release begins, so `Slot::release_plain`'s pre-test must send the release to the slot
 /// lock, which wakes the writer; a release that returned its unit whatever the flags leaves the
-/// writer parked and this model deadlocks. (As `bare_release_wakes_a_waiter_queued_before_it`:
-/// the model above reaches a queued writer only after the release began.)
+/// writer parked and this model deadlocks.
 #[test]
 fn plain_reader_release_wakes_a_writer_queued_before_it() {
-    loom::model(|| {
-        let (locks, _clock) = manager();
-        drop(locks.shared(&KEY).try_acquire().expect("a free key"));
-        let g = locks.shared(&KEY).try_acquire().expect("a free key (a plain reader)");
-        let first = g.token();
-        let writer = {
-            let locks = locks.clone();
-            thread::spawn(move || {
-                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
-                assert!(g.token() > first, "token {} after {first}", g.token());
-            })
-        };
-        // Until the writer is in the queue (its claim set `WAITERS` before it queued).
-        until_queued(&locks);
-        drop(g);
-        writer.join().expect("the writer got the lock");
-    });
+    release_wakes_an_exclusive_waiter(plain_reader, Release::AfterItQueued);
 }
 
 /// The same with a managed holding (a lease: `release` goes through the lease word) releasing to

@@ -915,12 +915,13 @@ impl<K> Slot<K> {
     /// The release of a plain bare holding (`holding::PLAIN_BARE`) with `token`: one
     /// compare-exchange from the word its claim installed, which needs no load of the word.
     ///
-    /// That word is the token's counter (`token - token_base`, in place) and every unit, nothing
-    /// else: what `try_claim_bare` installs on a word without flags, and what a creation's bare
-    /// claim installs on a reborn word (`Table::create_plain`). While the holding lasts, nothing
-    /// but a flag can change it (no other claim succeeds, so the counter stays; the base changes
-    /// only at a rebirth or a rebase, and both need the slot unheld). So the compare-exchange succeeds exactly when the word is as claimed and
-    /// flagless, where `release_plain`'s pre-test would have found no `WAITERS` or `MATRIX`. Any
+    /// That word is `word::bare_held` of the token's counter (`token - token_base`): what
+    /// `try_claim_bare` installs on a word without flags, and what a creation's bare claim
+    /// installs on a reborn word (`Table::create_plain`). While the holding lasts, nothing but a
+    /// flag can change it (no other claim succeeds, so the counter stays; the base changes only at
+    /// a rebirth or a rebase, and both need the slot unheld). So the compare-exchange succeeds
+    /// exactly when the word is as claimed and flagless, where `release_plain`'s pre-test would
+    /// have found no `WAITERS` or `MATRIX`. Any
     /// flag, one set at the claim included, makes it fail having changed nothing, and the guard
     /// goes on to `release_plain` (whose `FREE` store into record 0 is harmless for a bare
     /// holding: see there), as before. Only that second way is inlined once, for every plain
@@ -940,11 +941,10 @@ impl<K> Slot<K> {
         // Relaxed: the base is written before the word's Release store at the slot's birth, and
         // our claim's Acquire read that word (or a later one); it does not change while we hold.
         let base = self.token_base.load(Ordering::Relaxed);
-        // `token - base` is the claim's counter, at most `COUNTER_MAX` (`token_of`), so the shift
-        // stays in the counter's field and needs no mask.
+        // `token - base` is the claim's counter (`token_of`), at most `COUNTER_MAX`.
         let counter = token.wrapping_sub(base);
         debug_assert!(counter <= word::COUNTER_MAX, "a bare holding's token {token} below its base {base}");
-        let claimed = (counter << word::COUNTER_SHIFT) | MAX_UNITS as u64;
+        let claimed = word::bare_held(counter);
         // Release: publishes the holder's critical section to the next claimer's Acquire (as the
         // plain release's `fetch_sub`). Relaxed on failure: the caller's next way loads the word.
         self.word.compare_exchange(claimed, claimed - MAX_UNITS as u64, Ordering::Release, Ordering::Relaxed).is_ok()

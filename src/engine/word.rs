@@ -244,6 +244,14 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
     Ok(word + UNITS_MASK + COUNTER_ONE)
 }
 
+/// The word of a bare holding whose claim made `counter`, with no flag: what [`try_claim_bare`]
+/// installs on a flagless word, and what a bare holding's release expects (`Slot::release_bare`).
+/// `counter` is at most [`COUNTER_MAX`], so it stays in its field.
+#[inline(always)]
+pub const fn bare_held(counter: u64) -> u64 {
+    (counter << COUNTER_SHIFT) | UNITS_MASK
+}
+
 /// Whether [`try_claim_bare`] claims from `word`, as one test for the lock-free path (which
 /// needs no refusal reason): the word's refusing fields (units, `DEAD`, `CAP_CHANGING`,
 /// `MATRIX`) and its counter, rotated so that the counter is the low 32 bits and every refusing
@@ -600,6 +608,17 @@ mod tests {
 
     /// A bare claim is exactly an exclusive claim on a read/write key without the record, from
     /// every word of the claim test's grid; its release (the units alone) gives the word back.
+    #[test]
+    fn a_bare_claim_on_a_flagless_word_installs_bare_held_of_its_counter() {
+        for c in [0, 1, 77, COUNTER_MAX - 1] {
+            let next = try_claim_bare(c << COUNTER_SHIFT, COUNTER_MAX).expect("free");
+            assert_eq!(bare_held(counter(next)), next, "counter {c}");
+        }
+        // A flag at the claim stays in the word, so the release's expected word differs from it.
+        let next = try_claim_bare((5 << COUNTER_SHIFT) | WAITERS, COUNTER_MAX).expect("free");
+        assert_ne!(bare_held(counter(next)), next);
+    }
+
     #[test]
     fn bare_claim_is_an_exclusive_claim_without_a_record() {
         let mut checked = 0_u64;

@@ -1,6 +1,6 @@
-//! Primitives with no knowledge of locks: the sync shim (what loom swaps), clocks (and the kernel's
-//! clock function, `vdso`), the timer
-//! wheel, and the counters and histograms the engine bumps.
+//! Primitives with no knowledge of locks: the sync shim (what loom swaps), clocks (and the
+//! kernel's clock function, `vdso`), the timer wheel, and the counters and histograms the engine
+//! bumps.
 
 pub(crate) mod clock;
 pub(crate) mod counters;
