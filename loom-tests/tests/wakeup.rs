@@ -67,17 +67,18 @@ fn release_wakes_a_parked_waiter() {
     );
 }
 
-/// A bare holding, released by `Slot::release_bare`'s compare-exchange, or, once a flag has
-/// moved the word, by the plain release: a pre-test of the word, then a `fetch_sub`. A waiter that
-/// queues between the two (after the pre-test found no `WAITERS`) must be woken from the
-/// `fetch_sub`'s previous word: without that wake-up this model deadlocks.
+/// A bare holding, released by `Slot::release_plain`'s compare-exchange from the word its claim
+/// installed, or, once a flag has moved the word, by its fallback: a test of the word the
+/// compare-exchange found, then a `fetch_sub` (or the slot lock on `WAITERS`). A waiter that
+/// queues after that test must be woken from the `fetch_sub`'s previous word: without that
+/// wake-up this model deadlocks.
 #[test]
 fn bare_release_wakes_a_parked_waiter() {
     release_wakes_an_exclusive_waiter(bare_holding, Release::AnyTime);
 }
 
 /// A bare holding released after its waiter has queued: `WAITERS` is in the word before the
-/// release begins. `Slot::release_bare`'s compare-exchange from the word its claim installed
+/// release begins. `Slot::release_plain`'s compare-exchange from the word its claim installed
 /// (flagless) must then fail and leave the release to the path that wakes the queue; a release
 /// that returned the units whatever the flags (a compare-exchange from the word as loaded) leaves
 /// the waiter parked and this model deadlocks (`bare_release_wakes_a_parked_waiter` never releases
@@ -88,21 +89,64 @@ fn bare_release_wakes_a_waiter_queued_before_it() {
 }
 
 /// A plain reader (the lock-free path's shared claim, in record 0) and a writer waiting:
-/// `Slot::release_plain` frees the record, then subtracts with a `fetch_sub`, after a pre-test of
-/// the word; a writer that queues between the pre-test and the `fetch_sub` must be woken from the
-/// previous word.
+/// `Slot::release_plain` frees the record, then compare-exchanges from the word of a lone holding.
+/// A writer that queued first makes it fail and go to the slot lock; one that comes after it
+/// finds the key free.
 #[test]
 fn plain_reader_release_wakes_a_parked_writer() {
     release_wakes_an_exclusive_waiter(plain_reader, Release::AnyTime);
 }
 
 /// A plain reader released after a writer has queued behind it: `WAITERS` is in the word before
-/// the release begins, so `Slot::release_plain`'s pre-test must send the release to the slot
-/// lock, which wakes the writer; a release that returned its unit whatever the flags leaves the
-/// writer parked and this model deadlocks.
+/// the release begins, so `Slot::release_plain`'s compare-exchange fails on it and must send the
+/// release to the slot lock, which wakes the writer; a release that returned its unit whatever the
+/// flags leaves the writer parked and this model deadlocks.
 #[test]
 fn plain_reader_release_wakes_a_writer_queued_before_it() {
     release_wakes_an_exclusive_waiter(plain_reader, Release::AfterItQueued);
+}
+
+/// Two plain readers (records 0 and 1) and a writer waiting in `acquire()`. The first release
+/// finds the other reader in the word, so `Slot::release_plain`'s compare-exchange from the word
+/// of a lone holding fails: without a flag it subtracts with a `fetch_sub`, with `WAITERS` it
+/// leaves the release to the slot lock. The second finds itself alone unless a flag came. The
+/// writer must get in, and while it holds, the key must show it alone: a release that left its
+/// units or its record behind would show a second holder or block the writer.
+fn two_readers_release_to_a_writer(release: Release) {
+    loom::model(move || {
+        let (locks, _clock) = manager();
+        let first = plain_reader(&locks);
+        let second = locks.shared(&KEY).try_acquire().expect("readers share");
+        let last = second.token();
+        let writer = {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let g = locks.exclusive(&KEY).acquire().expect("an exclusive acquire only waits");
+                assert!(g.token() > last, "token {} after {last}", g.token());
+                let info = locks.inspect(&KEY).expect("a held key has a slot");
+                assert_eq!(info.holders.len(), 1, "the writer alone: {:?}", info.holders);
+                assert_eq!(info.holders[0].token, g.token());
+            })
+        };
+        if let Release::AfterItQueued = release {
+            until_queued(&locks);
+        }
+        drop(first);
+        drop(second);
+        writer.join().expect("the writer got the lock");
+        assert!(locks.inspect(&KEY).is_none_or(|i| i.holders.is_empty() && i.units_held == 0));
+    });
+}
+
+#[test]
+fn two_readers_release_to_a_parked_writer() {
+    two_readers_release_to_a_writer(Release::AnyTime);
+}
+
+/// As above with `WAITERS` in the word before either release: both go to the slot lock.
+#[test]
+fn two_readers_release_to_a_writer_queued_before_them() {
+    two_readers_release_to_a_writer(Release::AfterItQueued);
 }
 
 /// The same with a managed holding (a lease: `release` goes through the lease word) releasing to

@@ -12,7 +12,7 @@ use crate::api::service::{GuardService, HoldingRef, ServiceAsk, ServiceCell};
 
 use crate::api::state::State;
 use crate::engine::holding::{
-    Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, PLAIN_BARE, SAMPLED, TOLD, UP_HELD,
+    Holding, RecordPtr, HOLDER_MARK, IN_OVERFLOW, MANAGED, MODE_BITS, OWNED, SAMPLED, TOLD, UP_HELD,
 };
 use crate::engine::lease::MAX_TTL;
 use crate::engine::slot::{AlreadyEnded, Ending, Lost as NotRenewed, Slot};
@@ -507,17 +507,12 @@ impl<'m, K, S> LockGuard<'m, K, S> {
         // The guard is ours alone here (`&mut`): its late bits are read as a plain word, so that
         // a guard kept in registers has its whole holding as constants and the tests below fold.
         let h = Holding { rec: self.rec, token: self.token, bits: self.bits | *self.late.get_mut() };
-        // A plain bare holding (the exclusive fast path's) first: its bits are one constant, its
-        // release one compare-exchange from the word its claim installed (`Slot::release_bare`);
-        // if the word has moved (a flag), the plain release below takes it, as any plain holding.
-        if h.bits == PLAIN_BARE && self.slot.release_bare(h.token) {
-            return Ok(());
-        }
-        // A plain holding in an inline record, not upgradable, no service, not sampled, whose
-        // start no subscriber heard of (`TOLD`): one store and one `fetch_sub`. (One call out of
-        // line for all the rest keeps this small; the mask is one constant, so the extra bits
-        // cost nothing.) A subscriber hears the end of every holding it heard begin; of one that
-        // began before anyone listened, only if it ends on the slow path (`subscribe`).
+        // A plain holding, bare or in an inline record, not upgradable, no service, not sampled,
+        // whose start no subscriber heard of (`TOLD`): one store and one compare-exchange from the
+        // word its claim installed (`Slot::release_plain`), or its fallback. (One call out of line
+        // for all the rest keeps this small; the mask is one constant.) A subscriber hears the end
+        // of every holding it heard begin; of one that began before anyone listened, only if it
+        // ends on the slow path (`subscribe`).
         if h.bits & (MANAGED | IN_OVERFLOW | HAS_SERVICE | UP_HELD | SAMPLED | TOLD) == 0 && self.slot.release_plain(&h)
         {
             return Ok(());

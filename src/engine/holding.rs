@@ -135,9 +135,9 @@ const MODE_SHIFT: u32 = 61;
 pub(crate) const MODE_BITS: u64 = Mode::CODE_MASK << MODE_SHIFT;
 const _: () = assert!(Mode::Exclusive.code() == 0);
 /// The whole `Holding::bits` of a bare holding that is nothing more (`bare_unsampled`): every unit
-/// and nothing else, so neither sampled, told, managed nor upgradable. Its release is one
-/// `fetch_sub` of its units and no record store (`Slot::release_bare`), and a guard tells it by one
-/// compare of its bits.
+/// and nothing else, so neither sampled, told, managed nor upgradable. Its claim writes no record
+/// (`Slot::try_claim_bare`); its release is `Slot::release_plain`'s, whose record store goes into
+/// record 0, unused while it holds.
 pub(crate) const PLAIN_BARE: u64 = (word::MAX_UNITS as u64 & UNITS_MASK) | (Mode::Exclusive.code() << MODE_SHIFT);
 
 impl Holding {

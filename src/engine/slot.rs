@@ -912,72 +912,70 @@ impl<K> Slot<K> {
         }
     }
 
-    /// The release of a plain bare holding (`holding::PLAIN_BARE`) with `token`: one
+    /// The release of a plain holding in an inline record (a bare holding's is record 0): one
     /// compare-exchange from the word its claim installed, which needs no load of the word.
     ///
-    /// That word is `word::bare_held` of the token's counter (`token - token_base`): what
-    /// `try_claim_bare` installs on a word without flags, and what a creation's bare claim
-    /// installs on a reborn word (`Table::create_plain`). While the holding lasts, nothing but a
-    /// flag can change it (no other claim succeeds, so the counter stays; the base changes only at
-    /// a rebirth or a rebase, and both need the slot unheld). So the compare-exchange succeeds
-    /// exactly when the word is as claimed and flagless, where `release_plain`'s pre-test would
-    /// have found no `WAITERS` or `MATRIX`. Any
-    /// flag, one set at the claim included, makes it fail having changed nothing, and the guard
-    /// goes on to `release_plain` (whose `FREE` store into record 0 is harmless for a bare
-    /// holding: see there), as before. Only that second way is inlined once, for every plain
-    /// holding: a fallback of its own here made every plain loop 15-19 instructions longer.
+    /// That word, if the holding is the key's only one and no flag has come since, is
+    /// `word::held_alone` of the token's counter (`token - token_base`) and the holding's delta
+    /// (its units and record bit): what its claim installed on a word without holders or flags
+    /// (`try_claim_bare`, `try_claim_unit_bit`, a creation's bare claim on a reborn word). While
+    /// the holding lasts the base does not change (a rebirth or a rebase needs the slot unheld).
+    /// Whatever the counter, a word equal to it holds this holding's record bit and exactly its
+    /// units, so no other holding and no flag: the subtraction is this holding's release. Any
+    /// other word (another holder's units or claim, a flag) makes it fail having changed nothing,
+    /// and `release_plain_found` goes on from the word it found: without `WAITERS` or `MATRIX`, one
+    /// `fetch_sub`; with them, `false`, for the caller's slow path, which takes the slot lock and
+    /// may hand the units to an overdue waiter.
     ///
-    /// Why not the pre-test: it loads the word its own claim has just written with a locked
-    /// instruction, and the branch on that load stands before the `fetch_sub`. Without that load,
-    /// one hot key on one thread (lockbench W3) went from 1.68 to 1.36-1.44 F and on two threads
-    /// from 1.0 to 0.8-0.85 x the bare mutex (alternated runs, bench/perf5-hotpath.md, Phase 9).
-    /// (Phase 8's compare-exchange loaded the word first, and lost to the `fetch_sub`.)
+    /// Why no pre-test (a load of the word before the subtraction, as phase 8 had): it loads the
+    /// word its own claim has just written with a locked instruction, and the branch on it stands
+    /// before the subtraction. Without it, one hot key on one thread (lockbench W3, bare) went from
+    /// 1.68 to 1.36-1.44 F, and a semaphore's permits (S) from 1.74 to 1.58-1.62 F (alternated runs,
+    /// bench/perf5-hotpath.md, Phases 9 and 10). A shared key with readers on several threads pays
+    /// a failed compare-exchange before the `fetch_sub` instead of the pre-test's load; both bring
+    /// the line in, and the compare-exchange brings it in for writing, which the `fetch_sub` needs.
     ///
-    /// It leaves record 0 as it is: a bare holding has no record, and record 0's lease word is
-    /// `FREE` while it holds (its claim found no record bit, and no finished lease lingers). A bare
-    /// holding that a renewal or a downgrade gave record 0 has other bits and does not come here.
+    /// The record's `FREE` store comes first (it must land before the bit clears: lease.rs, no
+    /// finished lease lingers; nobody but this guard ends a plain holding, so a plain store). A
+    /// bare holding writes it into record 0, which nobody else uses while it holds (word.rs) and
+    /// nobody reads without its bit. If the release then goes to the slow path, the record stays
+    /// `FREE` with its bit set, which readers take for a record in flux (lease.rs), and the slow
+    /// path, which ends a plain holding without reading its record, stores `FREE` again.
     #[inline(always)]
-    pub(crate) fn release_bare(&self, token: u64) -> bool {
+    pub(crate) fn release_plain(&self, h: &Holding) -> bool {
         // Relaxed: the base is written before the word's Release store at the slot's birth, and
         // our claim's Acquire read that word (or a later one); it does not change while we hold.
         let base = self.token_base.load(Ordering::Relaxed);
         // `token - base` is the claim's counter (`token_of`), at most `COUNTER_MAX`.
-        let counter = token.wrapping_sub(base);
-        debug_assert!(counter <= word::COUNTER_MAX, "a bare holding's token {token} below its base {base}");
-        let claimed = word::bare_held(counter);
+        let counter = h.token.wrapping_sub(base);
+        debug_assert!(counter <= word::COUNTER_MAX, "a plain holding's token {} below its base {base}", h.token);
+        // The word after the release: the counter alone (no holder, no flag).
+        let unheld = word::held_alone(counter, 0);
+        let alone = unheld | h.release_delta();
+        self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
         // Release: publishes the holder's critical section to the next claimer's Acquire (as the
-        // plain release's `fetch_sub`). Relaxed on failure: the caller's next way loads the word.
-        self.word.compare_exchange(claimed, claimed - MAX_UNITS as u64, Ordering::Release, Ordering::Relaxed).is_ok()
+        // `fetch_sub` of `release_plain_found`). Relaxed on failure: the word found is only
+        // tested for flags.
+        match self.word.compare_exchange(alone, unheld, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => true,
+            Err(found) => self.release_plain_found(h, found),
+        }
     }
 
-    /// The release of a plain holding in an inline record: a store and one `fetch_sub`.
+    /// `release_plain` after its compare-exchange found `found`: one `fetch_sub` of the holding's
+    /// delta, waking whoever queued meanwhile, or, if `found` has `WAITERS` or `MATRIX`, nothing
+    /// and `false`, for the caller's slow path. Inlined: a call out of line here, even one never
+    /// taken, made every plain loop 10-25 instructions longer (bench/perf5-hotpath.md, Phase 10).
     #[inline(always)]
-    pub(crate) fn release_plain(&self, h: &Holding) -> bool {
-        // Nobody but this guard ends a plain holding, so a plain store is enough; it must land
-        // before the bit clears (lease.rs: no finished lease lingers). A bare holding has no
-        // record: it writes `FREE` into record 0, which nobody else uses while it holds (word.rs)
-        // and nobody reads without its bit, so that one store serves every plain holding.
-        self.return_plain_units(h.release_delta(), h.mode_code(), || {
-            self.record(h).lease.store(lease::FREE, Ordering::Relaxed)
-        })
-    }
-
-    /// The plain releases' common part: `before` (the record's store), then one `fetch_sub` of
-    /// `delta`, waking whoever queued meanwhile. Returns false, having done nothing, if the word
-    /// has `WAITERS` or `MATRIX`: the caller then releases on its slow path (`release`, which
-    /// takes the slot lock), so that this inlined path has one call out of line fewer.
-    #[inline(always)]
-    fn return_plain_units(&self, delta: u64, mode: u64, before: impl FnOnce()) -> bool {
-        // Relaxed: a pre-test (the `fetch_sub`'s previous word decides).
-        if self.word.load(Ordering::Relaxed) & (word::WAITERS | word::MATRIX) != 0 {
+    fn release_plain_found(&self, h: &Holding, found: u64) -> bool {
+        if found & (word::WAITERS | word::MATRIX) != 0 {
             return false;
         }
-        before();
         // Release: publishes the holder's critical section to the next claimer's Acquire.
-        let prev = self.word.fetch_sub(delta, Ordering::Release);
+        let prev = self.word.fetch_sub(h.release_delta(), Ordering::Release);
         if prev & (word::WAITERS | word::MATRIX) != 0 {
-            // A waiter queued between the pre-test and the subtraction: wake it.
-            self.wake_after_release(prev, mode);
+            // A waiter queued between the compare-exchange and the subtraction: wake it.
+            self.wake_after_release(prev, h.mode_code());
         }
         true
     }

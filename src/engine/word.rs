@@ -245,11 +245,20 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
 }
 
 /// The word of a bare holding whose claim made `counter`, with no flag: what [`try_claim_bare`]
-/// installs on a flagless word, and what a bare holding's release expects (`Slot::release_bare`).
+/// installs on a flagless word: [`held_alone`] of its counter and every unit.
 /// `counter` is at most [`COUNTER_MAX`], so it stays in its field.
 #[inline(always)]
 pub const fn bare_held(counter: u64) -> u64 {
-    (counter << COUNTER_SHIFT) | UNITS_MASK
+    held_alone(counter, UNITS_MASK)
+}
+
+/// The word of a key whose only holding's claim made `counter` and took `delta` (its units and
+/// inline record's bit, `release_delta`), with no flag: what a plain holding's release expects
+/// (`Slot::release_plain`); with `delta` zero, the word that release leaves. `counter` is at most
+/// [`COUNTER_MAX`], so it stays in its field.
+#[inline(always)]
+pub const fn held_alone(counter: u64, delta: u64) -> u64 {
+    (counter << COUNTER_SHIFT) | delta
 }
 
 /// Whether [`try_claim_bare`] claims from `word`, as one test for the lock-free path (which
@@ -617,6 +626,23 @@ mod tests {
         // A flag at the claim stays in the word, so the release's expected word differs from it.
         let next = try_claim_bare((5 << COUNTER_SHIFT) | WAITERS, COUNTER_MAX).expect("free");
         assert_ne!(bare_held(counter(next)), next);
+    }
+
+    #[test]
+    fn a_lone_unit_claim_installs_held_alone_and_its_release_leaves_the_counter() {
+        for c in [0, 1, 77, COUNTER_MAX - 1] {
+            let (next, bit) = try_claim_unit_bit(c << COUNTER_SHIFT, 4, COUNTER_MAX).expect("free");
+            let delta = release_delta(record_of_bit(bit), 1);
+            assert_eq!(held_alone(counter(next), delta), next, "counter {c}");
+            assert_eq!(release(next, record_of_bit(bit), 1), held_alone(counter(next), 0));
+        }
+        // Beside another holder, or with a flag, the word is not the lone holding's: the release
+        // compare-exchange fails and the fallback subtracts (or takes the slot lock).
+        let (first, _) = try_claim_unit_bit(9 << COUNTER_SHIFT, 4, COUNTER_MAX).expect("free");
+        let (both, bit) = try_claim_unit_bit(first, 4, COUNTER_MAX).expect("a second permit");
+        assert_ne!(held_alone(counter(both), release_delta(record_of_bit(bit), 1)), both);
+        let (flagged, bit) = try_claim_unit_bit((9 << COUNTER_SHIFT) | WAITERS, 4, COUNTER_MAX).expect("free");
+        assert_ne!(held_alone(counter(flagged), release_delta(record_of_bit(bit), 1)), flagged);
     }
 
     #[test]
