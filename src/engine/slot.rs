@@ -951,7 +951,7 @@ impl<K> Slot<K> {
         debug_assert!(counter <= word::COUNTER_MAX, "a plain holding's token {} below its base {base}", h.token);
         // The word after the release: the counter alone (no holder, no flag).
         let unheld = word::held_alone(counter, 0);
-        let alone = unheld | h.release_delta();
+        let alone = unheld | h.plain_release_delta();
         self.record(h).lease.store(lease::FREE, Ordering::Relaxed);
         // Release: publishes the holder's critical section to the next claimer's Acquire (as the
         // `fetch_sub` of `release_plain_found`). Relaxed on failure: the word found is only
