@@ -244,18 +244,10 @@ pub const fn try_claim_bare(word: u64, counter_limit: u64) -> Result<u64, Refusa
     Ok(word + UNITS_MASK + COUNTER_ONE)
 }
 
-/// The word of a bare holding whose claim made `counter`, with no flag: what [`try_claim_bare`]
-/// installs on a flagless word: [`held_alone`] of its counter and every unit.
-/// `counter` is at most [`COUNTER_MAX`], so it stays in its field.
-#[inline(always)]
-pub const fn bare_held(counter: u64) -> u64 {
-    held_alone(counter, UNITS_MASK)
-}
-
 /// The word of a key whose only holding's claim made `counter` and took `delta` (its units and
-/// inline record's bit, `release_delta`), with no flag: what a plain holding's release expects
-/// (`Slot::release_plain`); with `delta` zero, the word that release leaves. `counter` is at most
-/// [`COUNTER_MAX`], so it stays in its field.
+/// inline record's bit, `release_delta`; every unit and no bit for a bare holding), with no flag:
+/// what a plain holding's release expects (`Slot::release_plain`); with `delta` zero, the word
+/// that release leaves. `counter` is at most [`COUNTER_MAX`], so it stays in its field.
 #[inline(always)]
 pub const fn held_alone(counter: u64, delta: u64) -> u64 {
     (counter << COUNTER_SHIFT) | delta
@@ -615,17 +607,15 @@ mod tests {
         }
     }
 
-    /// A bare claim is exactly an exclusive claim on a read/write key without the record, from
-    /// every word of the claim test's grid; its release (the units alone) gives the word back.
     #[test]
-    fn a_bare_claim_on_a_flagless_word_installs_bare_held_of_its_counter() {
+    fn a_bare_claim_on_a_flagless_word_installs_held_alone_of_its_counter() {
         for c in [0, 1, 77, COUNTER_MAX - 1] {
             let next = try_claim_bare(c << COUNTER_SHIFT, COUNTER_MAX).expect("free");
-            assert_eq!(bare_held(counter(next)), next, "counter {c}");
+            assert_eq!(held_alone(counter(next), UNITS_MASK), next, "counter {c}");
         }
         // A flag at the claim stays in the word, so the release's expected word differs from it.
         let next = try_claim_bare((5 << COUNTER_SHIFT) | WAITERS, COUNTER_MAX).expect("free");
-        assert_ne!(bare_held(counter(next)), next);
+        assert_ne!(held_alone(counter(next), UNITS_MASK), next);
     }
 
     #[test]
@@ -645,6 +635,8 @@ mod tests {
         assert_ne!(held_alone(counter(flagged), release_delta(record_of_bit(bit), 1)), flagged);
     }
 
+    /// A bare claim is exactly an exclusive claim on a read/write key without the record, from
+    /// every word of the claim test's grid; its release (the units alone) gives the word back.
     #[test]
     fn bare_claim_is_an_exclusive_claim_without_a_record() {
         let mut checked = 0_u64;
